@@ -1,0 +1,30 @@
+# Every target works from a fresh clone: the venv is created and the project
+# installed into it on first use (and again whenever pyproject.toml changes).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TOPO ?= topologies/two_lans.yaml
+
+.PHONY: test run bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+run: $(STAMP)
+	$(BIN)/python launcher.py up $(TOPO)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench all
+
+clean:
+	rm -rf $(VENV) bench/out .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
