@@ -1,0 +1,107 @@
+"""The node's sysctl knobs: Linux names, defaults, types and ranges.
+
+One registry shared by the kernel (which reads the values) and the topology
+validator (which rejects unknown names and bad values before anything runs).
+Where Linux has the knob, the name, unit and default are Linux's
+(Documentation/networking/ip-sysctl.rst); netemu-only knobs say so.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    default: int
+    minimum: int
+    maximum: int
+    help: str
+
+
+def _knobs(*knobs: Knob) -> dict[str, Knob]:
+    return {k.name: k for k in knobs}
+
+
+INT_MAX = 2**31 - 1
+
+KNOBS: dict[str, Knob] = _knobs(
+    Knob("net.ipv4.ip_forward", 0, 0, 1, "forward IPv4 between interfaces (on for routers)"),
+    Knob("net.ipv4.ip_default_ttl", 64, 1, 255, "TTL of locally generated datagrams"),
+    Knob("net.ipv4.icmp_ratelimit", 1000, 0, INT_MAX, "ms between ICMP errors to one destination (token bucket); 0 = no limit"),
+    Knob("net.ipv4.icmp_ratemask", 6168, 0, 2**19 - 1, "ICMP types (bit mask) subject to icmp_ratelimit"),
+    Knob("net.ipv4.icmp_msgs_per_sec", 1000, 0, INT_MAX, "global ICMP messages per second"),
+    Knob("net.ipv4.icmp_msgs_burst", 50, 0, INT_MAX, "global ICMP burst"),
+    Knob("net.ipv4.icmp_echo_ignore_all", 0, 0, 1, "do not answer echo requests"),
+    Knob("net.ipv4.icmp_echo_ignore_broadcasts", 1, 0, 1, "do not answer echo requests sent to broadcast"),
+    Knob("net.ipv4.ipfrag_time", 30, 1, INT_MAX, "seconds a reassembly queue waits for missing fragments"),
+    Knob("net.ipv4.ipfrag_high_thresh", 4 * 1024 * 1024, 0, INT_MAX, "reassembly memory (bytes) above which queues are evicted"),
+    Knob("net.ipv4.ipfrag_low_thresh", 3 * 1024 * 1024, 0, INT_MAX, "eviction stops below this many bytes"),
+    Knob("net.ipv4.route.max_size", 4096, 16, INT_MAX, "route cache entries (LRU)"),
+    Knob("net.ipv4.route.mtu_expires", 600, 0, INT_MAX, "seconds a learned path MTU is kept"),
+    Knob("net.ipv4.neigh.default.unres_qlen", 3, 0, INT_MAX, "packets queued per unresolved neighbour"),
+    Knob("net.ipv4.neigh.default.retrans_time_ms", 1000, 1, INT_MAX, "ms between ARP requests"),
+    Knob("net.ipv4.neigh.default.mcast_solicit", 3, 0, 255, "broadcast ARP requests before FAILED"),
+    Knob("net.ipv4.neigh.default.ucast_solicit", 3, 0, 255, "unicast probes of a stale entry"),
+    Knob("net.ipv4.neigh.default.base_reachable_time_ms", 30000, 1, INT_MAX, "ms an entry stays REACHABLE"),
+    Knob("net.ipv4.neigh.default.delay_first_probe_time", 5, 0, INT_MAX, "seconds in DELAY before probing"),
+    Knob("net.ipv4.neigh.default.gc_stale_time", 60, 1, INT_MAX, "seconds before an unused stale entry is collected"),
+    Knob("net.ipv4.neigh.default.gc_thresh3", 1024, 1, INT_MAX, "hard limit on neighbour entries"),
+    Knob("net.core.netdev_budget", 300, 1, INT_MAX, "frames processed per NAPI softirq round"),
+    Knob("net.core.dev_weight", 64, 1, INT_MAX, "frames per device per NAPI visit"),
+    Knob("net.core.napi", 1, 0, 1, "netemu only: 0 turns NAPI off (every frame processed on arrival: receive livelock)"),
+)
+
+
+class SysctlError(ValueError):
+    """An unknown knob or a value out of range, with a did-you-mean."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+
+
+def suggest(name: str) -> str:
+    close = difflib.get_close_matches(name, list(KNOBS), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def check(name: str, value: Any) -> int:
+    """The canonical value of `name`, or SysctlError."""
+    knob = KNOBS.get(name)
+    if knob is None:
+        raise SysctlError(name, f"unknown sysctl{suggest(name)}")
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int):
+        raise SysctlError(name, f"expected an integer, got {value!r}")
+    if not knob.minimum <= value <= knob.maximum:
+        raise SysctlError(name, f"{value} is out of range {knob.minimum}..{knob.maximum}")
+    return value
+
+
+class Sysctl(Mapping[str, int]):
+    """A node's knob values: defaults overridden by config and at run time."""
+
+    def __init__(self, overrides: Mapping[str, Any] | None = None) -> None:
+        self._values = {name: knob.default for name, knob in KNOBS.items()}
+        for name, value in (overrides or {}).items():
+            self.set(name, value)
+
+    def set(self, name: str, value: Any) -> int:
+        self._values[name] = canonical = check(name, value)
+        return canonical
+
+    def __getitem__(self, name: str) -> int:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
