@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .errors import WireError
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _bytes_new = bytes.__new__
 _int_new = int.__new__
 
@@ -23,7 +24,8 @@ class MacAddress(bytes):
         if isinstance(value, str):
             text = value.strip().replace("-", ":")
             parts = text.split(":")
-            if len(parts) != 6 or not all(1 <= len(p) <= 2 for p in parts):
+            # int(p, 16) alone would also take "+1", " 1" and "0_1".
+            if len(parts) != 6 or not all(1 <= len(p) <= 2 and _HEX_DIGITS.issuperset(p) for p in parts):
                 raise WireError("mac", f"not a MAC address: {value!r}")
             try:
                 return _bytes_new(cls, bytes(int(p, 16) for p in parts))
@@ -85,7 +87,8 @@ class IPv4Address(int):
                 raise WireError("ipv4", f"not an IPv4 address: {value!r}")
             number = 0
             for part in parts:
-                if not part.isdigit() or len(part) > 3 or (len(part) > 1 and part[0] == "0"):
+                # isascii: str.isdigit() is also true for "²" and "١", which int() rejects or misreads.
+                if not part.isascii() or not part.isdigit() or len(part) > 3 or (len(part) > 1 and part[0] == "0"):
                     raise WireError("ipv4", f"not an IPv4 address: {value!r}")
                 octet = int(part)
                 if octet > 255:
@@ -146,10 +149,10 @@ def prefix_mask(prefix_length: int) -> int:
 
 def parse_cidr(text: str) -> tuple[IPv4Address, int]:
     """Parse ``10.0.0.1/24`` into (address, prefix length); no prefix means /32."""
-    address, _, prefix = text.strip().partition("/")
-    if not prefix:
+    address, slash, prefix = text.strip().partition("/")
+    if not slash:
         return IPv4Address(address), 32
-    if not prefix.isdigit():
+    if not prefix.isascii() or not prefix.isdigit():
         raise WireError("ipv4", f"not a CIDR prefix: {text!r}")
     length = int(prefix)
     prefix_mask(length)

@@ -79,8 +79,12 @@ class EthernetHeader:
         if self.vlan is None:
             _HEADER.pack_into(buffer, offset, self.dst, self.src, self.ethertype)
             return HEADER_LENGTH
+        vlan = self.vlan
+        # Out-of-range parts would silently spill into their neighbours in the TCI.
+        if not (0 <= vlan.vid <= 0x0FFF and 0 <= vlan.pcp <= 7 and 0 <= vlan.dei <= 1):
+            raise WireError("ethernet", f"VLAN tag out of range: {vlan}")
         _HEADER.pack_into(buffer, offset, self.dst, self.src, ETH_P_8021Q)
-        _TAG.pack_into(buffer, offset + HEADER_LENGTH, self.vlan.tci, self.ethertype)
+        _TAG.pack_into(buffer, offset + HEADER_LENGTH, vlan.tci, self.ethertype)
         return VLAN_HEADER_LENGTH
 
     def build(self, payload: "bytes | memoryview" = b"") -> bytes:
