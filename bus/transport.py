@@ -1,0 +1,461 @@
+"""ZeroMQ plumbing every process shares: endpoints, frame batches, data ports, control channel.
+
+Before changing this file, read docs/design.md ("Data plane framing" and
+"Control channel") and /work/shared/reference/baselines.md: joining frames into
+one message is the 3-5x lever, and polling before every recv halves throughput
+(poll once, then drain with NOBLOCK until `zmq.Again`).
+
+Nothing here knows about devices or protocols:
+
+* endpoints: `ipc_endpoint`, `endpoint_path`, `cleanup_endpoint`;
+* frame batches: `pack_frames` / `unpack_frames` (2-byte big-endian length per
+  frame, several frames per ZeroMQ message) and `FrameBatcher`, which drains
+  queued frames into as few messages as possible without ever waiting;
+* `DataPort`: the NIC end of an attachment (a DEALER whose routing id is the
+  attachment name, e.g. ``h1:eth0``);
+* the msgpack control channel: `ControlServer` (ROUTER + op handlers) and
+  `ControlClient` (DEALER with a timeout, so a frozen peer cannot hang us).
+"""
+from __future__ import annotations
+
+import errno as errno_codes
+import os
+import struct
+import time
+from typing import Any, Callable, Iterable
+
+import msgpack
+import zmq
+
+from nodes.wire.errors import WireError
+
+# AF_UNIX sun_path is 108 bytes including the terminating NUL.
+MAX_IPC_PATH = 107
+MAX_FRAME_LENGTH = 0xFFFF  # the length prefix is 2 bytes
+# A message holds at most this many bytes of frames, so a long backlog still
+# leaves in pieces the receiver can interleave with other work.
+MAX_BATCH_BYTES = 256 * 1024
+HELLO = b""
+
+_LENGTH = struct.Struct("!H")
+_length_at = _LENGTH.unpack_from
+# Precomputed prefixes: measured fastest of int.to_bytes, struct.pack and a
+# table lookup (~90 ns/frame vs ~140-160 ns; bench numbers in the report).
+_PREFIX = tuple(n.to_bytes(2, "big") for n in range(MAX_FRAME_LENGTH + 1))
+
+
+# --------------------------------------------------------------------- endpoints
+
+def ipc_endpoint(run_dir: str | os.PathLike[str], name: str) -> str:
+    """The ipc endpoint for socket file `name` in `run_dir`; refuses paths too long for AF_UNIX."""
+    path = os.path.join(os.fspath(run_dir), name)
+    if len(os.fsencode(path)) > MAX_IPC_PATH:
+        raise ValueError(f"ipc path {path!r} is longer than {MAX_IPC_PATH} bytes (AF_UNIX limit): use a shorter run directory")
+    return f"ipc://{path}"
+
+
+def endpoint_path(endpoint: str) -> str | None:
+    """The socket file behind an ``ipc://`` endpoint, None for other transports."""
+    if endpoint.startswith("ipc://"):
+        path = endpoint[len("ipc://"):]
+        # "ipc://@name" is Linux's abstract namespace: no file to clean up.
+        return path if path and not path.startswith("@") else None
+    return None
+
+
+def cleanup_endpoint(endpoint: str) -> None:
+    """Unlink the socket file of an ipc endpoint this process bound (missing file is fine)."""
+    path = endpoint_path(endpoint)
+    if path is None:
+        return
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+# ----------------------------------------------------------------- frame batches
+
+class BatchError(WireError):
+    """A data-plane message whose length prefixes do not add up to its size."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("batch", reason)
+
+
+def pack_frames(frames: Iterable[bytes | bytearray | memoryview]) -> bytes:
+    """Join frames into one data-plane message: each frame preceded by its 2-byte big-endian length."""
+    parts: list[bytes | bytearray | memoryview] = []
+    append = parts.append
+    prefix = _PREFIX
+    for frame in frames:
+        try:
+            append(prefix[len(frame)])
+        except IndexError:
+            raise ValueError(f"frame of {len(frame)} bytes does not fit a 2-byte length prefix") from None
+        append(frame)
+    return b"".join(parts)
+
+
+def unpack_frames(message: bytes | bytearray | memoryview) -> list[bytes]:
+    """Split a data-plane message into frames; raises `BatchError` if the prefixes do not add up.
+
+    An empty message is a hello and yields no frames. Callers in an event
+    loop catch `BatchError`, count the message as malformed and drop it whole:
+    a batch with a broken prefix cannot be trusted past the break.
+    """
+    frames: list[bytes] = []
+    append = frames.append
+    end = len(message)
+    offset = 0
+    if isinstance(message, memoryview):
+        message = message.tobytes()
+    try:
+        while offset < end:
+            (length,) = _length_at(message, offset)
+            start = offset + 2
+            offset = start + length
+            append(message[start:offset])
+    except struct.error:
+        raise BatchError(f"truncated length prefix at offset {offset} of {end}") from None
+    if offset != end:
+        raise BatchError(f"last frame claims {offset - end} bytes beyond the {end}-byte message")
+    return frames
+
+
+class FrameBatcher:
+    """Frames queued during one event-loop pass, sent as few messages as possible by `flush`.
+
+    The loop calls `flush()` once per pass, after draining its inputs: a lone
+    frame therefore leaves in the same pass it was queued (batching never
+    waits); under load everything queued in the pass shares one message.
+    `send(message) -> bool` returns False when the message could not be queued
+    (peer's high-water mark reached); its frames are then counted in `dropped`.
+    """
+
+    __slots__ = ("_send", "_parts", "_frames", "_bytes", "max_bytes", "messages", "frames", "dropped")
+
+    def __init__(self, send: Callable[[bytes], bool], max_bytes: int = MAX_BATCH_BYTES) -> None:
+        self._send = send
+        self._parts: list[bytes | memoryview] = []
+        self._frames = 0
+        self._bytes = 0
+        self.max_bytes = max_bytes
+        self.messages = 0
+        self.frames = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return self._frames
+
+    def append(self, frame: bytes | memoryview) -> None:
+        """Queue one frame (flushing first if the pending message would grow past `max_bytes`)."""
+        length = len(frame)
+        if length > MAX_FRAME_LENGTH:
+            raise ValueError(f"frame of {length} bytes does not fit a 2-byte length prefix")
+        if self._bytes + length > self.max_bytes and self._frames:
+            self.flush()
+        self._parts.append(_PREFIX[length])
+        self._parts.append(frame)
+        self._frames += 1
+        self._bytes += length + 2
+
+    def append_packed(self, message: bytes, frame_count: int) -> None:
+        """Queue an already packed message as is (a relay forwarding a whole batch unchanged)."""
+        if self._bytes + len(message) > self.max_bytes and self._frames:
+            self.flush()
+        self._parts.append(message)
+        self._frames += frame_count
+        self._bytes += len(message)
+
+    def flush(self) -> int:
+        """Send everything queued; returns the number of frames that were sent."""
+        count = self._frames
+        if not count:
+            return 0
+        parts = self._parts
+        message = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._parts = []
+        self._frames = 0
+        self._bytes = 0
+        if self._send(message):
+            self.messages += 1
+            self.frames += count
+            return count
+        self.dropped += count
+        return 0
+
+    def clear(self) -> int:
+        """Discard everything queued; returns how many frames were discarded."""
+        count = self._frames
+        self._parts = []
+        self._frames = 0
+        self._bytes = 0
+        return count
+
+
+# -------------------------------------------------------------------- data ports
+
+class DataPort:
+    """The NIC end of an attachment: a DEALER, routing id = attachment name, connected to a device.
+
+    Sends a hello (empty message) on connect; `keepalive(now)` repeats it every
+    `KEEPALIVE_INTERVAL` so a restarted device relearns the port. `receive()`
+    is called after the event loop's poll reported the socket readable and
+    drains it with NOBLOCK (no poll per message: see baselines.md).
+    """
+
+    KEEPALIVE_INTERVAL = 5.0
+    # Messages, not frames: with batching one message carries many frames.
+    HIGH_WATER_MARK = 1000
+
+    def __init__(self, context: zmq.Context, endpoint: str, attachment: str, *, now: float | None = None) -> None:
+        self.endpoint = endpoint
+        self.attachment = attachment
+        self.socket = context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.ROUTING_ID, attachment.encode())
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.SNDHWM, self.HIGH_WATER_MARK)
+        self.socket.setsockopt(zmq.RCVHWM, self.HIGH_WATER_MARK)
+        self.socket.connect(endpoint)
+        self.counters = {
+            "tx_packets": 0, "tx_bytes": 0, "tx_dropped": 0,
+            "rx_packets": 0, "rx_bytes": 0, "rx_malformed_batches": 0,
+        }
+        self.batcher = FrameBatcher(self._send_message)
+        self._last_hello = time.monotonic() if now is None else now
+        self.hello()
+
+    def fileno(self) -> int:
+        return self.socket.getsockopt(zmq.FD)
+
+    def hello(self) -> None:
+        """Announce the attachment to the device (it creates the port if new)."""
+        try:
+            self.socket.send(HELLO, zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the queue toward the device is full of frames: it knows us already
+
+    def keepalive(self, now: float) -> None:
+        """Send a hello if the last one is older than `KEEPALIVE_INTERVAL`."""
+        if now - self._last_hello >= self.KEEPALIVE_INTERVAL:
+            self._last_hello = now
+            self.hello()
+
+    def _send_message(self, message: bytes) -> bool:
+        try:
+            self.socket.send(message, zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            return False
+
+    def queue(self, frame: bytes | memoryview) -> None:
+        """Queue a frame; it leaves at the next `flush()` (same loop pass)."""
+        self.batcher.append(frame)
+        self.counters["tx_bytes"] += len(frame)
+
+    def flush(self) -> None:
+        """Send what `queue` collected as one message (or a few if large)."""
+        pending = len(self.batcher)
+        if pending:
+            sent = self.batcher.flush()
+            self.counters["tx_packets"] += sent
+            self.counters["tx_dropped"] += pending - sent
+
+    def send_frames(self, frames: Iterable[bytes | memoryview]) -> int:
+        """Queue and flush `frames` at once; returns how many were dropped (queue full)."""
+        before = self.counters["tx_dropped"]
+        for frame in frames:
+            self.queue(frame)
+        self.flush()
+        return self.counters["tx_dropped"] - before
+
+    def receive(self, max_messages: int = 256) -> list[bytes]:
+        """Drain up to `max_messages` waiting messages without blocking; returns their frames."""
+        frames: list[bytes] = []
+        recv = self.socket.recv
+        counters = self.counters
+        for _ in range(max_messages):
+            try:
+                message = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if not message:
+                continue  # devices do not send hellos today; tolerate them
+            try:
+                batch = unpack_frames(message)
+            except BatchError:
+                counters["rx_malformed_batches"] += 1
+                continue
+            counters["rx_packets"] += len(batch)
+            counters["rx_bytes"] += len(message) - 2 * len(batch)
+            frames.extend(batch)
+        return frames
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+
+
+# --------------------------------------------------------------- control channel
+
+class ControlError(Exception):
+    """A control request failed: the peer answered ``ok: false``, or the reply was unusable."""
+
+    def __init__(self, message: str, errno: int | None = None, op: str | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.op = op
+
+
+class ControlTimeout(ControlError, TimeoutError):
+    """The peer did not answer in time (dead, frozen with SIGSTOP, or not started yet)."""
+
+
+def _reply_error(exception: BaseException) -> dict[str, Any]:
+    code = getattr(exception, "errno", None)
+    return {"ok": False, "error": str(exception) or type(exception).__name__, "errno": code if isinstance(code, int) else None}
+
+
+class ControlServer:
+    """A ROUTER answering msgpack ``{"op": ..., **args}`` requests with registered handlers.
+
+    `handle_pending()` is called when the loop's poll reports the socket
+    readable. A handler is called as ``handler(**args)``; whatever it raises
+    becomes an ``ok: false`` reply with the exception's errno, so a bad request
+    never takes the process down. Works with REQ, DEALER (with or without the
+    empty delimiter) and `ControlClient`: the whole envelope is echoed back.
+    """
+
+    def __init__(self, context: zmq.Context, endpoint: str, handlers: dict[str, Callable[..., Any]] | None = None) -> None:
+        self.endpoint = endpoint
+        self.handlers: dict[str, Callable[..., Any]] = dict(handlers or {})
+        self.socket = context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.bind(endpoint)
+        self.requests = 0
+        self.errors = 0
+
+    def register(self, op: str, handler: Callable[..., Any]) -> None:
+        self.handlers[op] = handler
+
+    def dispatch(self, payload: bytes) -> dict[str, Any]:
+        """Decode one request and run its handler; returns the reply dict (never raises)."""
+        try:
+            request = msgpack.unpackb(payload, raw=False)
+        except Exception as exc:  # msgpack raises several unrelated types for garbage
+            return {"ok": False, "error": f"request is not msgpack: {exc}", "errno": errno_codes.EINVAL}
+        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+            return {"ok": False, "error": "request must be a map with a string 'op'", "errno": errno_codes.EINVAL}
+        op = request.pop("op")
+        handler = self.handlers.get(op)
+        if handler is None:
+            return {"ok": False, "error": f"unknown op {op!r} (known: {', '.join(sorted(self.handlers))})", "errno": errno_codes.EOPNOTSUPP}
+        if not all(isinstance(key, str) for key in request):
+            return {"ok": False, "error": "argument names must be strings", "errno": errno_codes.EINVAL}
+        try:
+            return {"ok": True, "result": handler(**request)}
+        except Exception as exc:
+            return _reply_error(exc)
+
+    def handle_pending(self, max_requests: int = 64) -> int:
+        """Answer the requests waiting on the socket; returns how many were answered."""
+        handled = 0
+        for _ in range(max_requests):
+            try:
+                parts = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if len(parts) < 2:
+                continue  # a ROUTER always prepends the identity; nothing to answer
+            reply = self.dispatch(parts[-1])
+            self.requests += 1
+            if not reply["ok"]:
+                self.errors += 1
+            try:
+                encoded = msgpack.packb(reply, use_bin_type=True)
+            except Exception as exc:
+                self.errors += 1
+                encoded = msgpack.packb({"ok": False, "error": f"result cannot be encoded: {exc}", "errno": None}, use_bin_type=True)
+            try:
+                self.socket.send_multipart([*parts[:-1], encoded], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # the client went away or is not reading: its problem, not ours
+            handled += 1
+        return handled
+
+    def close(self, *, unlink: bool = True) -> None:
+        self.socket.close(linger=0)
+        if unlink:
+            cleanup_endpoint(self.endpoint)
+
+
+class ControlClient:
+    """Calls ops on one process's control endpoint; never blocks longer than `timeout` seconds.
+
+    A DEALER rather than a REQ: after a timeout the socket is thrown away and
+    a fresh one is used for the next call (the "lazy pirate" pattern), so a
+    late reply to an abandoned request can never be taken for the next answer.
+    Not thread-safe: one client per thread.
+    """
+
+    def __init__(self, endpoint: str, timeout: float = 2.0, context: zmq.Context | None = None) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._context = context if context is not None else zmq.Context.instance()
+        self._socket: zmq.Socket | None = None
+
+    def _connect(self) -> zmq.Socket:
+        if self._socket is None:
+            socket = self._context.socket(zmq.DEALER)
+            socket.setsockopt(zmq.LINGER, 0)
+            socket.connect(self.endpoint)
+            self._socket = socket
+        return self._socket
+
+    def call(self, op: str, /, **args: Any) -> Any:
+        """Run `op` with `args` on the peer; returns its result or raises ControlError/ControlTimeout."""
+        return self.request(op, args)
+
+    def request(self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        """Like `call`, with the arguments as a dict and an optional per-call timeout."""
+        timeout = self.timeout if timeout is None else timeout
+        payload = msgpack.packb({**(args or {}), "op": op}, use_bin_type=True)
+        socket = self._connect()
+        deadline = time.monotonic() + timeout
+        try:
+            # Empty delimiter first: the envelope a REQ would send, so REP servers answer too.
+            socket.send_multipart([b"", payload], zmq.NOBLOCK)
+        except zmq.Again:
+            self._reset()
+            raise ControlTimeout(f"{self.endpoint}: cannot queue {op!r} (peer not accepting)", errno_codes.ETIMEDOUT, op) from None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not socket.poll(max(1, int(remaining * 1000 + 0.999)), zmq.POLLIN):
+                self._reset()
+                raise ControlTimeout(f"{self.endpoint}: no reply to {op!r} within {timeout:g} s", errno_codes.ETIMEDOUT, op)
+            parts = socket.recv_multipart(zmq.NOBLOCK)
+            if parts and parts[-1]:
+                break
+        try:
+            reply = msgpack.unpackb(parts[-1], raw=False)
+        except Exception as exc:
+            raise ControlError(f"{self.endpoint}: undecodable reply to {op!r}: {exc}", None, op) from None
+        if not isinstance(reply, dict) or "ok" not in reply:
+            raise ControlError(f"{self.endpoint}: malformed reply to {op!r}: {reply!r}", None, op)
+        if not reply["ok"]:
+            raise ControlError(str(reply.get("error", "unknown error")), reply.get("errno"), op)
+        return reply.get("result")
+
+    def _reset(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+
+    def close(self) -> None:
+        self._reset()
+
+    def __enter__(self) -> "ControlClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
