@@ -320,3 +320,248 @@ class LinkParams:
         """No impairment that needs a shaper (mtu, queue and up are the device's job)."""
         return not (self.rate or self.delay or self.jitter or self.loss or self.duplicate
                     or self.corrupt or self.reorder)
+
+
+class Shaper:
+    """One direction of one port: netem's impairments, a tbf-like serializer, a delay line.
+
+    A frame offered at `now` goes through, in netem's order: link down ->
+    dropped; `queue` frames already held -> tail drop (like netem's `limit`,
+    the count covers frames waiting for the wire *and* frames in flight in the
+    delay line); loss; duplication (the copy gets its own corruption and
+    jitter, as netem's clone re-enters the qdisc); corruption (one random bit
+    of a copy flipped); then its departure time:
+
+    * serialization at `rate`: a frame starts when the previous one finished,
+      ``finish = max(now, previous_finish) + len * 8 / rate`` -- tbf with a
+      bucket of one frame, so no burst credit builds up while idle; the length
+      is the Ethernet frame without preamble, FCS or gap, as tc counts it;
+    * plus `delay` and a jitter drawn uniformly from [-jitter, +jitter] (netem's
+      default when no distribution table is given; bounded, so tests can pin
+      it), never earlier than the serialization finish;
+    * departures are then made monotonic, so jitter alone never reorders
+      (unlike netem, where jitter without a rate reorders through tfifo). Only
+      `reorder` reorders: with probability `reorder` a frame skips delay and
+      jitter and leaves when serialized -- "reorder 25%" sends a quarter of
+      the frames at once, netem with gap 1. It needs a delay to overtake, so
+      without delay or jitter no reorder draw happens.
+
+    Correlated loss is a two-state Markov chain (the simple Gilbert model):
+    after a loss the next frame is lost with ``c + (1 - c) * p``, after a
+    delivery with ``(1 - c) * p``. Its stationary loss rate is exactly `loss`
+    and its lag-one correlation exactly `loss_correlation`, with mean burst
+    length ``1 / ((1 - c) * (1 - p))``. netem's own `loss p c` mixes
+    successive uniform numbers instead, which is known to lower the actual loss
+    rate and barely produce bursts (Salsano et al.).
+
+    One class on purpose: composing impairments as wrappers (STYLE.md #11) costs
+    a call and a hand-off per stage per frame; the stages have netem's fixed
+    order anyway, and each is one `if` on a zero parameter when unused.
+
+    Storage: frames whose departures arrive in order (all of them without
+    `reorder`) sit in a deque; the few that overtake (reordered frames, frames
+    sent after a parameter change shortened the delay) sit in a heap; pop_ready
+    merges the two. Ties go to the deque.
+    """
+
+    __slots__ = (
+        "_params", "_rng", "_random", "_line", "_heap", "_sequence",
+        "_up", "_queue", "_seconds_per_byte", "_delay", "_jitter", "_reorder",
+        "_loss", "_loss_correlated", "_loss_after_loss", "_loss_after_delivery", "_last_lost",
+        "_duplicate", "_corrupt", "_serializer_free_at", "_floor", "_params_passthrough",
+        "tx_packets", "tx_bytes", "dropped_down", "dropped_queue", "dropped_loss",
+        "duplicated", "corrupted", "reordered",
+    )
+
+    def __init__(self, params: LinkParams | None = None, rng: random.Random | None = None) -> None:
+        self._rng = rng if rng is not None else random.Random(0)
+        self._random = self._rng.random
+        self._line: deque[tuple[float, bytes]] = deque()
+        self._heap: list[tuple[float, int, bytes]] = []
+        self._sequence = 0
+        self._serializer_free_at = -math.inf
+        self._floor = -math.inf
+        self._last_lost = False
+        self._up = True
+        self.tx_packets = self.tx_bytes = 0
+        self.dropped_down = self.dropped_queue = self.dropped_loss = 0
+        self.duplicated = self.corrupted = self.reordered = 0
+        self._params = LinkParams()
+        self._apply(params if params is not None else LinkParams())
+
+    # --- parameters ---------------------------------------------------------------------
+
+    @property
+    def params(self) -> LinkParams:
+        return self._params
+
+    def update(self, **canonical: Any) -> None:
+        """Change canonical parameters at run time; frames already scheduled keep their times.
+
+        A parameter set back to 0 really goes: new frames do not wait behind
+        frames scheduled under the old delay (they overtake them, as they
+        would in netem's time-sorted queue).
+        """
+        self._apply(self._params.replace(**canonical))
+
+    def set_params(self, params: LinkParams) -> None:
+        """Replace every parameter at once (same rules as `update`)."""
+        self._apply(params)
+
+    def set_seed(self, seed: int) -> None:
+        """Restart the random sequence, so a run can be replayed."""
+        self._rng.seed(seed)
+        self._last_lost = False
+
+    def _apply(self, params: LinkParams) -> None:
+        old = self._params
+        self._params = params
+        self._queue = params.queue
+        self._seconds_per_byte = 8.0 / params.rate if params.rate else 0.0
+        self._delay = params.delay
+        self._jitter = params.jitter
+        self._reorder = params.reorder if (params.delay or params.jitter) else 0.0
+        self._loss = params.loss
+        correlation = params.loss_correlation
+        self._loss_correlated = bool(params.loss and correlation)
+        self._loss_after_loss = correlation + (1.0 - correlation) * params.loss
+        self._loss_after_delivery = (1.0 - correlation) * params.loss
+        if not self._loss_correlated:
+            self._last_lost = False
+        self._duplicate = params.duplicate
+        self._corrupt = params.corrupt
+        self._params_passthrough = params.is_passthrough
+        if (params.rate, params.delay, params.jitter) != (old.rate, old.delay, old.jitter):
+            # New timing: the in-order guarantee restarts, so a shorter delay takes effect now.
+            self._floor = -math.inf
+        if not params.rate:
+            self._serializer_free_at = -math.inf
+        if self._up and not params.up:
+            self._drop_held()
+        self._up = params.up
+
+    def _drop_held(self) -> None:
+        """Link went down: frames queued or in flight are lost, as a qdisc reset loses them."""
+        self.dropped_down += len(self._line) + len(self._heap)
+        self._line.clear()
+        self._heap.clear()
+        self._serializer_free_at = -math.inf
+        self._floor = -math.inf
+
+    # --- data path ----------------------------------------------------------------------
+
+    @property
+    def passthrough(self) -> bool:
+        """True when nothing needs shaping: no impairment set and no frame still held.
+
+        A device may then hand frames straight to the wire. Held frames keep
+        it False until they are out, so a device that stops polling a
+        passthrough shaper strands nothing. `up` is the device's own check.
+        """
+        return self._params_passthrough and not self._line and not self._heap
+
+    def offer(self, frame: bytes, now: float) -> None:
+        """Accept a frame sent at `now`: drop it, or schedule it (maybe twice) for departure."""
+        if not self._up:
+            self.dropped_down += 1
+            return
+        if len(self._line) + len(self._heap) >= self._queue:
+            self.dropped_queue += 1
+            return
+        if self._loss:
+            if self._loss_correlated:
+                lost = self._random() < (
+                    self._loss_after_loss if self._last_lost else self._loss_after_delivery)
+                self._last_lost = lost
+            else:
+                lost = self._random() < self._loss
+            if lost:
+                self.dropped_loss += 1
+                return
+        self._schedule(frame, now)
+        if self._duplicate and self._random() < self._duplicate:
+            if len(self._line) + len(self._heap) >= self._queue:
+                self.dropped_queue += 1
+            else:
+                self.duplicated += 1
+                self._schedule(frame, now)
+
+    def _schedule(self, frame: bytes, now: float) -> None:
+        random_ = self._random
+        if self._corrupt and frame and random_() < self._corrupt:
+            frame = self._flip_one_bit(frame)
+        if self._seconds_per_byte:
+            start = now if now > self._serializer_free_at else self._serializer_free_at
+            finish = start + len(frame) * self._seconds_per_byte
+            self._serializer_free_at = finish
+        else:
+            finish = now
+        if self._reorder and random_() < self._reorder:
+            self.reordered += 1
+            departure = finish
+        else:
+            departure = finish + self._delay
+            if self._jitter:
+                departure += self._jitter * (2.0 * random_() - 1.0)
+                if departure < finish:
+                    departure = finish
+            if departure < self._floor:
+                departure = self._floor
+            self._floor = departure
+        line = self._line
+        if not line or departure >= line[-1][0]:
+            line.append((departure, frame))
+        else:
+            self._sequence += 1
+            heapq.heappush(self._heap, (departure, self._sequence, frame))
+
+    def _flip_one_bit(self, frame: bytes) -> bytes:
+        """A copy of `frame` with one uniformly chosen bit inverted (the caller's bytes stay intact)."""
+        self.corrupted += 1
+        bit = self._rng.randrange(len(frame) * 8)
+        damaged = bytearray(frame)
+        damaged[bit >> 3] ^= 1 << (bit & 7)
+        return bytes(damaged)
+
+    def pop_ready(self, now: float) -> list[bytes]:
+        """Every frame whose departure time is <= `now`, in departure order."""
+        line, heap = self._line, self._heap
+        ready: list[bytes] = []
+        if not heap:
+            while line and line[0][0] <= now:
+                ready.append(line.popleft()[1])
+        else:
+            while True:
+                if line and line[0][0] <= now and (not heap or line[0][0] <= heap[0][0]):
+                    ready.append(line.popleft()[1])
+                elif heap and heap[0][0] <= now:
+                    ready.append(heapq.heappop(heap)[2])
+                else:
+                    break
+        if ready:
+            self.tx_packets += len(ready)
+            self.tx_bytes += sum(map(len, ready))
+        return ready
+
+    def next_deadline(self) -> float | None:
+        """When the next frame departs (the device's next timer), or None when nothing is held."""
+        line, heap = self._line, self._heap
+        if line:
+            return min(line[0][0], heap[0][0]) if heap else line[0][0]
+        return heap[0][0] if heap else None
+
+    @property
+    def backlog(self) -> int:
+        """Frames held now: waiting for the wire or in the delay line."""
+        return len(self._line) + len(self._heap)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """A snapshot of the counters (tc -s qdisc in spirit, names fixed by the device contract)."""
+        return {
+            "tx_packets": self.tx_packets, "tx_bytes": self.tx_bytes,
+            "dropped_down": self.dropped_down, "dropped_queue": self.dropped_queue,
+            "dropped_loss": self.dropped_loss, "duplicated": self.duplicated,
+            "corrupted": self.corrupted, "reordered": self.reordered,
+            "backlog": len(self._line) + len(self._heap),
+        }
