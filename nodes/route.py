@@ -552,17 +552,17 @@ class DstEntry:
 class RouteCache:
     """Bounded LRU of `DstEntry` by destination in front of a `Fib` (pre-3.6 Linux route cache).
 
-    Knobs: `route_cache_size` (max entries), `mtu_expires` (seconds a learned
+    Knobs (sysctl net.ipv4.route.*): `max_size` (max entries), `mtu_expires` (seconds a learned
     PMTU lasts, Linux ip_rt_mtu_expires), `min_pmtu` (floor for reported MTUs,
     Linux ip_rt_min_pmtu).
     """
 
-    def __init__(self, fib: Fib, route_cache_size: int = 4096, mtu_expires: float = 600.0,
+    def __init__(self, fib: Fib, max_size: int = 4096, mtu_expires: float = 600.0,
                  min_pmtu: int = 552) -> None:
-        if route_cache_size < 1:
-            raise ValueError("route_cache_size must be at least 1")
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1")
         self.fib = fib
-        self.route_cache_size = route_cache_size
+        self.max_size = max_size
         self.mtu_expires = mtu_expires
         self.min_pmtu = min_pmtu
         self._entries: OrderedDict[int, DstEntry] = OrderedDict()
@@ -611,7 +611,7 @@ class RouteCache:
             else:
                 del self._pmtu[dst]
         self._entries[dst] = entry
-        if len(self._entries) > self.route_cache_size:
+        if len(self._entries) > self.max_size:
             self._entries.popitem(last=False)
             self.evictions += 1
         return entry
@@ -655,7 +655,7 @@ class RouteCache:
         entry.pmtu, entry.pmtu_expires = mtu, expires
         self._pmtu.pop(entry.dst, None)
         self._pmtu[entry.dst] = (mtu, expires)
-        if len(self._pmtu) > self.route_cache_size:
+        if len(self._pmtu) > self.max_size:
             del self._pmtu[next(iter(self._pmtu))]
         return mtu
 

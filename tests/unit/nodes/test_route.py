@@ -372,7 +372,7 @@ def test_source_for_a_local_destination_is_that_address(fib):
 @pytest.fixture
 def cache(fib) -> RouteCache:
     fib.add(route("default", gateway="10.0.1.254"))
-    return RouteCache(fib, route_cache_size=3)
+    return RouteCache(fib, max_size=3)
 
 
 def test_cache_entry_holds_the_routing_decision(cache):
