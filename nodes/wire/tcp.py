@@ -158,7 +158,12 @@ class NopOption:
 
 @dataclass(slots=True)
 class EolOption:
-    """End of option list (kind 0); `padding` holds the bytes after it when they are not plain zero padding."""
+    """End of option list (kind 0); `padding` holds the bytes after it when they are not plain zero padding.
+
+    Only `parse` needs this: to build, leave the EOL out and `encode_options`
+    pads. An EOL given to `build` is followed by the zero padding it needs,
+    which parses back as part of `padding`.
+    """
 
     padding: bytes = b""
     kind: ClassVar[int] = TCPOPT_EOL
@@ -203,6 +208,15 @@ def encode_options(options: "tuple[TcpOption, ...] | list[TcpOption]") -> bytes:
     if not options:
         return b""
     try:
+        if (
+            len(options) == 3
+            and type(options[2]) is TimestampOption
+            and type(options[0]) is NopOption
+            and type(options[1]) is NopOption
+        ):
+            # Every data segment of a timestamped connection: skip the generic join.
+            timestamp = options[2]
+            return _ALIGNED_TIMESTAMP.pack(_ALIGNED_TIMESTAMP_WORD, timestamp.value, timestamp.echo)
         raw = b"".join([option.encode() for option in options])
     except struct.error as error:
         raise WireError("tcp", f"option field out of range: {error}") from None
@@ -214,8 +228,7 @@ def encode_options(options: "tuple[TcpOption, ...] | list[TcpOption]") -> bytes:
     pad = -len(raw) & 3
     if pad:
         # A zero byte is an EOL, and what follows an EOL is ignored: RFC 9293 3.1.
-        if len(raw) + pad > MAX_OPTIONS_LENGTH:
-            raise WireError("tcp", f"{len(raw)} bytes of options do not pad into {MAX_OPTIONS_LENGTH}")
+        # (40 is a multiple of 4, so padding never pushes past the limit.)
         raw += bytes(pad)
     return raw
 
@@ -375,6 +388,14 @@ class TcpHeader:
             raise WireError("tcp", f"data offset {header_length >> 2} is below the minimum of 5")
         if header_length > len(data):
             raise WireError("tcp", f"header of {header_length} bytes overruns the {len(data)} bytes received")
+        if header_length == 32:
+            # Inlined fast path of parse_options for NOP NOP timestamp (see there).
+            word, value, echo = _ALIGNED_TIMESTAMP.unpack_from(data, HEADER_LENGTH)
+            if word == _ALIGNED_TIMESTAMP_WORD:
+                return cls(
+                    src_port, dst_port, seq, ack, offset_flags & FLAGS_MASK, window, checksum, urgent,
+                    (NOP, NOP, TimestampOption(value, echo)),
+                )
         options = parse_options(data, HEADER_LENGTH, header_length)
         return cls(src_port, dst_port, seq, ack, offset_flags & FLAGS_MASK, window, checksum, urgent, options)
 

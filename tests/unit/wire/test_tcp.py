@@ -133,6 +133,15 @@ def test_aligned_timestamp_fast_path_gives_same_options_as_general_path():
     assert parse_options(raw_options + b"\x00" * 4) == (NOP, NOP, TimestampOption(0xDEADBEEF, 5), EolOption(b"\x00\x00\x00"))
 
 
+def test_aligned_timestamp_fast_path_encodes_like_general_path():
+    timestamp = TimestampOption(0xFFFFFFFF, 1)
+    expected = b"\x01\x01" + timestamp.encode()
+    assert encode_options((NOP, NOP, timestamp)) == expected
+    assert encode_options([NopOption(), NopOption(), timestamp]) == expected
+    with pytest.raises(WireError):
+        encode_options((NOP, NOP, TimestampOption(1 << 32, 0)))
+
+
 def test_sack_blocks_parse_and_build():
     blocks = ((1000, 2000), (3000, 4000), (0xFFFFFF00, 0x10))
     header = TcpHeader(1, 2, 3, 4, ACK, 5, options=(NOP, NOP, SackOption(blocks)))
