@@ -1,0 +1,443 @@
+"""Reading the sections of a topology file into model objects, one key at a time.
+
+Before changing this file, read docs/topology.md (every key and its meaning)
+and `ip-route(8)` for the route grammar. This stage checks what one key can
+tell on its own (types, unknown keys, CIDR syntax, link parameters, sysctl
+names); what needs the whole topology (references, duplicates, subnets,
+loops) is `control/topology_check.py`'s job. Problems are collected, never
+raised, so a file with ten mistakes gets ten lines back.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any, Iterable
+
+from bus.shaping import LINK_PARAM_KEYS, LinkParamError, parse_link_params
+from nodes.wire.addresses import IPv4Address, MacAddress, prefix_mask
+from nodes.wire.errors import WireError
+
+from .topology_model import ArpEntry, Interface, Node, Problem, Route, Segment, SegmentLink, Where, format_cidr
+from .topology_yaml import LocatedList, LocatedMap
+
+NAME_PATTERN = re.compile(r"[a-z](?:[a-z0-9-]*[a-z0-9])?")
+MAX_NAME_LENGTH = 24        # keeps ipc://RUN_DIR/NAME.data well under the 107-byte sun_path
+MAX_TOPOLOGY_NAME_LENGTH = 32
+MAX_INTERFACE_NAME_LENGTH = 15   # Linux IFNAMSIZ - 1
+RESERVED_NAMES = frozenset({"localhost", "default", "all"})
+
+DEFAULT_AGING = 300.0       # IEEE 802.1D default, as Linux bridge ageing_time
+DEFAULT_MAX_ENTRIES = 8192
+
+# Words people write for keys we spell otherwise: suggested, never accepted.
+KEY_HINTS = {
+    "address": "ip", "addr": "ip", "ipv4": "ip", "cidr": "ip", "hwaddr": "mac", "ether": "mac",
+    "lladdr": "mac", "type": "kind", "switch": "segment", "lan": "segment", "net": "segment",
+    "network": "segment", "wire": "link", "p2p": "link", "route": "routes", "neigh": "arp",
+    "neighbours": "arp", "neighbors": "arp", "sysctls": "sysctl", "interface": "interfaces",
+    "ifaces": "interfaces", "hosts": "nodes", "switches": "segments", "lans": "segments",
+    "ageing": "aging", "ageing_time": "aging", "aging_time": "aging", "pcap": "capture",
+}
+
+
+class Report:
+    """Problems of one file; generated objects' repeats are folded into one line."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self._items: list[tuple[int, str, str, str | None]] = []
+
+    def add(self, where: Where, message: str) -> None:
+        self._items.append((where.line, where.path, message, where.subject))
+
+    def at(self, line: int, path: str, message: str) -> None:
+        self._items.append((line, path, message, None))
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def problems(self) -> list[Problem]:
+        """In file order; the same problem of many generated objects is one line."""
+        folded: dict[tuple[int, str, str], list[str]] = {}
+        order: list[tuple[int, str, str]] = []
+        for line, path, message, subject in self._items:
+            key = (line, path, message)
+            if key not in folded:
+                folded[key] = []
+                order.append(key)
+            if subject is not None and subject not in folded[key]:
+                folded[key].append(subject)
+        result = []
+        for line, path, message in sorted(order, key=lambda k: k[0]):
+            subjects = folded[(line, path, message)]
+            if len(subjects) == 1:
+                message = f"{subjects[0]}: {message}"
+            elif subjects:
+                message = f"{subjects[0]} (and {len(subjects) - 1} more): {message}"
+            result.append(Problem(self.file, line, path, message))
+        return result
+
+
+def did_you_mean(word: Any, choices: Iterable[str], hints: dict[str, str] | None = None) -> str:
+    """`` (did you mean 'x'?)`` for a close or customary spelling, else ``''``."""
+    choices = list(choices)
+    text = str(word)
+    hint = (hints or {}).get(text.lower())
+    if hint in choices:
+        return f" (did you mean {hint!r}?)"
+    close = difflib.get_close_matches(text.lower(), choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def type_name(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {dict: "a mapping", LocatedMap: "a mapping", list: "a list", LocatedList: "a list",
+            str: "a string", int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def expect_map(report: Report, value: Any, where: Where, empty_ok: bool = True) -> LocatedMap | None:
+    """`value` as a mapping (an empty one for a bare key when `empty_ok`), else a problem."""
+    if value is None and empty_ok:
+        return LocatedMap(where.line)
+    if not isinstance(value, LocatedMap):
+        report.add(where, f"expected a mapping, got {type_name(value)}")
+        return None
+    for key, line, first in value.duplicates:
+        report.add(where.child(line, str(key)), f"duplicate key (first at line {first}; YAML would keep only the last)")
+    return value
+
+
+def check_keys(report: Report, mapping: LocatedMap, where: Where, allowed: Iterable[str],
+               required: Iterable[str] = (), required_hint: dict[str, str] | None = None) -> None:
+    """Unknown keys (with a did-you-mean) and missing required ones."""
+    allowed = list(allowed)
+    for key in mapping:
+        if key not in allowed:
+            report.add(where.child(mapping.line_of(key), str(key)),
+                       f"unknown key{did_you_mean(key, allowed, KEY_HINTS)}")
+    for key in required:
+        if key not in mapping:
+            hint = (required_hint or {}).get(key, "")
+            report.add(where.child(mapping.line, key), f"missing (required){hint}")
+
+
+def check_name(report: Report, name: Any, where: Where, what: str,
+               limit: int = MAX_NAME_LENGTH) -> bool:
+    """Node, segment and link names double as host names and process/socket file names."""
+    if not isinstance(name, str):
+        report.add(where, f"{what} name must be a string, got {type_name(name)} {name!r} (quote it)")
+        return False
+    if not NAME_PATTERN.fullmatch(name):
+        hint = " (use lower case)" if NAME_PATTERN.fullmatch(name.lower()) else ""
+        report.add(where, f"invalid {what} name {name!r}: use lower-case letters, digits and '-', "
+                          f"starting with a letter and not ending with '-'{hint}")
+        return False
+    if len(name) > limit:
+        report.add(where, f"{what} name {name!r} is longer than {limit} characters (ipc socket paths must stay short)")
+        return False
+    if name in RESERVED_NAMES:
+        report.add(where, f"{what} name {name!r} is reserved")
+        return False
+    return True
+
+
+def parse_link_values(report: Report, mapping: LocatedMap, where: Where, keys: Iterable[str] | None = None) -> dict[str, Any]:
+    """Canonical values of the link parameters in `mapping` (each key checked on its own)."""
+    canonical: dict[str, Any] = {}
+    for key in keys if keys is not None else [k for k in mapping if k in LINK_PARAM_KEYS]:
+        try:
+            canonical.update(parse_link_params({key: mapping[key]}))
+        except LinkParamError as error:
+            report.add(where.child(mapping.line_of(key), str(key)), error.message)
+    return canonical
+
+
+def parse_address(text: Any) -> tuple[IPv4Address | None, str]:
+    """(address, "") or (None, problem) for a dotted quad."""
+    if not isinstance(text, str):
+        return None, f"expected an IPv4 address, got {type_name(text)} {text!r}"
+    try:
+        return IPv4Address(text), ""
+    except WireError:
+        return None, f"{text!r} is not an IPv4 address"
+
+
+def parse_interface_cidr(text: Any) -> tuple[IPv4Address | None, int, str]:
+    """(address, prefix length, "") or (None, 0, problem) for an interface's ``ip``."""
+    if not isinstance(text, str):
+        return None, 0, f"expected an address with prefix length like 10.0.1.10/24, got {type_name(text)} {text!r}"
+    address_text, slash, prefix_text = text.strip().partition("/")
+    if not slash:
+        return None, 0, f"{text!r} needs a prefix length, e.g. {text.strip()}/24"
+    address, problem = parse_address(address_text)
+    if address is None:
+        return None, 0, problem
+    if not prefix_text.isdigit() or not 1 <= int(prefix_text) <= 32:
+        return None, 0, f"{text!r}: prefix length must be 1..32"
+    if address.is_unspecified or address.is_loopback or address.is_multicast or address >> 28 == 0xF:
+        return None, 0, f"{text!r} is not a unicast address an interface can hold"
+    return address, int(prefix_text), ""
+
+
+def parse_network(text: Any, what: str = "network") -> tuple[int, int, str]:
+    """(network, prefix length, "") for ``10.2.0.0/16``; host bits must be zero (as `ip route`)."""
+    if not isinstance(text, str):
+        return 0, 0, f"expected a {what} like 10.2.0.0/16, got {type_name(text)} {text!r}"
+    address_text, slash, prefix_text = text.strip().partition("/")
+    address, problem = parse_address(address_text)
+    if address is None:
+        return 0, 0, problem
+    if slash and (not prefix_text.isdigit() or int(prefix_text) > 32):
+        return 0, 0, f"{text!r}: prefix length must be 0..32"
+    length = int(prefix_text) if slash else 32
+    network = address & prefix_mask(length)
+    if network != address:
+        return 0, 0, f"{text!r} has host bits set (did you mean {format_cidr(network, length)}?)"
+    return network, length, ""
+
+
+ROUTE_KEYWORDS = ("via", "dev", "metric", "src")
+
+
+def parse_route(text: Any) -> tuple[Route | None, str]:
+    """One `ip route add` line: ``DST [via GW] [dev IF] [metric N] [src ADDR]``."""
+    if not isinstance(text, str):
+        return None, f"expected a route like 'default via 10.0.1.1', got {type_name(text)} {text!r}"
+    words = text.split()
+    if not words:
+        return None, "empty route"
+    if words[0] == "default":
+        dst = "0.0.0.0/0"
+    else:
+        network, length, problem = parse_network(words[0], "destination")
+        if problem:
+            return None, problem
+        dst = format_cidr(network, length)
+    route = Route(dst)
+    seen: set[str] = set()
+    rest = words[1:]
+    for index in range(0, len(rest), 2):
+        keyword = rest[index]
+        if keyword not in ROUTE_KEYWORDS:
+            return None, f"unknown word {keyword!r} in route{did_you_mean(keyword, ROUTE_KEYWORDS, {'gw': 'via', 'gateway': 'via'})}"
+        if keyword in seen:
+            return None, f"{keyword!r} given twice"
+        seen.add(keyword)
+        if index + 1 >= len(rest):
+            return None, f"{keyword!r} needs a value"
+        value = rest[index + 1]
+        if keyword in ("via", "src"):
+            address, problem = parse_address(value)
+            if address is None:
+                return None, f"{keyword}: {problem}"
+            if keyword == "via":
+                route.gateway = str(address)
+            else:
+                route.src = str(address)
+        elif keyword == "dev":
+            route.dev = value
+        elif not value.isdigit():
+            return None, f"metric {value!r} is not a non-negative integer"
+        else:
+            route.metric = int(value)
+    if route.gateway is None and route.dev is None:
+        return None, "a route needs 'via GATEWAY' or 'dev INTERFACE'"
+    return route, ""
+
+
+def parse_segment(report: Report, name: str, value: Any, where: Where) -> Segment | None:
+    """A `segments:` entry."""
+    spec = expect_map(report, value, where)
+    if spec is None:
+        return None
+    check_keys(report, spec, where, ("kind", "aging", "max_entries", "capture", *LINK_PARAM_KEYS))
+    kind = spec.get("kind", "switch")
+    if kind not in ("switch", "hub"):
+        hint = " (point-to-point links are written 'link: NAME' on the two interfaces)" if kind == "p2p" else ""
+        report.add(where.child(spec.line_of("kind"), "kind"), f"kind must be switch or hub, got {kind!r}{hint}")
+        kind = "switch"
+    segment = Segment(name, kind, where=where, params=parse_link_values(report, spec, where))
+    if kind == "switch":
+        segment.aging, segment.max_entries = DEFAULT_AGING, DEFAULT_MAX_ENTRIES
+    for key in ("aging", "max_entries"):
+        if key not in spec:
+            continue
+        at = where.child(spec.line_of(key), key)
+        value = spec[key]
+        if kind != "switch":
+            report.add(at, f"{key} applies to switches only (a hub learns nothing)")
+        elif key == "aging":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                report.add(at, f"aging must be a positive number of seconds, got {value!r}")
+            else:
+                segment.aging = float(value)
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            report.add(at, f"max_entries must be a positive integer, got {value!r}")
+        else:
+            segment.max_entries = value
+    if "capture" in spec:
+        capture = spec["capture"]
+        if not isinstance(capture, str) or not capture.strip():
+            report.add(where.child(spec.line_of("capture"), "capture"), f"capture must be a pcap file path, got {capture!r}")
+        else:
+            segment.capture = capture
+    return segment
+
+
+INTERFACE_KEYS = ("segment", "link", "ip", "mac", *LINK_PARAM_KEYS)
+
+
+def parse_interface(report: Report, node: str, name: Any, value: Any, where: Where) -> Interface | None:
+    """A `nodes.N.interfaces:` entry; MACs are only checked for syntax here."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or len(name) > MAX_INTERFACE_NAME_LENGTH:
+        report.add(where, f"invalid interface name {name!r}: lower-case letters, digits and '-', "
+                          f"starting with a letter, at most {MAX_INTERFACE_NAME_LENGTH} characters")
+        return None
+    spec = expect_map(report, value, where, empty_ok=False)
+    if spec is None:
+        return None
+    check_keys(report, spec, where, INTERFACE_KEYS, required=("ip",))
+    has_segment, has_link = "segment" in spec, "link" in spec
+    if has_segment == has_link:
+        report.add(where, "give exactly one of 'segment: NAME' (a switch or hub) or 'link: NAME' (a point-to-point wire)"
+                   if has_segment else "missing 'segment: NAME' (or 'link: NAME' for a point-to-point wire)")
+        return None
+    key = "segment" if has_segment else "link"
+    device = spec[key]
+    if not isinstance(device, str):
+        report.add(where.child(spec.line_of(key), key), f"expected a {key} name, got {type_name(device)} {device!r}")
+        return None
+    if "ip" not in spec:
+        return None
+    ip_where = where.child(spec.line_of("ip"), "ip")
+    address, length, problem = parse_interface_cidr(spec["ip"])
+    if address is None:
+        report.add(ip_where, problem)
+        return None
+    interface = Interface(node, name, address, length, device, via_link=has_link,
+                          params=parse_link_values(report, spec, where),
+                          where={"": where, "ip": ip_where, key: where.child(spec.line_of(key), key)})
+    for param in spec:
+        if param in LINK_PARAM_KEYS:
+            interface.where[param] = where.child(spec.line_of(param), param)
+    if "mac" in spec:
+        mac_where = where.child(spec.line_of("mac"), "mac")
+        interface.where["mac"] = mac_where
+        mac = parse_mac(report, spec["mac"], mac_where)
+        if mac is not None:
+            interface.mac, interface.mac_auto = mac, False
+    return interface
+
+
+def parse_mac(report: Report, value: Any, where: Where) -> str | None:
+    """A station's unicast MAC as canonical text."""
+    if not isinstance(value, str):
+        report.add(where, f"expected a MAC address like \"02:00:00:00:00:01\" (quoted), got {type_name(value)} {value!r}")
+        return None
+    try:
+        mac = MacAddress(value)
+    except WireError:
+        report.add(where, f"{value!r} is not a MAC address (six hex bytes like 02:00:00:00:00:01)")
+        return None
+    if mac.is_multicast or mac == bytes(6):
+        report.add(where, f"{value} is not a unicast station address (group bit set, or all zeros)")
+        return None
+    return str(mac)
+
+
+def parse_node(report: Report, name: str, value: Any, where: Where,
+               defaults_sysctl: dict[str, Any]) -> Node | None:
+    """A `nodes:` entry: kind, interfaces, routes, arp and sysctl as written."""
+    spec = expect_map(report, value, where, empty_ok=False)
+    if spec is None:
+        return None
+    check_keys(report, spec, where, ("kind", "interfaces", "routes", "arp", "sysctl"),
+               required=("kind", "interfaces"), required_hint={"kind": ": host or router"})
+    kind = spec.get("kind")
+    if "kind" in spec and kind not in ("host", "router"):
+        report.add(where.child(spec.line_of("kind"), "kind"), f"kind must be host or router, got {kind!r}"
+                   f"{did_you_mean(kind, ('host', 'router'))}")
+    node = Node(name, kind if kind in ("host", "router") else "host", where=where)
+    if "interfaces" in spec:
+        interfaces_where = where.child(spec.line_of("interfaces"), "interfaces")
+        interfaces = expect_map(report, spec["interfaces"], interfaces_where, empty_ok=False)
+        if interfaces is not None and not interfaces:
+            report.add(interfaces_where, "a node needs at least one interface")
+        for interface_name, interface_spec in (interfaces or {}).items():
+            interface = parse_interface(report, name, interface_name, interface_spec,
+                                        interfaces_where.child(interfaces.line_of(interface_name), str(interface_name)))
+            if interface is not None:
+                node.interfaces[interface.name] = interface
+    if "routes" in spec:
+        node.routes = parse_routes(report, spec["routes"], where.child(spec.line_of("routes"), "routes"))
+    if "arp" in spec:
+        arp_where = where.child(spec.line_of("arp"), "arp")
+        table = expect_map(report, spec["arp"], arp_where)
+        for ip, mac in (table or {}).items():
+            entry_where = arp_where.child(table.line_of(ip), str(ip))
+            address, problem = parse_address(ip)
+            if address is None:
+                report.add(entry_where, problem)
+                continue
+            canonical = parse_mac(report, mac, entry_where)
+            if canonical is not None:
+                node.arp.append(ArpEntry(str(address), canonical, "", where=entry_where))
+    node.sysctl = {"net.ipv4.ip_forward": 1 if node.kind == "router" else 0, **defaults_sysctl}
+    if "sysctl" in spec:
+        node.sysctl.update(parse_sysctl(report, spec["sysctl"], where.child(spec.line_of("sysctl"), "sysctl")))
+    return node
+
+
+def parse_routes(report: Report, value: Any, where: Where) -> list[Route]:
+    """A list of route strings."""
+    if not isinstance(value, LocatedList):
+        report.add(where, f"expected a list of routes like [default via 10.0.1.1], got {type_name(value)}")
+        return []
+    routes = []
+    for index, text in enumerate(value):
+        item_where = Where(value.line_of(index), f"{where.path}[{index}]", where.subject)
+        route, problem = parse_route(text)
+        if route is None:
+            report.add(item_where, problem)
+        else:
+            route.where = item_where
+            routes.append(route)
+    return routes
+
+
+def parse_sysctl(report: Report, value: Any, where: Where) -> dict[str, Any]:
+    """Canonical values of a `sysctl:` mapping, checked against the known knobs."""
+    from .plan import SysctlError, check_sysctl
+
+    table = expect_map(report, value, where)
+    values: dict[str, Any] = {}
+    for name, setting in (table or {}).items():
+        try:
+            values[name] = check_sysctl(str(name), setting)
+        except SysctlError as error:
+            report.add(where.child(table.line_of(name), str(name)), error.message)
+    return values
+
+
+def parse_segment_link(report: Report, value: Any, where: Where) -> SegmentLink | None:
+    """A `links:` item: ``[lan1, lan2]`` or ``{between: [lan1, lan2], delay: 1ms, ...}``."""
+    params: dict[str, Any] = {}
+    ends = value
+    if isinstance(value, LocatedMap):
+        expect_map(report, value, where)
+        check_keys(report, value, where, ("between", *LINK_PARAM_KEYS), required=("between",))
+        if "between" not in value:
+            return None
+        params = parse_link_values(report, value, where)
+        ends = value["between"]
+        where = where.child(value.line_of("between"), "between")
+    if not isinstance(ends, list) or len(ends) != 2:
+        report.add(where, f"a segment link names two segments, like [lan1, lan2] or {{between: [lan1, lan2]}}; got {ends!r}")
+        return None
+    if not all(isinstance(end, str) for end in ends):
+        report.add(where, f"segment names must be strings, got {ends!r}")
+        return None
+    return SegmentLink(ends[0], ends[1], params, where)
