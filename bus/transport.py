@@ -148,6 +148,11 @@ class FrameBatcher:
     def __len__(self) -> int:
         return self._frames
 
+    @property
+    def pending_payload_bytes(self) -> int:
+        """Bytes of the frames queued, without their length prefixes."""
+        return self._bytes - 2 * self._frames
+
     def append(self, frame: bytes | memoryview) -> None:
         """Queue one frame (flushing first if the pending message would grow past `max_bytes`)."""
         length = len(frame)

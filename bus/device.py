@@ -1,0 +1,578 @@
+"""What every bus device shares: ports, the data/control sockets, shaping, capture, the loop.
+
+Before changing this file, read docs/design.md ("Bus device", "Data plane
+framing", "Control channel") and /work/shared/reference/baselines.md.
+
+A device is one single-threaded process. Per loop pass it polls once, drains
+its ROUTER data socket with NOBLOCK (each message: one NIC's batch of frames),
+runs each frame through
+
+    ingress checks (runt -> malformed, > MTU+14/18 -> mtu, port down)
+    -> ingress shaper (node -> device direction; skipped when passthrough)
+    -> capture (the frame as the segment carried it, once per device)
+    -> `forward()` of the subclass (hub: everyone else; switch: FDB decision)
+    -> egress shaper of each output port (device -> node direction)
+    -> the port's output batch, flushed once at the end of the pass.
+
+A port is named by its attachment (the NIC's ZeroMQ routing id, ``h1:eth0``)
+and created on hello or first frame with the config's `defaults`, or
+pre-declared in `config["ports"]`. Uplinks (`config["uplinks"]`) are ports
+whose far end is another device: we connect a DEALER to it exactly as a NIC
+would. Counters per port follow `ip -s link` where Linux has a name; drops
+are split by reason (`dropped_mtu`, `dropped_malformed`, `dropped_down`,
+`dropped_loss`, `dropped_queue`, `dropped_unreachable`).
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import random
+import sys
+import time
+from typing import Any, Callable
+
+import zmq
+
+from .runtime import EventLoop, Lifecycle, prepare_process
+from .shaping import LinkParamError, LinkParams, Shaper
+from .transport import BatchError, ControlError, ControlServer, FrameBatcher, cleanup_endpoint, unpack_frames
+
+log = logging.getLogger("netemu.bus")
+
+ETH_HEADER = 14
+VLAN_TAG = 4
+# Messages drained per readable event before timers and control get a turn (NAPI-like budget).
+RECEIVE_BUDGET = 256
+UPLINK_KEEPALIVE = 5.0
+CAPTURE_FLUSH_INTERVAL = 0.1
+PORT_COUNTERS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "dropped_malformed", "dropped_mtu",
+                 "dropped_down", "dropped_queue", "dropped_unreachable", "filtered")
+
+
+def _frame_count(message: bytes) -> int:
+    """How many frames a message carries (a malformed one counts as one), for drop counters."""
+    try:
+        return len(unpack_frames(message))
+    except BatchError:
+        return 1
+
+
+def derive_seed(seed: int, port: str, direction: str) -> int:
+    """A stable per-shaper seed from the device seed, so a run replays exactly."""
+    digest = hashlib.sha256(f"{seed}:{port}:{direction}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+class Port:
+    """One attachment of the device: its link parameters, two shapers, output batch and counters."""
+
+    __slots__ = ("name", "identity", "params", "up", "max_untagged", "max_tagged", "ingress", "egress",
+                 "attached", "uplink", "out", "dirty", "send_failure", "ingress_timer", "egress_timer",
+                 *PORT_COUNTERS)
+
+    def __init__(self, name: str, params: LinkParams, seed: int) -> None:
+        self.name = name
+        self.identity = name.encode()
+        self.ingress = Shaper(params, random.Random(derive_seed(seed, name, "ingress")))
+        self.egress = Shaper(params, random.Random(derive_seed(seed, name, "egress")))
+        self.set_params(params)
+        self.attached = False
+        self.uplink: zmq.Socket | None = None
+        self.out: FrameBatcher | None = None
+        self.dirty = False
+        self.send_failure = ""
+        self.ingress_timer = self.egress_timer = float("inf")
+        for counter in PORT_COUNTERS:
+            setattr(self, counter, 0)
+
+    def set_params(self, params: LinkParams) -> None:
+        self.params = params
+        self.up = params.up
+        self.max_untagged = params.mtu + ETH_HEADER
+        self.max_tagged = params.mtu + ETH_HEADER + VLAN_TAG
+        self.ingress.set_params(params)
+        self.egress.set_params(params)
+
+    def reseed(self, seed: int) -> None:
+        self.ingress.set_seed(derive_seed(seed, self.name, "ingress"))
+        self.egress.set_seed(derive_seed(seed, self.name, "egress"))
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of both directions, drops merged across the device and its two shapers."""
+        ingress, egress = self.ingress.counters, self.egress.counters
+        own = {counter: getattr(self, counter) for counter in PORT_COUNTERS}
+        own["dropped_down"] += ingress["dropped_down"] + egress["dropped_down"]
+        own["dropped_queue"] += ingress["dropped_queue"] + egress["dropped_queue"]
+        own["dropped_loss"] = ingress["dropped_loss"] + egress["dropped_loss"]
+        own["rx_dropped"] = (self.dropped_malformed + self.dropped_mtu + ingress["dropped_down"]
+                             + ingress["dropped_queue"] + ingress["dropped_loss"])
+        own["tx_dropped"] = (self.dropped_queue + self.dropped_unreachable + egress["dropped_down"]
+                             + egress["dropped_queue"] + egress["dropped_loss"])
+        own["ingress"] = ingress
+        own["egress"] = egress
+        return own
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "attached": self.attached, "up": self.up,
+                "uplink": self.uplink is not None, "params": self.params.to_canonical()}
+
+
+class Device:
+    """The common machinery; subclasses say where frames go by overriding `forward`."""
+
+    kind = "device"
+    max_ports: int | None = None
+
+    def __init__(self, config: dict[str, Any], context: zmq.Context | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.name = str(config.get("name", self.kind))
+        self.clock = clock
+        self.seed = int(config.get("seed") or 0)
+        self.defaults = LinkParams.from_canonical(config.get("defaults") or {})
+        self.context = context if context is not None else zmq.Context()
+        self.loop = EventLoop(clock)
+        self.lifecycle: Lifecycle | None = None
+        self.ports: dict[bytes, Port] = {}
+        self.attached: list[Port] = []  # ports currently reachable, in attach order (flood order)
+        self.capture: Any = None
+        self.capture_path: str | None = None
+        self.counters = {"rx_messages": 0, "malformed_batches": 0, "dropped_unknown_port": 0,
+                         "refused_ports": 0, "tx_messages": 0}
+        self._refused: set[bytes] = set()
+        self._dirty: list[Port] = []
+        self._wall_offset_ns = time.time_ns() - int(clock() * 1e9)
+        self.data_endpoint = config["data"]
+        self.control_endpoint = config["control"]
+        self.data = self.context.socket(zmq.ROUTER)
+        self.data.setsockopt(zmq.LINGER, 0)
+        # Sends to a gone peer or into a full queue must fail loudly so we can count them.
+        self.data.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # A restarted node reconnects under the same name: let the new pipe take over.
+        self.data.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.data.bind(self.data_endpoint)
+        self.control: ControlServer | None = None
+        try:
+            self.control = ControlServer(self.context, self.control_endpoint, self._control_handlers())
+            for name, overrides in (config.get("ports") or {}).items():
+                self._create_port(name, self.defaults.replace(**(overrides or {})))
+            for uplink in config.get("uplinks") or []:
+                self._create_uplink(uplink)
+            if config.get("capture"):
+                self.capture_start(config["capture"])
+        except BaseException:
+            self.close()
+            raise
+        self.loop.add_reader(self.data, self._on_data)
+        self.loop.add_reader(self.control.socket, self.control.handle_pending)
+        self.loop.add_end_of_pass(self._flush)
+        self.started = clock()
+
+    # ------------------------------------------------------------------ ports
+
+    def _create_port(self, name: str, params: LinkParams) -> Port | None:
+        identity = name.encode()
+        if self.max_ports is not None and len(self.ports) >= self.max_ports:
+            if identity not in self._refused:
+                self._refused.add(identity)
+                self.counters["refused_ports"] += 1
+                log.warning("%s: refusing port %s: a %s has at most %d ports", self.name, name, self.kind, self.max_ports)
+            return None
+        port = Port(name, params, self.seed)
+        data, identity_frame = self.data, identity
+
+        def send(message: bytes) -> bool:
+            try:
+                data.send_multipart((identity_frame, message), zmq.NOBLOCK, copy=False)
+                return True
+            except zmq.Again:
+                port.send_failure = "queue"
+            except zmq.ZMQError as exc:
+                port.send_failure = "unreachable" if exc.errno == errno.EHOSTUNREACH else "queue"
+            return False
+
+        port.out = FrameBatcher(send)
+        self.ports[identity] = port
+        return port
+
+    def _create_uplink(self, uplink: dict[str, Any]) -> None:
+        """A port whose far end is another device's data endpoint; we dial it like a NIC."""
+        name = uplink["attachment"]
+        params = self.defaults.replace(**{k: v for k, v in uplink.items() if k not in ("attachment", "endpoint")})
+        port = self._create_port(name, params)
+        if port is None:
+            raise ValueError(f"{self.name}: no room for uplink {name}")
+        socket = self.context.socket(zmq.DEALER)
+        socket.setsockopt(zmq.ROUTING_ID, port.identity)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.connect(uplink["endpoint"])
+        port.uplink = socket
+
+        def send(message: bytes) -> bool:
+            try:
+                socket.send(message, zmq.NOBLOCK, copy=False)
+                return True
+            except zmq.Again:
+                port.send_failure = "queue"
+                return False
+
+        port.out = FrameBatcher(send)
+        socket.send(b"", zmq.NOBLOCK)  # hello: the far device attaches us as one of its ports
+        self.loop.call_every(UPLINK_KEEPALIVE, lambda: self._uplink_hello(socket))
+        self.loop.add_reader(socket, lambda: self._on_uplink(port))
+        self._attach(port)
+
+    @staticmethod
+    def _uplink_hello(socket: zmq.Socket) -> None:
+        try:
+            socket.send(b"", zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def _attach(self, port: Port) -> None:
+        if not port.attached:
+            port.attached = True
+            self.attached.append(port)
+            log.info("%s: port %s attached", self.name, port.name)
+
+    def _detach(self, port: Port) -> None:
+        """The node behind `port` went away: stop flooding to it until it speaks again."""
+        if port.attached:
+            port.attached = False
+            self.attached.remove(port)
+            self.port_detached(port)
+            log.info("%s: port %s detached", self.name, port.name)
+
+    def port_detached(self, port: Port) -> None:
+        """Hook for subclasses (the switch forgets stations behind the port)."""
+
+    def port_down(self, port: Port) -> None:
+        """Hook for subclasses, called when a port is set down."""
+
+    # --------------------------------------------------------------- data path
+
+    def _on_data(self) -> None:
+        recv = self.data.recv_multipart
+        ports = self.ports
+        now = self.clock()
+        received = 0
+        for received in range(1, RECEIVE_BUDGET + 1):
+            try:
+                parts = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                received -= 1
+                break
+            if len(parts) != 2:
+                self.counters["malformed_batches"] += 1  # a DEALER sent a multipart message: not our framing
+                continue
+            identity, message = parts
+            port = ports.get(identity)
+            if port is None:
+                port = self._port_on_first_contact(identity)
+                if port is None:
+                    self.counters["dropped_unknown_port"] += _frame_count(message)
+                    continue
+            if not port.attached:
+                self._attach(port)
+            if message:
+                self._receive(port, message, now)
+        self.counters["rx_messages"] += received
+
+    def _on_uplink(self, port: Port) -> None:
+        recv = port.uplink.recv  # type: ignore[union-attr]
+        now = self.clock()
+        for _ in range(RECEIVE_BUDGET):
+            try:
+                message = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self.counters["rx_messages"] += 1
+            if message:
+                self._receive(port, message, now)
+
+    def _port_on_first_contact(self, identity: bytes) -> Port | None:
+        try:
+            name = identity.decode()
+        except UnicodeDecodeError:
+            name = identity.decode("latin-1")
+        return self._create_port(name, self.defaults)
+
+    def _receive(self, port: Port, message: bytes, now: float) -> None:
+        """Unpack and check one NIC message, then shape it in or hand it straight to forwarding."""
+        try:
+            frames = unpack_frames(message)
+        except BatchError:
+            self.counters["malformed_batches"] += 1
+            port.dropped_malformed += 1
+            return
+        intact = True
+        max_untagged = port.max_untagged
+        for frame in frames:
+            if not ETH_HEADER <= len(frame) <= max_untagged:
+                intact = False
+                break
+        if not intact:
+            frames = self._check_frames(port, frames)
+        if not frames:
+            return
+        port.rx_packets += len(frames)
+        port.rx_bytes += sum(map(len, frames))
+        if not port.up:
+            port.dropped_down += len(frames)
+            return
+        shaper = port.ingress
+        if shaper.passthrough:
+            self._carried(port, frames, now, message if intact else None)
+            return
+        for frame in frames:
+            shaper.offer(frame, now)
+        self._schedule(port, True)
+
+    def _check_frames(self, port: Port, frames: list[bytes]) -> list[bytes]:
+        """The slow path: keep the frames that pass the length checks, count the others."""
+        good = []
+        for frame in frames:
+            length = len(frame)
+            if length < ETH_HEADER:
+                port.dropped_malformed += 1
+            elif length <= port.max_untagged:
+                good.append(frame)
+            elif length <= port.max_tagged and frame[12] == 0x81 and frame[13] == 0x00:
+                good.append(frame)  # an 802.1Q tag may add 4 bytes beyond MTU + 14
+            else:
+                port.dropped_mtu += 1
+        return good
+
+    def _carried(self, port: Port, frames: list[bytes], now: float, packed: bytes | None) -> None:
+        """Frames that made it onto the segment: capture them, then forward."""
+        capture = self.capture
+        if capture is not None:
+            timestamp = self._wall_offset_ns + int(now * 1e9)
+            for frame in frames:
+                capture.write(frame, timestamp)
+        self.forward(port, frames, now, packed)
+
+    def forward(self, ingress: Port, frames: list[bytes], now: float, packed: bytes | None) -> None:
+        """Send `frames` from `ingress` on; `packed` is their original message when it is intact."""
+        raise NotImplementedError
+
+    def emit(self, port: Port, frame: bytes, now: float) -> None:
+        """Queue one frame toward `port` (through its egress shaper unless passthrough)."""
+        if not port.up:
+            port.dropped_down += 1
+            return
+        shaper = port.egress
+        if shaper.passthrough:
+            port.out.append(frame)  # type: ignore[union-attr]
+            if not port.dirty:
+                port.dirty = True
+                self._dirty.append(port)
+            return
+        shaper.offer(frame, now)
+        self._schedule(port, False)
+
+    def emit_many(self, port: Port, frames: list[bytes], now: float, packed: bytes | None) -> None:
+        """Queue several frames toward `port`; an intact `packed` message is passed on unchanged."""
+        if not port.up:
+            port.dropped_down += len(frames)
+            return
+        shaper = port.egress
+        if shaper.passthrough:
+            if packed is not None:
+                port.out.append_packed(packed, len(frames))  # type: ignore[union-attr]
+            else:
+                append = port.out.append  # type: ignore[union-attr]
+                for frame in frames:
+                    append(frame)
+            if not port.dirty:
+                port.dirty = True
+                self._dirty.append(port)
+            return
+        for frame in frames:
+            shaper.offer(frame, now)
+        self._schedule(port, False)
+
+    def _schedule(self, port: Port, ingress: bool) -> None:
+        """Make sure a timer fires when the shaper's next frame is due."""
+        deadline = (port.ingress if ingress else port.egress).next_deadline()
+        if deadline is None:
+            return
+        current = port.ingress_timer if ingress else port.egress_timer
+        if deadline < current:
+            if ingress:
+                port.ingress_timer = deadline
+            else:
+                port.egress_timer = deadline
+            self.loop.call_at(deadline, self._shaper_due, port, ingress)
+
+    def _shaper_due(self, port: Port, ingress: bool) -> None:
+        now = self.clock()
+        if ingress:
+            port.ingress_timer = float("inf")
+            frames = port.ingress.pop_ready(now)
+            if frames:
+                self._carried(port, frames, now, None)
+        else:
+            port.egress_timer = float("inf")
+            frames = port.egress.pop_ready(now)
+            if frames:
+                append = port.out.append  # type: ignore[union-attr]
+                for frame in frames:
+                    append(frame)
+                if not port.dirty:
+                    port.dirty = True
+                    self._dirty.append(port)
+        self._schedule(port, ingress)
+
+    def _flush(self) -> None:
+        """End of pass: every port with queued output sends it as one message (or a few)."""
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, []
+        for port in dirty:
+            port.dirty = False
+            out = port.out
+            pending = len(out)  # type: ignore[arg-type]
+            payload = out.pending_payload_bytes  # type: ignore[union-attr]
+            sent = out.flush()  # type: ignore[union-attr]
+            if sent == pending:
+                port.tx_packets += sent
+                port.tx_bytes += payload
+                self.counters["tx_messages"] += 1
+                continue
+            # Part or all of it did not go: count what was lost, and why.
+            port.tx_packets += sent
+            lost = pending - sent
+            if port.send_failure == "unreachable":
+                port.dropped_unreachable += lost
+                self._detach(port)
+            else:
+                port.dropped_queue += lost
+
+    # ---------------------------------------------------------------- control
+
+    def _control_handlers(self) -> dict[str, Callable[..., Any]]:
+        return {"status": self.status, "ports": self.list_ports, "stats": self.stats, "set_port": self.set_port,
+                "capture_start": self.capture_start, "capture_stop": self.capture_stop,
+                "set_seed": self.set_seed, "shutdown": self.shutdown}
+
+    def _port_named(self, name: str) -> Port:
+        port = self.ports.get(str(name).encode())
+        if port is None:
+            raise ControlError(f"{self.name}: no port {name!r} (ports: {', '.join(p.name for p in self.ports.values()) or 'none'})", errno.ENODEV)
+        return port
+
+    def status(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "pid": os.getpid(), "uptime": self.clock() - self.started,
+                "ports": len(self.ports), "attached": len(self.attached), "capture": self.capture_path,
+                "seed": self.seed, "data": self.data_endpoint}
+
+    def list_ports(self) -> list[dict[str, Any]]:
+        return [port.describe() for port in self.ports.values()]
+
+    def stats(self) -> dict[str, Any]:
+        return {"device": dict(self.counters), "ports": {port.name: port.stats() for port in self.ports.values()}}
+
+    def set_port(self, port: str, **params: Any) -> dict[str, Any]:
+        """Change a port's canonical link parameters at run time (both directions, like TCLink)."""
+        target = self._port_named(port)
+        try:
+            new = target.params.replace(**params)
+        except LinkParamError as exc:
+            raise ControlError(str(exc), errno.EINVAL) from None
+        was_up = target.up
+        target.set_params(new)
+        if was_up and not new.up:
+            self.port_down(target)
+        return new.to_canonical()
+
+    def capture_start(self, path: str) -> str:
+        if self.capture is not None:
+            raise ControlError(f"{self.name}: already capturing to {self.capture_path}", errno.EBUSY)
+        from .pcap import PcapWriter  # imported here: only capturing devices pay for it
+
+        self.capture = PcapWriter(path)
+        self.capture_path = str(path)
+        self.loop.call_later(CAPTURE_FLUSH_INTERVAL, self._flush_capture, self.capture)
+        return self.capture_path
+
+    def _flush_capture(self, writer: Any) -> None:
+        if writer is self.capture:
+            writer.flush()
+            self.loop.call_later(CAPTURE_FLUSH_INTERVAL, self._flush_capture, writer)
+
+    def capture_stop(self) -> str | None:
+        writer, path = self.capture, self.capture_path
+        self.capture = self.capture_path = None
+        if writer is not None:
+            writer.close()
+        return path
+
+    def set_seed(self, seed: int) -> int:
+        self.seed = int(seed)
+        for port in self.ports.values():
+            port.reseed(self.seed)
+        return self.seed
+
+    def shutdown(self) -> bool:
+        if self.lifecycle is not None:
+            self.lifecycle.request_stop("shutdown requested")
+        self.loop.stop()
+        return True
+
+    # -------------------------------------------------------------- lifecycle
+
+    def run(self, lifecycle: Lifecycle | None = None) -> int:
+        """Serve until shutdown, SIGTERM/SIGINT or parent death; then clean up. Returns the exit code."""
+        self.lifecycle = lifecycle
+        if lifecycle is not None:
+            self.loop.attach_lifecycle(lifecycle)
+            if lifecycle.stop_requested:
+                self.close()
+                return 0
+        try:
+            self.loop.run()
+        finally:
+            self.close()
+        return 0
+
+    def close(self) -> None:
+        """Finish the pcap, close sockets, unlink the ipc files we bound."""
+        self.capture_stop()
+        self.data.close(linger=0)
+        cleanup_endpoint(self.data_endpoint)
+        if self.control is not None:
+            self.control.close(unlink=True)
+        for port in self.ports.values():
+            if port.uplink is not None:
+                port.uplink.close(linger=0)
+        self.context.term()
+
+
+def run_device(device_class: type[Device], config: dict[str, Any]) -> int:
+    """Entry point shared by every kind: prepare the process, build the device, serve."""
+    lifecycle = prepare_process(config)
+    try:
+        device = device_class(config)
+    except Exception:
+        log.exception("%s: cannot start", config.get("name"))
+        lifecycle.restore()
+        return 1
+    try:
+        return device.run(lifecycle)
+    finally:
+        lifecycle.restore()
+
+
+def main(device_class: type[Device], argv: list[str] | None = None) -> int:
+    """`python -m bus.<kind> CONFIG.json`."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print(f"usage: python -m bus.{device_class.kind} CONFIG.json", file=sys.stderr)
+        return 2
+    with open(args[0], encoding="utf-8") as handle:
+        config = json.load(handle)
+    return run_device(device_class, config)
