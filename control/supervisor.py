@@ -1,0 +1,622 @@
+"""The supervisor: starts every process of an emulation, watches them, tears them down.
+
+One `Supervisor` per emulation. It owns the run directory (control.rundir),
+starts the zygote (control.zygote, whose header explains the process tree and
+the signal chain), asks it to fork each process, and listens on the zygote's
+socket in a monitor thread, so any exit is known within milliseconds:
+`on_crash(event)` is called for exits nobody asked for, and every exit is
+queued for `poll_events()`.
+
+Control requests (`status` for readiness, `shutdown` at teardown) go to many
+processes at once through `call_many`: one DEALER per process in flight, a
+bounded window, one poller; 500 processes cost one round of polling, not 500.
+
+Teardown order (`stop`): `shutdown` to everyone at once; at half the timeout
+SIGTERM the ones still running; at the deadline SIGKILL the rest; then stop
+the zygote, kill anything left in its process group (a child's own children),
+and remove the run directory. If this process is killed outright, the
+zygote's PR_SET_PDEATHSIG and its EOF watch take everything down instead.
+
+Call `start()` from the main thread (or another thread that lives as long as
+the emulation): PR_SET_PDEATHSIG fires when the thread that started the
+zygote ends, not only the process.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+
+from bus.transport import ControlClient
+
+from .rundir import RunDir, check_name, process_identity
+from .zygote import ZygoteClient, ZygoteError
+
+log = logging.getLogger(__name__)
+
+# Modules the zygote imports up front; missing ones are reported, not fatal.
+DEFAULT_TARGET_MODULES = ("bus.transport", "bus.device", "bus.switch", "bus.hub", "bus.p2p",
+                          "nodes.kernel")
+ZYGOTE_NAME = "zygote"  # its log is log/zygote.log; no process may take the name
+LOG_TAIL_LINES = 20
+
+
+class SupervisorError(RuntimeError):
+    """The supervisor could not do what was asked (zygote gone, bad target, ...)."""
+
+
+class ProcessExited(SupervisorError):
+    """A process exited while we were waiting for it to become ready."""
+
+    def __init__(self, event: ExitEvent) -> None:
+        tail = "\n".join("    " + line for line in event.log_tail)
+        super().__init__(f"{event.describe()} before it was ready; last lines of {event.name}'s log:\n{tail}")
+        self.event = event
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread by SIGTERM/SIGHUP, so `with Supervisor(...)` unwinds and tears down."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+class ProcessState(str, Enum):
+    """Where a supervised process is in its life."""
+
+    STARTING = "starting"  # forked, not yet answering `status`
+    READY = "ready"  # answered `status` on its control endpoint
+    STOPPING = "stopping"  # asked to stop (shutdown op or signal)
+    EXITED = "exited"  # reaped; see returncode / signal
+
+
+@dataclass(eq=False)
+class ProcessHandle:
+    """One supervised process. The same object is reused when it is restarted."""
+
+    name: str
+    target: str
+    config: dict[str, Any]
+    log_path: Path
+    pid: int | None = None
+    state: ProcessState = ProcessState.STARTING
+    returncode: int | None = None
+    signal: int | None = None
+    restarts: int = 0
+    started_at: float = 0.0  # time.monotonic() of the fork
+    exit_expected: bool = field(default=False, repr=False)
+
+    @property
+    def alive(self) -> bool:
+        return self.state is not ProcessState.EXITED
+
+    @property
+    def control(self) -> str:
+        return self.config["control"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExitEvent:
+    """A process (or the zygote) exited; `expected` if we asked it to."""
+
+    name: str
+    pid: int
+    returncode: int | None
+    signal: int | None
+    log_tail: list[str]
+    expected: bool
+    at: float  # time.monotonic()
+
+    @property
+    def crashed(self) -> bool:
+        return not self.expected
+
+    def describe(self) -> str:
+        """`h1 (pid 4242) exited with code 3` / `... was killed by SIGKILL`."""
+        if self.signal is not None:
+            try:
+                how = f"was killed by {signal.Signals(self.signal).name}"
+            except ValueError:
+                how = f"was killed by signal {self.signal}"
+        else:
+            how = f"exited with code {self.returncode}"
+        return f"{self.name} (pid {self.pid}) {how}"
+
+
+@dataclass(slots=True)
+class StopReport:
+    """How a teardown went: who needed which step."""
+
+    shutdown: list[str] = field(default_factory=list)  # stopped by the `shutdown` op
+    terminated: list[str] = field(default_factory=list)  # needed SIGTERM
+    killed: list[str] = field(default_factory=list)  # needed SIGKILL
+    leftovers: list[int] = field(default_factory=list)  # pids found after teardown (then killed)
+    duration: float = 0.0
+
+
+def read_log_tail(path: str | os.PathLike[str], lines: int = LOG_TAIL_LINES) -> list[str]:
+    """The last `lines` lines of a log file (empty if there is none)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 200 * lines))
+            data = handle.read()
+    except OSError:
+        return []
+    return data.decode("utf-8", "replace").splitlines()[-lines:]
+
+
+def call_many(context: zmq.Context, endpoints: Mapping[str, str], op: str, *, timeout: float,
+              args: Mapping[str, Any] | None = None, on_reply: Callable[[str, Any], None] | None = None,
+              skip: Callable[[str], bool] | None = None, abort: Callable[[], bool] | None = None,
+              retry_interval: float = 1.0, window: int = 256) -> dict[str, Any]:
+    """Send `{"op": op, **args}` to every endpoint at once; return {name: reply} of those that answered.
+
+    At most `window` requests are in flight (sockets cost file descriptors); a
+    request unanswered after `retry_interval` goes again on a fresh socket.
+    `skip(name)` drops a name (e.g. its process exited); `abort()` ends the wait.
+    """
+    request = msgpack.packb({"op": op, **(args or {})}, use_bin_type=True)
+    waiting = deque(endpoints)
+    in_flight: dict[zmq.Socket, tuple[str, float]] = {}
+    replies: dict[str, Any] = {}
+    poller = zmq.Poller()
+    deadline = time.monotonic() + timeout
+
+    def send(name: str) -> None:
+        sock = context.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.setsockopt(zmq.RECONNECT_IVL, 20)  # the endpoint may not be bound yet
+        sock.connect(endpoints[name])
+        sock.send_multipart([b"", request])  # the envelope bus.transport.ControlClient uses
+        in_flight[sock] = (name, time.monotonic())
+        poller.register(sock, zmq.POLLIN)
+
+    def drop(sock: zmq.Socket) -> str:
+        poller.unregister(sock)
+        sock.close(linger=0)
+        return in_flight.pop(sock)[0]
+
+    try:
+        while waiting or in_flight:
+            now = time.monotonic()
+            if now >= deadline or (abort is not None and abort()):
+                break
+            while waiting and len(in_flight) < window:
+                name = waiting.popleft()
+                if skip is None or not skip(name):
+                    send(name)
+            for sock, (name, sent_at) in list(in_flight.items()):
+                if skip is not None and skip(name):
+                    drop(sock)
+                elif now - sent_at >= retry_interval:
+                    drop(sock)
+                    send(name)
+            wait = min(deadline - now, 0.05 if skip or abort else retry_interval)
+            for sock, _ in poller.poll(max(1, int(wait * 1000))):
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                    reply = msgpack.unpackb(frames[-1], raw=False)
+                except (zmq.Again, ValueError, msgpack.UnpackException):
+                    continue  # garbage: wait for the retry
+                name = drop(sock)
+                replies[name] = reply
+                if on_reply is not None:
+                    on_reply(name, reply)
+    finally:
+        for sock in list(in_flight):
+            drop(sock)
+    return replies
+
+
+def install_signal_handlers(signals: Iterable[int] = (signal.SIGTERM, signal.SIGHUP)) -> Callable[[], None]:
+    """Make `signals` raise `Terminated` in the main thread; returns a function that restores the old handlers.
+
+    SIGINT keeps Python's KeyboardInterrupt (the CLI uses it to cancel a
+    command); uncaught, both unwind `with Supervisor(...)`, which tears down.
+    """
+    def raise_terminated(signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    previous = {signum: signal.signal(signum, raise_terminated) for signum in signals}
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return restore
+
+
+class Supervisor:
+    """Starts, watches and stops the processes of one emulation through a zygote."""
+
+    def __init__(self, name: str, run_dir: RunDir | str | os.PathLike[str] | None = None, *,
+                 preload: Iterable[str] = DEFAULT_TARGET_MODULES,
+                 on_crash: Callable[[ExitEvent], None] | None = None,
+                 topology: str | None = None, keep_logs: bool = False,
+                 grace: float = 1.0, handle_signals: bool = True) -> None:
+        self.name = check_name(name)
+        self.preload = list(preload)
+        self.on_crash = on_crash
+        self.topology = topology
+        self.keep_logs = keep_logs
+        self.grace = grace  # the zygote's SIGTERM-to-SIGKILL delay if we vanish
+        self.handle_signals = handle_signals
+        self.run_dir: RunDir | None = run_dir if isinstance(run_dir, RunDir) else None
+        self._run_dir_path = None if run_dir is None or isinstance(run_dir, RunDir) else Path(run_dir)
+        self._handles: dict[str, ProcessHandle] = {}
+        self._by_pid: dict[int, ProcessHandle] = {}
+        self._lock = threading.Lock()
+        self._exited = threading.Condition(self._lock)  # notified on every exit
+        self._events: queue.Queue[ExitEvent] = queue.Queue()
+        self._exit_count = 0
+        self._zygote: ZygoteClient | None = None
+        self._context: zmq.Context | None = None
+        self._stopping = False
+        self._stopped = False
+        self._restore_signals: Callable[[], None] | None = None
+
+    # -- life cycle ----------------------------------------------------------
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Lock the run directory and start the zygote; returns when it has pre-imported."""
+        if self._zygote is not None:
+            raise SupervisorError("already started")
+        if self.run_dir is None:
+            self.run_dir = RunDir.acquire(self.name, path=self._run_dir_path)
+        self._zygote = ZygoteClient(self._on_exit, self._on_zygote_lost)
+        try:
+            self._zygote.start(self.run_dir.log_path(ZYGOTE_NAME), self.preload, self.grace, timeout)
+        except BaseException as exc:
+            tail = "\n".join(read_log_tail(self.run_dir.log_path(ZYGOTE_NAME)))
+            self._zygote.abandon()
+            self.run_dir.release(keep_logs=True)
+            self._stopped = True
+            raise SupervisorError(f"{exc}\n{tail}") from exc
+        for module, error in self._zygote.preload_failures.items():
+            log.debug("%s: zygote could not preload %s: %s", self.name, module, error)
+        self._context = zmq.Context()
+        self.save_state()
+
+    @property
+    def preload_failures(self) -> dict[str, str]:
+        """Modules the zygote could not import: {module: error}."""
+        return self._zygote.preload_failures if self._zygote is not None else {}
+
+    @property
+    def zygote_pid(self) -> int | None:
+        return self._zygote.pid if self._zygote is not None else None
+
+    def __enter__(self) -> Supervisor:
+        self.start()
+        if self.handle_signals and threading.current_thread() is threading.main_thread():
+            self._restore_signals = install_signal_handlers()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            self.stop()
+        finally:
+            if self._restore_signals is not None:
+                self._restore_signals()
+                self._restore_signals = None
+
+    # -- spawning ------------------------------------------------------------
+
+    def spawn(self, name: str, target: str, config: Mapping[str, Any]) -> ProcessHandle:
+        """Fork `target(config)` ("module:function") as process `name`; see spawn_many."""
+        return self.spawn_many([(name, target, config)])[0]
+
+    def spawn_many(self, specs: Iterable[tuple[str, str, Mapping[str, Any]]]) -> list[ProcessHandle]:
+        """Fork several processes, pipelining the requests to the zygote.
+
+        `config` gets `name` and a `control` endpoint in the run directory unless
+        it has them; the zygote sets `parent_pid` to itself (the real parent).
+        """
+        self._require_running()
+        assert self.run_dir is not None
+        handles = []
+        for name, target, config in specs:
+            check_name(name, "process")
+            if name == ZYGOTE_NAME:
+                raise ValueError(f"{ZYGOTE_NAME!r} is reserved for the supervisor's fork server")
+            config = dict(config)
+            config.setdefault("name", name)
+            config.setdefault("control", self.run_dir.ipc_endpoint(f"{name}.ctl"))
+            with self._lock:
+                existing = self._handles.get(name)
+                if existing is not None and existing.alive:
+                    raise ValueError(f"process {name!r} is already running (pid {existing.pid})")
+                handle = ProcessHandle(name, target, config, self.run_dir.log_path(name))
+                self._handles[name] = handle
+            handles.append(handle)
+        self._fork(handles)
+        return handles
+
+    def _fork(self, handles: list[ProcessHandle]) -> None:
+        assert self._zygote is not None
+        requests = [self._zygote.request({"op": "spawn", "target": h.target, "config": h.config,
+                                          "log": str(h.log_path)}, on_reply=self._registrar(h))
+                    for h in handles]
+        errors = []
+        for handle, request in zip(handles, requests):
+            try:
+                request.wait(10.0)
+            except ZygoteError as exc:
+                with self._lock:
+                    if self._handles.get(handle.name) is handle and handle.pid is None:
+                        del self._handles[handle.name]
+                errors.append(f"{handle.name}: {exc}")
+        if errors:
+            raise SupervisorError("could not spawn " + "; ".join(errors))
+
+    def _registrar(self, handle: ProcessHandle) -> Callable[[dict], None]:
+        # Runs in the reader thread before the zygote's next message, so the
+        # child's exit event can never arrive for a pid we do not know yet.
+        def register(reply: dict) -> None:
+            if reply.get("ok"):
+                with self._lock:
+                    handle.pid = reply["pid"]
+                    handle.started_at = time.monotonic()
+                    self._by_pid[handle.pid] = handle
+        return register
+
+    def wait_ready(self, names: Iterable[str] | None = None, timeout: float = 10.0,
+                   progress: Callable[[int, int], None] | None = None) -> None:
+        """Wait until each process answers `status` on its control endpoint, all at once.
+
+        `progress(ready, total)` is called as they come up. Raises ProcessExited
+        as soon as one of them exits, TimeoutError naming the slow ones.
+        """
+        self._require_running()
+        with self._lock:
+            handles = {name: self._handles[name] for name in (self._handles if names is None else names)}
+        total = len(handles)
+        waiting = {n: h for n, h in handles.items() if h.state is not ProcessState.READY}
+        done = total - len(waiting)
+        if progress is not None:
+            progress(done, total)
+        exits_before = self._exit_count
+
+        def on_reply(name: str, reply: Any) -> None:
+            nonlocal done
+            with self._lock:
+                if waiting[name].state is ProcessState.STARTING:
+                    waiting[name].state = ProcessState.READY
+            done += 1
+            if progress is not None:
+                progress(done, total)
+
+        call_many(self._context, {n: h.control for n, h in waiting.items()}, "status",
+                  timeout=timeout, on_reply=on_reply, abort=lambda: self._exit_count != exits_before)
+        for handle in waiting.values():
+            if not handle.alive:
+                raise ProcessExited(self._exit_event(handle, handle.exit_expected))
+        slow = [n for n, h in waiting.items() if h.state is not ProcessState.READY]
+        if slow:
+            shown = ", ".join(slow[:10]) + (f" and {len(slow) - 10} more" if len(slow) > 10 else "")
+            raise TimeoutError(f"not ready after {timeout}s: {shown}")
+        self.save_state()
+
+    # -- running -------------------------------------------------------------
+
+    @property
+    def processes(self) -> dict[str, ProcessHandle]:
+        """A snapshot of every process by name."""
+        with self._lock:
+            return dict(self._handles)
+
+    def __getitem__(self, name: str) -> ProcessHandle:
+        return self._handles[name]
+
+    def poll_events(self, timeout: float = 0.0) -> list[ExitEvent]:
+        """Exit events since the last call; waits up to `timeout` for the first one."""
+        events = []
+        try:
+            events.append(self._events.get(timeout=timeout) if timeout > 0 else self._events.get_nowait())
+            while True:
+                events.append(self._events.get_nowait())
+        except queue.Empty:
+            pass
+        return events
+
+    def call(self, name: str, op: str, timeout: float = 2.0, **args: Any) -> Any:
+        """One control request to process `name`: its `result`, or ControlError/ControlTimeout."""
+        self._require_running()
+        with ControlClient(self._handles[name].control, timeout, context=self._context) as client:
+            return client.request(op, args)
+
+    def kill(self, name: str, sig: int = signal.SIGTERM) -> None:
+        """Send `sig` to process `name`; its exit is then reported as expected, not a crash."""
+        self._require_running()
+        handle = self._handles[name]
+        if not handle.alive or handle.pid is None:
+            raise ProcessLookupError(f"{name} is not running")
+        handle.exit_expected = True
+        self._signal(handle, sig)
+
+    def _signal(self, handle: ProcessHandle, sig: int) -> None:
+        # Through the zygote: it signals only children it has not reaped, so a
+        # recycled pid can never be hit.
+        assert self._zygote is not None
+        with contextlib.suppress(ZygoteError):
+            self._zygote.call({"op": "kill", "pid": handle.pid, "sig": int(sig)}, 2.0)
+
+    def restart(self, name: str, timeout: float = 3.0, ready_timeout: float | None = None) -> ProcessHandle:
+        """Stop `name` if it runs, then fork it again with the same target and config."""
+        self._require_running()
+        handle = self._handles[name]
+        if handle.alive:
+            self._terminate([handle], timeout, StopReport())
+        with self._lock:
+            handle.pid = None
+            handle.state = ProcessState.STARTING
+            handle.returncode = handle.signal = None
+            handle.exit_expected = False
+            handle.restarts += 1
+        self._fork([handle])
+        if ready_timeout is not None:
+            self.wait_ready([name], ready_timeout)
+        else:
+            self.save_state()
+        return handle
+
+    def state(self) -> dict[str, Any]:
+        """What the state file holds: enough for `status`, `down` and stale cleanup."""
+        assert self.run_dir is not None
+        processes = {}
+        for name, handle in self.processes.items():
+            record = process_identity(handle.pid) if handle.pid and handle.alive else {"pid": handle.pid}
+            record.update(target=handle.target, control=handle.control, log=str(handle.log_path),
+                          state=handle.state.value, returncode=handle.returncode, signal=handle.signal,
+                          restarts=handle.restarts)
+            processes[name] = record
+        return {"name": self.name, "run_dir": str(self.run_dir.path), "topology": self.topology,
+                "supervisor": process_identity(os.getpid()),
+                "zygote": process_identity(self._zygote.pid) if self._zygote else None,
+                "processes": processes, "updated": time.time()}
+
+    def save_state(self) -> None:
+        """Write the state file (the CLI calls this for detached emulations too)."""
+        if self.run_dir is not None and self.run_dir.locked:
+            self.run_dir.write_state(self.state())
+
+    # -- stopping ------------------------------------------------------------
+
+    def stop(self, timeout: float = 3.0, keep_logs: bool | None = None) -> StopReport:
+        """Stop everything: `shutdown` op, SIGTERM at timeout/2, SIGKILL at timeout; then
+        the zygote; check nothing is left; remove the run directory."""
+        report = StopReport()
+        if self._stopped or self._zygote is None:
+            return report
+        began = time.monotonic()
+        restore, received = _defer_signals()
+        try:
+            self._stopping = True
+            self._terminate([h for h in self.processes.values() if h.alive], timeout, report)
+            report.leftovers = self._zygote.stop()
+            if report.leftovers:
+                log.warning("%s: killed leftover processes %s after teardown", self.name, report.leftovers)
+            if self._context is not None:
+                self._context.destroy(linger=0)
+            assert self.run_dir is not None
+            self.run_dir.release(keep_logs=self.keep_logs if keep_logs is None else keep_logs)
+            self._stopped = True
+        finally:
+            restore()
+        report.duration = time.monotonic() - began
+        if received:
+            raise Terminated(received[0])  # the signal that arrived mid-teardown, delivered now
+        return report
+
+    def _terminate(self, handles: list[ProcessHandle], timeout: float, report: StopReport) -> None:
+        """`shutdown` to all at once, SIGTERM at half the timeout, SIGKILL at the deadline."""
+        deadline = time.monotonic() + timeout
+        live = {h.name: h for h in handles if h.alive}
+        if not live:
+            return
+        with self._lock:
+            for handle in live.values():
+                handle.exit_expected = True
+                if handle.alive:
+                    handle.state = ProcessState.STOPPING
+        # Replies are not awaited: a process answers and then exits; its exit is what counts.
+        call_many(self._context, {n: h.control for n, h in live.items()}, "shutdown",
+                  timeout=min(0.5, timeout / 4), skip=lambda n: not live[n].alive, retry_interval=timeout)
+        self._wait_exits(live.values(), time.monotonic() + (deadline - time.monotonic()) / 2)
+        report.shutdown.extend(n for n, h in live.items() if not h.alive)
+        for sig, until, names in ((signal.SIGTERM, deadline, report.terminated),
+                                  (signal.SIGKILL, deadline + 2.0, report.killed)):
+            survivors = [h for h in live.values() if h.alive]
+            if not survivors:
+                return
+            for handle in survivors:
+                self._signal(handle, sig)
+                names.append(handle.name)
+            self._wait_exits(survivors, until)
+
+    def _wait_exits(self, handles: Iterable[ProcessHandle], until: float) -> bool:
+        """Wait until every handle has exited (True) or `until` passes (False)."""
+        with self._exited:
+            while any(h.alive for h in handles):
+                remaining = until - time.monotonic()
+                if remaining <= 0 or self._zygote is None or self._zygote.gone:
+                    return False
+                self._exited.wait(min(remaining, 0.1))
+        return True
+
+    # -- events from the zygote (reader thread) -------------------------------
+
+    def _require_running(self) -> None:
+        if self._zygote is None or self._stopped:
+            raise SupervisorError("the supervisor is not running (call start() first)")
+
+    def _on_exit(self, pid: Any, returncode: int | None, sig: int | None) -> None:
+        with self._lock:
+            handle = self._by_pid.pop(pid, None)
+            if handle is None:
+                return
+            handle.state = ProcessState.EXITED
+            handle.returncode = returncode
+            handle.signal = sig
+            expected = handle.exit_expected or self._stopping
+            self._exit_count += 1
+            self._exited.notify_all()
+        self._publish(self._exit_event(handle, expected))
+
+    def _on_zygote_lost(self) -> None:
+        """The zygote died on its own: its children died with it (PDEATHSIG); report them all."""
+        assert self._zygote is not None and self._zygote.process is not None and self.run_dir is not None
+        with self._lock:
+            lost = list(self._by_pid.values())
+            self._by_pid.clear()
+            for handle in lost:
+                handle.state, handle.returncode, handle.signal = ProcessState.EXITED, None, signal.SIGKILL
+            self._exit_count += 1
+            self._exited.notify_all()
+        code = self._zygote.process.returncode
+        self._publish(ExitEvent(ZYGOTE_NAME, self._zygote.pid,
+                                code if code is None or code >= 0 else None,
+                                -code if code is not None and code < 0 else None,
+                                read_log_tail(self.run_dir.log_path(ZYGOTE_NAME)), False, time.monotonic()))
+        for handle in lost:
+            self._publish(self._exit_event(handle, handle.exit_expected))
+
+    def _exit_event(self, handle: ProcessHandle, expected: bool) -> ExitEvent:
+        return ExitEvent(handle.name, handle.pid or 0, handle.returncode, handle.signal,
+                         read_log_tail(handle.log_path), expected, time.monotonic())
+
+    def _publish(self, event: ExitEvent) -> None:
+        self._events.put(event)
+        if event.crashed and self.on_crash is not None:
+            try:
+                self.on_crash(event)
+            except Exception:
+                log.exception("%s: on_crash callback failed", self.name)
+
+
+def _defer_signals() -> tuple[Callable[[], None], list[int]]:
+    """Hold SIGINT/SIGTERM/SIGHUP during teardown so it is not cut half-way; returns (restore, received)."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        return (lambda: None), received
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return restore, received
