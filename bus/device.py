@@ -48,8 +48,11 @@ VLAN_TAG = 4
 RECEIVE_BUDGET = 256
 UPLINK_KEEPALIVE = 5.0
 CAPTURE_FLUSH_INTERVAL = 0.1
-PORT_COUNTERS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "dropped_malformed", "dropped_mtu",
-                 "dropped_down", "dropped_queue", "dropped_unreachable", "filtered")
+# Kept per direction internally (rx = node -> device, tx = device -> node);
+# `Port.stats` merges each reason across directions and the two shapers.
+PORT_COUNTERS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "rx_dropped_malformed", "rx_dropped_mtu",
+                 "rx_dropped_down", "tx_dropped_mtu", "tx_dropped_down", "tx_dropped_queue", "tx_dropped_unreachable",
+                 "filtered")
 
 
 def _frame_count(message: bytes) -> int:
@@ -69,7 +72,7 @@ def derive_seed(seed: int, port: str, direction: str) -> int:
 class Port:
     """One attachment of the device: its link parameters, two shapers, output batch and counters."""
 
-    __slots__ = ("name", "identity", "params", "up", "max_untagged", "max_tagged", "ingress", "egress",
+    __slots__ = ("name", "identity", "params", "up", "mtu", "max_untagged", "max_tagged", "ingress", "egress",
                  "attached", "uplink", "out", "dirty", "send_failure", "ingress_timer", "egress_timer",
                  *PORT_COUNTERS)
 
@@ -91,6 +94,7 @@ class Port:
     def set_params(self, params: LinkParams) -> None:
         self.params = params
         self.up = params.up
+        self.mtu = params.mtu
         self.max_untagged = params.mtu + ETH_HEADER
         self.max_tagged = params.mtu + ETH_HEADER + VLAN_TAG
         self.ingress.set_params(params)
@@ -101,19 +105,25 @@ class Port:
         self.egress.set_seed(derive_seed(seed, self.name, "egress"))
 
     def stats(self) -> dict[str, Any]:
-        """Counters of both directions, drops merged across the device and its two shapers."""
+        """Counters like `ip -s link` (rx = from the node), drops by reason merged across directions."""
         ingress, egress = self.ingress.counters, self.egress.counters
-        own = {counter: getattr(self, counter) for counter in PORT_COUNTERS}
-        own["dropped_down"] += ingress["dropped_down"] + egress["dropped_down"]
-        own["dropped_queue"] += ingress["dropped_queue"] + egress["dropped_queue"]
-        own["dropped_loss"] = ingress["dropped_loss"] + egress["dropped_loss"]
-        own["rx_dropped"] = (self.dropped_malformed + self.dropped_mtu + ingress["dropped_down"]
-                             + ingress["dropped_queue"] + ingress["dropped_loss"])
-        own["tx_dropped"] = (self.dropped_queue + self.dropped_unreachable + egress["dropped_down"]
-                             + egress["dropped_queue"] + egress["dropped_loss"])
-        own["ingress"] = ingress
-        own["egress"] = egress
-        return own
+        rx_dropped = (self.rx_dropped_malformed + self.rx_dropped_mtu + self.rx_dropped_down
+                      + ingress["dropped_down"] + ingress["dropped_queue"] + ingress["dropped_loss"])
+        tx_dropped = (self.tx_dropped_mtu + self.tx_dropped_down + self.tx_dropped_queue + self.tx_dropped_unreachable
+                      + egress["dropped_down"] + egress["dropped_queue"] + egress["dropped_loss"])
+        return {
+            "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
+            "tx_packets": self.tx_packets, "tx_bytes": self.tx_bytes,
+            "rx_dropped": rx_dropped, "tx_dropped": tx_dropped,
+            "dropped_malformed": self.rx_dropped_malformed,
+            "dropped_mtu": self.rx_dropped_mtu + self.tx_dropped_mtu,
+            "dropped_down": self.rx_dropped_down + self.tx_dropped_down + ingress["dropped_down"] + egress["dropped_down"],
+            "dropped_loss": ingress["dropped_loss"] + egress["dropped_loss"],
+            "dropped_queue": self.tx_dropped_queue + ingress["dropped_queue"] + egress["dropped_queue"],
+            "dropped_unreachable": self.tx_dropped_unreachable,
+            "filtered": self.filtered,
+            "ingress": ingress, "egress": egress,
+        }
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "attached": self.attached, "up": self.up,
@@ -306,7 +316,7 @@ class Device:
             frames = unpack_frames(message)
         except BatchError:
             self.counters["malformed_batches"] += 1
-            port.dropped_malformed += 1
+            port.rx_dropped_malformed += 1
             return
         intact = True
         max_untagged = port.max_untagged
@@ -321,7 +331,7 @@ class Device:
         port.rx_packets += len(frames)
         port.rx_bytes += sum(map(len, frames))
         if not port.up:
-            port.dropped_down += len(frames)
+            port.rx_dropped_down += len(frames)
             return
         shaper = port.ingress
         if shaper.passthrough:
@@ -337,13 +347,13 @@ class Device:
         for frame in frames:
             length = len(frame)
             if length < ETH_HEADER:
-                port.dropped_malformed += 1
+                port.rx_dropped_malformed += 1
             elif length <= port.max_untagged:
                 good.append(frame)
             elif length <= port.max_tagged and frame[12] == 0x81 and frame[13] == 0x00:
                 good.append(frame)  # an 802.1Q tag may add 4 bytes beyond MTU + 14
             else:
-                port.dropped_mtu += 1
+                port.rx_dropped_mtu += 1
         return good
 
     def _carried(self, port: Port, frames: list[bytes], now: float, packed: bytes | None) -> None:
@@ -359,26 +369,21 @@ class Device:
         """Send `frames` from `ingress` on; `packed` is their original message when it is intact."""
         raise NotImplementedError
 
-    def emit(self, port: Port, frame: bytes, now: float) -> None:
-        """Queue one frame toward `port` (through its egress shaper unless passthrough)."""
-        if not port.up:
-            port.dropped_down += 1
-            return
-        shaper = port.egress
-        if shaper.passthrough:
-            port.out.append(frame)  # type: ignore[union-attr]
-            if not port.dirty:
-                port.dirty = True
-                self._dirty.append(port)
-            return
-        shaper.offer(frame, now)
-        self._schedule(port, False)
+    def emit_many(self, port: Port, frames: list[bytes], now: float, packed: bytes | None, ingress_mtu: int) -> None:
+        """Queue frames toward `port` (egress shaper unless passthrough); an intact `packed` message goes unchanged.
 
-    def emit_many(self, port: Port, frames: list[bytes], now: float, packed: bytes | None) -> None:
-        """Queue several frames toward `port`; an intact `packed` message is passed on unchanged."""
+        Frames passed the ingress port's MTU check; only when this port's MTU is
+        smaller must each be checked again (Linux's bridge drops them at
+        egress too, `is_skb_forwardable`).
+        """
         if not port.up:
-            port.dropped_down += len(frames)
+            port.tx_dropped_down += len(frames)
             return
+        if port.mtu < ingress_mtu:
+            frames = self._fit_egress_mtu(port, frames)
+            packed = None
+            if not frames:
+                return
         shaper = port.egress
         if shaper.passthrough:
             if packed is not None:
@@ -394,6 +399,17 @@ class Device:
         for frame in frames:
             shaper.offer(frame, now)
         self._schedule(port, False)
+
+    @staticmethod
+    def _fit_egress_mtu(port: Port, frames: list[bytes]) -> list[bytes]:
+        kept = []
+        for frame in frames:
+            length = len(frame)
+            if length <= port.max_untagged or (length <= port.max_tagged and frame[12] == 0x81 and frame[13] == 0x00):
+                kept.append(frame)
+            else:
+                port.tx_dropped_mtu += 1
+        return kept
 
     def _schedule(self, port: Port, ingress: bool) -> None:
         """Make sure a timer fires when the shaper's next frame is due."""
@@ -447,10 +463,10 @@ class Device:
             port.tx_packets += sent
             lost = pending - sent
             if port.send_failure == "unreachable":
-                port.dropped_unreachable += lost
+                port.tx_dropped_unreachable += lost
                 self._detach(port)
             else:
-                port.dropped_queue += lost
+                port.tx_dropped_queue += lost
 
     # ---------------------------------------------------------------- control
 

@@ -21,7 +21,7 @@ class PointToPoint(Device):
     def forward(self, ingress: Port, frames: list[bytes], now: float, packed: bytes | None) -> None:
         for port in self.attached:
             if port is not ingress:
-                self.emit_many(port, frames, now, packed)
+                self.emit_many(port, frames, now, packed, ingress.mtu)
 
 
 def run(config: dict[str, Any]) -> int:

@@ -30,7 +30,8 @@ class Switch(Device):
         self.fdb = ForwardingDatabase(DEFAULT_AGING_TIME if aging_time is None else float(aging_time),
                                       DEFAULT_MAX_ENTRIES if max_entries is None else int(max_entries))
         super().__init__(config, **kwargs)
-        self.loop.call_every(AGING_SWEEP_INTERVAL, lambda: self.fdb.age(self.clock()))
+        interval = min(AGING_SWEEP_INTERVAL, max(self.fdb.aging_time / 2, 0.05))
+        self.loop.call_every(interval, lambda: self.fdb.age(self.clock()))
 
     def forward(self, ingress: Port, frames: list[bytes], now: float, packed: bytes | None) -> None:
         resolve = self.fdb.resolve
@@ -51,14 +52,14 @@ class Switch(Device):
         if decision is None:  # flood: group or unknown destination
             for port in self.attached:
                 if port is not ingress:
-                    self.emit_many(port, frames, now, packed)
+                    self.emit_many(port, frames, now, packed, ingress.mtu)
         elif decision is FILTERED:
             ingress.filtered += len(frames)
         else:
             if decision.attached:
-                self.emit_many(decision, frames, now, packed)
+                self.emit_many(decision, frames, now, packed, ingress.mtu)
             else:
-                decision.dropped_unreachable += len(frames)
+                decision.tx_dropped_unreachable += len(frames)
 
     def port_detached(self, port: Port) -> None:
         self.fdb.flush_port(port)
