@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import heapq
 import logging
+import math
 import os
 import signal
 import socket
@@ -240,7 +241,7 @@ class EventLoop:
         if delay <= 0:
             return 0
         # Round up: waking a little late is harmless, waking early costs a pass.
-        return min(int(delay * 1000) + 1, int(self.MAX_SLEEP * 1000))
+        return min(math.ceil(delay * 1000), int(self.MAX_SLEEP * 1000))
 
     def run_due_timers(self, now: float) -> None:
         timers = self._timers
