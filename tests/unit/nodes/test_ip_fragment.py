@@ -57,7 +57,7 @@ def reassemble(pieces, queues: ReassemblyQueues | None = None, now: float = 0.0)
 
 @pytest.mark.parametrize("mtu", [68, 69, 75, 296, 576, 577, 1006, 1280, 1499, 1500, 2000])
 def test_fragments_fit_the_mtu_and_carry_multiples_of_8(mtu):
-    pieces = fragment(header(), PAYLOAD, mtu)
+    pieces = fragment(header(ttl=9, tos=0x20), PAYLOAD, mtu)
     data_room = (mtu - 20) & ~7
     assert len(pieces) == -(-len(PAYLOAD) // data_room)
     position = 0
@@ -67,7 +67,8 @@ def test_fragments_fit_the_mtu_and_carry_multiples_of_8(mtu):
         assert piece.fragment_offset == position
         assert piece.more_fragments is not last
         assert len(data) == (len(PAYLOAD) - position if last else data_room)
-        assert (piece.identification, piece.src, piece.dst, piece.protocol) == (0x1234, A("10.0.1.10"), A("10.0.2.10"), UDP)
+        assert (piece.identification, piece.src, piece.dst, piece.protocol, piece.ttl, piece.tos) == \
+            (0x1234, A("10.0.1.10"), A("10.0.2.10"), UDP, 9, 0x20)
         position += len(data)
     assert b"".join(bytes(d) for _, d in pieces) == PAYLOAD
 

@@ -219,6 +219,20 @@ def test_unknown_dev_is_enodev(fib):
     assert info.value.errno == errno.ENODEV
 
 
+@pytest.mark.parametrize("operation", [
+    lambda fib: fib.link_down("eth9"),
+    lambda fib: fib.link_up("eth9"),
+    lambda fib: fib.set_mtu("eth9", 1400),
+    lambda fib: fib.remove_address("eth9", "10.0.9.1"),
+])
+def test_link_operations_on_an_unknown_device_are_enodev(fib, operation):
+    generation = fib.generation
+    with pytest.raises(OSError) as info:
+        operation(fib)
+    assert info.value.errno == errno.ENODEV
+    assert fib.generation == generation
+
+
 def test_routes_show_as_plain_dicts(fib):
     fib.add(route("default", gateway="10.0.1.254", metric=10, protocol="static"))
     rows = fib.routes()
