@@ -222,6 +222,9 @@ def test_checksum_zero_case_is_written_as_zero_not_ffff():
     header = IPv4Header(IPv4Address(0), IPv4Address(0xFFFF - 0x4500 - 20 - 0x0001), 1, ttl=0)
     datagram = header.build()
     assert datagram[10:12] == b"\x00\x00"
+    buffer = filled(20)
+    header.build_into(buffer, 0, 0)
+    assert bytes(buffer) == datagram
     assert header_checksum_ok(datagram)
     assert internet_checksum(datagram[:10] + datagram[12:]) == 0
 
