@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bus.shaping import LinkParams
 from nodes.sysctl import KNOBS, SysctlError
 from nodes.sysctl import check as _check_knob
 
@@ -165,8 +166,6 @@ def build_plan(topology: "Topology", run_dir: str | os.PathLike[str], seed: int 
 
 def _segment_defaults(topology: "Topology", segment: "Segment") -> dict[str, Any]:
     """Every canonical link parameter a port of `segment` starts with: built-in < defaults < segment."""
-    from bus.shaping import LinkParams
-
     merged = LinkParams().to_canonical()
     merged.update(topology.defaults_link)
     merged.update(segment.params)

@@ -62,9 +62,10 @@ def parse_topology(text: str, filename: str = "<string>") -> Topology:
         raise TopologyError([Problem(filename, error.line, "", error.message)]) from None
     report = Report(filename)
     root_where = Where(1, "")
+    if not isinstance(data, dict):
+        what = "the file is empty" if data is None else f"expected a mapping (name:, nodes:, ...), got {type_name(data)}"
+        raise TopologyError([Problem(filename, 1, "", what)])
     root = expect_map(report, data, root_where, empty_ok=False)
-    if root is None:
-        raise TopologyError(report.problems())
     check_keys(report, root, root_where, TOP_LEVEL_KEYS, required=("name",))
     if "nodes" not in root and "generate" not in root:
         report.add(root_where.child(root.line, "nodes"), "missing (required, or a generate: section)")
@@ -125,10 +126,11 @@ def _parse_section(root: Any, section: str, report: Report, add) -> None:
 
 
 def _add_segment(topology: Topology, name: Any, value: Any, where: Where, report: Report) -> None:
-    if check_name(report, name, where, "segment"):
-        segment = parse_segment(report, name, value, where)
-        if segment is not None:
-            topology.segments[name] = segment
+    segment = parse_segment(report, name, value, where) if check_name(report, name, where, "segment") else None
+    if segment is not None:
+        topology.segments[name] = segment
+    elif isinstance(name, str):
+        report.broken_names.add(name)
 
 
 def _add_node(topology: Topology, name: Any, value: Any, where: Where, report: Report) -> None:
@@ -144,9 +146,9 @@ def format_summary(topology: Topology, detail_limit: int = 40) -> str:
     hosts = sum(1 for n in nodes if n.kind == "host")
     kinds = {kind: sum(1 for s in topology.segments.values() if s.kind == kind) for kind in ("switch", "hub", "p2p")}
     lines = [
-        f"{topology.name}: {len(nodes)} nodes ({hosts} hosts, {len(nodes) - hosts} routers), "
-        f"{kinds['switch']} switches, {kinds['hub']} hubs, {kinds['p2p']} point-to-point links, "
-        f"{len(topology.links)} segment links"
+        f"{topology.name}: {_count(len(nodes), 'node')} ({_count(hosts, 'host')}, {_count(len(nodes) - hosts, 'router')}), "
+        f"{_count(kinds['switch'], 'switch', 'switches')}, {_count(kinds['hub'], 'hub')}, "
+        f"{_count(kinds['p2p'], 'point-to-point link')}, {_count(len(topology.links), 'segment link')}"
     ]
 
     def shaped(params: dict[str, Any]) -> str:
@@ -181,3 +183,7 @@ def format_summary(topology: Topology, detail_limit: int = 40) -> str:
     if len(nodes) > detail_limit:
         lines.append(f"  ... and {len(nodes) - detail_limit} more")
     return "\n".join(lines)
+
+
+def _count(number: int, singular: str, plural: str | None = None) -> str:
+    return f"{number} {singular if number == 1 else plural or singular + 's'}"

@@ -60,6 +60,8 @@ def resolve_devices(topology: Topology, report: Report) -> None:
         else:
             unresolved.append(interface)
     for interface in unresolved:
+        if interface.device in report.broken_names:
+            continue  # its own problem is reported already
         if interface.device in p2p:
             hint = f" ({interface.device} is a point-to-point link elsewhere: write 'link: {interface.device}')"
         else:
@@ -76,10 +78,6 @@ def resolve_devices(topology: Topology, report: Report) -> None:
         for extra in ends[2:]:
             report.add(extra.at("link"), f"point-to-point link {name!r} already joins {ends[0].attachment} and "
                                          f"{ends[1].attachment} (a link joins exactly two interfaces; for more use a segment)")
-    # Interfaces pointing nowhere would trip every later check; they are reported already.
-    for node in topology.nodes.values():
-        for name in [n for n, i in node.interfaces.items() if i.device not in segments]:
-            del node.interfaces[name]
 
 
 def check_namespace(topology: Topology, report: Report) -> None:
@@ -105,7 +103,8 @@ def check_namespace(topology: Topology, report: Report) -> None:
 def apply_link_params(topology: Topology) -> None:
     """Effective MTU of each interface: defaults < segment < interface."""
     for interface in topology.interfaces():
-        interface.mtu = topology.link_params(interface)["mtu"]
+        if interface.device in topology.segments:   # a dangling one is reported already
+            interface.mtu = topology.link_params(interface)["mtu"]
 
 
 def check_addresses(topology: Topology, report: Report) -> None:
@@ -164,19 +163,19 @@ def check_routes(node: Node, report: Report) -> None:
     for route in node.routes:
         where = route.where
         if route.dev is not None and route.dev not in interfaces:
-            report.add(where, f"dev {route.dev}: {node.name} has no such interface"
+            report.add(where, f"dev {route.dev}: this node has no such interface"
                               f"{did_you_mean(route.dev, interfaces)}")
             continue
         if route.gateway is not None:
             gateway = int(IPv4Address(route.gateway))
             candidates = [interfaces[route.dev]] if route.dev else list(interfaces.values())
             if gateway in own:
-                report.add(where, f"gateway {route.gateway} is {node.name}'s own address")
+                report.add(where, f"gateway {route.gateway} is this node's own address")
             elif not any(i.on_subnet(gateway) for i in candidates):
                 subnets = ", ".join(f"{i.name} {i.subnet}" for i in candidates) or "none"
-                report.add(where, f"gateway {route.gateway} is not on a connected subnet of {node.name} ({subnets})")
+                report.add(where, f"gateway {route.gateway} is not on a connected subnet ({subnets})")
         if route.src is not None and int(IPv4Address(route.src)) not in own:
-            report.add(where, f"src {route.src} is not an address of {node.name}")
+            report.add(where, f"src {route.src} is not an address of this node")
         key = (route.dst, route.metric)
         if key in seen:
             report.add(where, f"duplicate route to {route.dst} with metric {route.metric} (first at line {seen[key]})")
@@ -190,9 +189,9 @@ def check_arp(node: Node, report: Report) -> None:
         address = int(IPv4Address(entry.ip))
         on = [i for i in node.interfaces.values() if i.on_subnet(address)]
         if any(i.address == address for i in node.interfaces.values()):
-            report.add(entry.where, f"{entry.ip} is {node.name}'s own address")
+            report.add(entry.where, f"{entry.ip} is this node's own address")
         elif not on:
-            report.add(entry.where, f"{entry.ip} is not on a connected subnet of {node.name}")
+            report.add(entry.where, f"{entry.ip} is not on a connected subnet of this node")
         else:
             entry.dev = on[0].name
 

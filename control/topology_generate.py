@@ -15,7 +15,7 @@ from nodes.wire.addresses import IPv4Address
 
 from .topology_model import Interface, Node, Route, Segment, SegmentLink, Topology, Where, broadcast_of
 from .topology_parse import (
-    DEFAULT_AGING, DEFAULT_MAX_ENTRIES, Report, check_keys, check_name, expect_map, parse_address,
+    DEFAULT_AGING, DEFAULT_MAX_ENTRIES, KEY_HINTS, Report, check_keys, check_name, did_you_mean, expect_map, parse_address,
     parse_link_values, parse_network, parse_routes, parse_sysctl, type_name,
 )
 from .topology_yaml import LocatedList, LocatedMap
@@ -38,7 +38,10 @@ def expand_generators(topology: Topology, value: Any, where: Where, report: Repo
         spec = expect_map(report, entry, entry_where, empty_ok=False)
         if spec is None:
             continue
-        check_keys(report, spec, entry_where, GENERATORS)
+        for key in spec:
+            if key not in GENERATORS:
+                report.add(entry_where.child(spec.line_of(key), str(key)),
+                           f"unknown generator{did_you_mean(key, GENERATORS, KEY_HINTS)} (known: {', '.join(GENERATORS)})")
         kinds = [k for k in GENERATORS if k in spec]
         if len(kinds) != 1:
             if kinds or not spec:
@@ -70,8 +73,10 @@ def _names(report: Report, body: LocatedMap, where: Where, count: int) -> list[s
     except (KeyError, IndexError, ValueError) as error:
         report.add(name_where, f"bad name pattern {pattern!r}: {error}")
         return None
-    good = [check_name(report, name, name_where, "generated") for name in names[:1] + names[-1:]]
-    return names if all(good) else None
+    # All names share the pattern: the first and the last tell whether any is bad (longest, too).
+    if not check_name(report, names[0], name_where, "generated"):
+        return None
+    return names if check_name(report, names[-1], name_where, "generated") else None
 
 
 def _count(report: Report, body: LocatedMap, key: str, where: Where, low: int, high: int) -> int | None:
@@ -189,6 +194,7 @@ def _allocate(report: Report, body: LocatedMap, where: Where, pool: tuple[int, i
             report.add(first_where, f"first address {first} is not a host address of the pool")
             return None
         address = int(first)
+    start = address
     found: list[int] = []
     while address < broadcast and len(found) < count:
         if address not in used:
@@ -196,8 +202,8 @@ def _allocate(report: Report, body: LocatedMap, where: Where, pool: tuple[int, i
         address += 1
     if len(found) < count:
         report.add(where.child(body.line_of("ip_pool"), "ip_pool"),
-                   f"pool {body['ip_pool']} has only {len(found)} free addresses from {IPv4Address(found[0] if found else network)} "
-                   f"for count {count}")
+                   f"pool {body['ip_pool']} has {len(found)} free host addresses"
+                   f"{f' from {IPv4Address(start)}' if 'first' in body else ''}, not enough for count {count}")
         return None
     return found
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from bus.shaping import LinkParams
 from nodes.wire.addresses import IPv4Address, prefix_mask
 
 
@@ -228,8 +229,6 @@ class Topology:
 
     def link_params(self, interface: Interface) -> dict[str, Any]:
         """Every canonical link parameter of an attachment: built-in < defaults < segment < interface."""
-        from bus.shaping import LinkParams
-
         merged = LinkParams().to_canonical()
         merged.update(self.defaults_link)
         merged.update(self.segments[interface.device].params)
@@ -238,8 +237,6 @@ class Topology:
 
     def uplink_params(self, link: SegmentLink) -> dict[str, Any]:
         """Canonical parameters of a segment link's port on segment `a`: defaults < a < link."""
-        from bus.shaping import LinkParams
-
         merged = LinkParams().to_canonical()
         merged.update(self.defaults_link)
         merged.update(self.segments[link.a].params)

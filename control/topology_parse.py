@@ -37,6 +37,10 @@ KEY_HINTS = {
     "neighbours": "arp", "neighbors": "arp", "sysctls": "sysctl", "interface": "interfaces",
     "ifaces": "interfaces", "hosts": "nodes", "switches": "segments", "lans": "segments",
     "ageing": "aging", "ageing_time": "aging", "aging_time": "aging", "pcap": "capture",
+    # tc, Mininet and iproute2 spellings of link parameters
+    "bw": "rate", "bandwidth": "rate", "speed": "rate", "latency": "delay", "lat": "delay",
+    "drop": "loss", "limit": "queue", "qlen": "queue", "txqueuelen": "queue", "state": "up",
+    "correlation": "loss_correlation", "gw": "gateway", "pool": "ip_pool", "subnet": "ip_pool",
 }
 
 
@@ -45,6 +49,8 @@ class Report:
 
     def __init__(self, file: str) -> None:
         self.file = file
+        # Segments/nodes whose entry was unusable: references to them would only repeat that problem.
+        self.broken_names: set[str] = set()
         self._items: list[tuple[int, str, str, str | None]] = []
 
     def add(self, where: Where, message: str) -> None:
@@ -250,6 +256,9 @@ def parse_route(text: Any) -> tuple[Route | None, str]:
 
 def parse_segment(report: Report, name: str, value: Any, where: Where) -> Segment | None:
     """A `segments:` entry."""
+    if value in ("switch", "hub"):
+        report.add(where, f"expected a mapping, got a string (write {name}: {{kind: {value}}})")
+        return None
     spec = expect_map(report, value, where)
     if spec is None:
         return None

@@ -154,7 +154,11 @@ def load_located(text: str) -> Any:
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else 1
-        parts = [part for part in (error.context, error.problem) if part]
+        context = error.context
+        # The parser notices a missing bracket where it trips, often lines later: say where it opened.
+        if context and error.context_mark is not None and error.context_mark.line + 1 != line:
+            context += f" (opened at line {error.context_mark.line + 1})"
+        parts = [part for part in (context, error.problem) if part]
         raise YamlSyntaxError(line, "YAML syntax: " + ", ".join(parts)) from None
     except yaml.YAMLError as error:
         raise YamlSyntaxError(1, f"YAML syntax: {error}") from None

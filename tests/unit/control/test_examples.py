@@ -1,0 +1,95 @@
+"""Every example topology loads cleanly and every node reaches every host, both ways."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from control.plan import build_plan
+from control.topology import load_topology
+from nodes.wire.addresses import IPv4Address
+
+from .routesim import RouteSimulator, unreachable_pairs
+
+TOPOLOGIES = Path(__file__).parents[3] / "topologies"
+EXAMPLES = sorted(TOPOLOGIES.glob("*.yaml"))
+
+# The reference file of the task, which must stay valid exactly as written.
+TWO_LANS = """\
+name: two-lans
+defaults:
+  link: {mtu: 1500}
+segments:
+  lan1: {kind: switch}
+  lan2: {kind: hub, delay: 2ms}
+nodes:
+  h1:
+    kind: host
+    interfaces:
+      eth0: {segment: lan1, ip: 10.0.1.10/24}
+    routes: [default via 10.0.1.1]
+  r1:
+    kind: router
+    interfaces:
+      eth0: {segment: lan1, ip: 10.0.1.1/24}
+      eth1: {segment: lan2, ip: 10.0.2.1/24, mac: "02:00:00:00:02:01", rate: 100Mbit, delay: 5ms}
+  h2:
+    kind: host
+    interfaces:
+      eth0: {segment: lan2, ip: 10.0.2.10/24, mac: "02:00:00:00:02:10"}
+    routes:
+      - default via 10.0.2.1
+    arp: {10.0.2.1: "02:00:00:00:02:01"}
+    sysctl: {net.ipv4.icmp_ratelimit: 1000}
+"""
+
+EXPECTED_COUNTS = {  # file: (nodes, hosts, routers, switches, hubs, p2p links)
+    "two_lans.yaml": (3, 2, 1, 1, 1, 0),
+    "single_lan.yaml": (4, 4, 0, 1, 0, 0),
+    "router_chain.yaml": (5, 2, 3, 2, 0, 2),
+    "lossy_wan.yaml": (6, 4, 2, 2, 0, 1),
+    "campus.yaml": (13, 10, 3, 2, 0, 2),
+    "generated_100.yaml": (100, 99, 1, 3, 0, 0),
+    "generated_500.yaml": (500, 499, 1, 22, 0, 0),
+}
+
+
+def test_two_lans_is_the_reference_file_verbatim():
+    assert (TOPOLOGIES / "two_lans.yaml").read_text() == TWO_LANS
+
+
+def test_every_example_is_listed_here():
+    assert sorted(p.name for p in EXAMPLES) == sorted(EXPECTED_COUNTS)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_loads_with_the_expected_shape(path: Path):
+    topology = load_topology(path)
+    nodes = list(topology.nodes.values())
+    kinds = [s.kind for s in topology.segments.values()]
+    shape = (len(nodes), sum(n.kind == "host" for n in nodes), sum(n.kind == "router" for n in nodes),
+             kinds.count("switch"), kinds.count("hub"), kinds.count("p2p"))
+    assert shape == EXPECTED_COUNTS[path.name]
+    build_plan(topology, "/tmp/netemu-1000/example")
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_node_reaches_every_host_and_gets_the_reply(path: Path):
+    assert unreachable_pairs(load_topology(path)) == []
+
+
+@pytest.mark.parametrize("name", ["router_chain.yaml", "campus.yaml", "lossy_wan.yaml", "two_lans.yaml"])
+def test_every_node_reaches_every_interface_address(name: str):
+    # Traceroute's replies come from router interfaces: those must be reachable too.
+    topology = load_topology(TOPOLOGIES / name)
+    addresses = [int(i.address) for i in topology.interfaces()]
+    assert unreachable_pairs(topology, destinations=addresses) == []
+
+
+def test_traceroute_through_the_router_chain_shows_each_router():
+    topology = load_topology(TOPOLOGIES / "router_chain.yaml")
+    simulator = RouteSimulator(topology)
+    walk = simulator.walk("h1", int(IPv4Address(topology.hosts["h2"])))
+    assert walk.ok and walk.hops == ("r1", "r2", "r3", "h2")
+    back = simulator.walk("h2", walk.source)
+    assert back.ok and back.hops == ("r3", "r2", "r1", "h1")
