@@ -100,20 +100,6 @@ class IPv4Header:
     @classmethod
     def parse(cls, data: "bytes | bytearray | memoryview", verify_checksum: bool = False) -> "IPv4Header":
         """Parse the header at the start of `data`; data may run past total_length (Ethernet padding)."""
-        return cls._parse(data, verify_checksum, False)
-
-    @classmethod
-    def parse_quoted(cls, data: "bytes | bytearray | memoryview") -> "IPv4Header":
-        """Parse a header quoted in an ICMP error: the datagram it describes may be cut short.
-
-        Everything is checked as in `parse` except that `total_length` may exceed `len(data)`.
-        """
-        return cls._parse(data, False, True)
-
-    @classmethod
-    def _parse(
-        cls, data: "bytes | bytearray | memoryview", verify_checksum: bool, truncated_ok: bool
-    ) -> "IPv4Header":
         length = len(data)
         if length < MIN_HEADER_LENGTH:
             raise _error(f"datagram of {length} bytes is shorter than a header")
@@ -134,10 +120,21 @@ class IPv4Header:
             options = bytes(data[MIN_HEADER_LENGTH:header_length])
         if total_length < header_length:
             raise _error(f"total length {total_length} is shorter than the {header_length}-byte header")
-        if total_length > length and not truncated_ok:
+        if total_length > length:
             raise _error(f"truncated: total length {total_length}, {length} bytes received")
-        if verify_checksum and ones_complement_sum(data[:header_length]) != 0xFFFF:
-            raise _error("bad header checksum")
+        if verify_checksum:
+            if options:
+                valid = ones_complement_sum(data[:header_length]) == 0xFFFF
+            else:
+                # Sum the words from the fields already unpacked. A header with a
+                # right checksum sums to one's-complement all-ones, a multiple of
+                # 0xFFFF; it cannot sum to 0 since its first byte is 0x45.
+                valid = (
+                    0x4500 + tos + total_length + identification + flags + (ttl << 8) + protocol + checksum
+                    + (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
+                ) % 0xFFFF == 0
+            if not valid:
+                raise _error("bad header checksum")
         return cls(
             _int_new(_Address, src),
             _int_new(_Address, dst),
@@ -153,6 +150,30 @@ class IPv4Header:
             options,
             flags & IP_CE != 0,
         )
+
+    @classmethod
+    def parse_quoted(cls, data: "bytes | bytearray | memoryview") -> "IPv4Header":
+        """Parse a header quoted in an ICMP error: the datagram it describes may be cut short.
+
+        Everything is checked as in `parse` except that `total_length` may exceed `len(data)`.
+        """
+        length = len(data)
+        if length < MIN_HEADER_LENGTH:
+            raise _error(f"datagram of {length} bytes is shorter than a header")
+        header_length = (data[0] & 0x0F) << 2
+        if not MIN_HEADER_LENGTH <= header_length <= length:
+            raise _error(f"header length {header_length} is below 20 or beyond the {length} bytes quoted")
+        total_length = (data[2] << 8) | data[3]
+        # Parse a copy that claims to be just its header, then restore the real
+        # length: one set of checks, and `parse` stays free of a flag on the hot path.
+        header_only = bytearray(data[:header_length])
+        header_only[2] = header_length >> 8
+        header_only[3] = header_length & 0xFF
+        header = cls.parse(header_only)
+        if total_length < header_length:
+            raise _error(f"total length {total_length} is shorter than the {header_length}-byte header")
+        header.total_length = total_length
+        return header
 
     def _fields(self, total_length: int) -> tuple[int, int, int, bytes]:
         """(version/IHL byte, flags word, checksum, padded options) for a header of `total_length`."""
