@@ -86,7 +86,7 @@ def check_namespace(topology: Topology, report: Report) -> None:
         segment = topology.segments.get(node.name)
         if segment is not None:
             other = "point-to-point link" if segment.implicit else "segment"
-            report.add(node.where, f"{node.name!r} is also the name of a {other} (line {segment.where.line}); "
+            report.add(node.where, f"name also used by a {other} (line {segment.where.line}); "
                                    f"nodes, segments and links share one namespace (process and socket names)")
     aliases: dict[str, Interface] = {}
     for interface in topology.interfaces():

@@ -15,8 +15,9 @@ from nodes.wire.addresses import IPv4Address
 
 from .topology_model import Interface, Node, Route, Segment, SegmentLink, Topology, Where, broadcast_of
 from .topology_parse import (
-    DEFAULT_AGING, DEFAULT_MAX_ENTRIES, KEY_HINTS, Report, check_keys, check_name, did_you_mean, expect_map, parse_address,
-    parse_link_values, parse_network, parse_routes, parse_sysctl, type_name,
+    DEFAULT_AGING, DEFAULT_MAX_ENTRIES, KEY_HINTS, MAX_INTERFACE_NAME_LENGTH, NAME_PATTERN, Report, check_keys,
+    check_name, did_you_mean, expect_map, parse_address, parse_link_values, parse_network, parse_routes,
+    parse_sysctl, type_name,
 )
 from .topology_yaml import LocatedList, LocatedMap
 
@@ -111,8 +112,11 @@ def generate_hosts(topology: Topology, body: LocatedMap, where: Where, report: R
         report.add(where.child(body.line_of("kind"), "kind"), f"kind must be host or router, got {kind!r}")
         return
     interface_name = body.get("interface", "eth0")
-    if not isinstance(interface_name, str) or not interface_name:
-        report.add(where.child(body.line_of("interface"), "interface"), f"expected an interface name, got {interface_name!r}")
+    if (not isinstance(interface_name, str) or not NAME_PATTERN.fullmatch(interface_name)
+            or len(interface_name) > MAX_INTERFACE_NAME_LENGTH):
+        report.add(where.child(body.line_of("interface"), "interface"),
+                   f"invalid interface name {interface_name!r}: lower-case letters, digits and '-', "
+                   f"starting with a letter, at most {MAX_INTERFACE_NAME_LENGTH} characters")
         return
     params = parse_link_values(report, body, where)
     sysctl = parse_sysctl(report, body["sysctl"], where.child(body.line_of("sysctl"), "sysctl")) if "sysctl" in body else {}
@@ -251,7 +255,7 @@ def generate_switch_tree(topology: Topology, body: LocatedMap, where: Where, rep
         return
     for index, name in enumerate(names):
         if name in topology.segments or name in topology.nodes:
-            report.add(Where(where.line, where.path, name), f"generated switch name is already taken")
+            report.add(Where(where.line, where.path, name), "generated switch name is already taken")
             return
         segment = Segment(name, kind, params=dict(params), where=Where(where.line, where.path, name))
         if kind == "switch":

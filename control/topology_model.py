@@ -254,10 +254,3 @@ class Topology:
             for interface in node.interfaces.values():
                 table[f"{node.name}-{interface.name}"] = str(interface.address)
         return table
-
-    def owner_of(self, address: int) -> Interface | None:
-        """The interface holding `address`, if any."""
-        for interface in self.interfaces():
-            if interface.address == address:
-                return interface
-        return None

@@ -133,6 +133,9 @@ def check_keys(report: Report, mapping: LocatedMap, where: Where, allowed: Itera
 def check_name(report: Report, name: Any, where: Where, what: str,
                limit: int = MAX_NAME_LENGTH) -> bool:
     """Node, segment and link names double as host names and process/socket file names."""
+    if name is None:
+        report.add(where, f"missing {what} name")
+        return False
     if not isinstance(name, str):
         report.add(where, f"{what} name must be a string, got {type_name(name)} {name!r} (quote it)")
         return False
