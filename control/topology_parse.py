@@ -56,9 +56,6 @@ class Report:
     def add(self, where: Where, message: str) -> None:
         self._items.append((where.line, where.path, message, where.subject))
 
-    def at(self, line: int, path: str, message: str) -> None:
-        self._items.append((line, path, message, None))
-
     def __bool__(self) -> bool:
         return bool(self._items)
 

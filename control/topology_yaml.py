@@ -62,7 +62,7 @@ class UnhashableKey(Exception):
 class _Loader(yaml.SafeLoader):
     """SafeLoader building located containers and resolving scalars the YAML 1.2 way.
 
-    The pure-Python parser on purpose: libyaml's words its syntax errors
+    The pure-Python parser on purpose: libyaml words its syntax errors
     differently, and `netemu check` output should not depend on how PyYAML
     was built (a 500-node file still loads in ~15 ms).
     """
