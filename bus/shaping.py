@@ -213,7 +213,9 @@ def _format_number(value: float) -> str:
 def _format_rate(rate: int) -> str:
     for unit, scale in (("Tbit", 10**12), ("Gbit", 10**9), ("Mbit", 10**6), ("kbit", 10**3)):
         if rate >= scale:
-            return _format_number(rate / scale) + unit
+            whole, rest = divmod(rate, scale)
+            # repr is the shortest spelling that reads back as the same float: exact rates round-trip.
+            return (str(whole) if not rest else repr(rate / scale)) + unit
     return f"{rate}bit"
 
 
