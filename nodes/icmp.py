@@ -1,0 +1,320 @@
+"""ICMP: echo, error generation with Linux's rate limits, and error dispatch to protocols.
+
+Before changing this file, read RFC 792, RFC 1122 section 3.2.2 (when never
+to send an error: in reply to an error, to a broadcast or multicast, to a
+non-first fragment, to an invalid source), RFC 1812 section 4.3.2.8 (rate
+limiting), RFC 1191 (frag-needed lowers the path MTU), and Linux
+`net/ipv4/icmp.c` (`icmp_send`, `icmpv4_xrlim_allow`, `icmp_global_allow`).
+
+Rate limiting follows Linux: error types in `icmp_ratemask` pass a global
+token bucket (`icmp_msgs_per_sec`, `icmp_msgs_burst`) and a per-destination
+one (`inet_peer_xrlim_allow`: a token every `icmp_ratelimit` ms, burst of
+six). Echo replies are not limited.
+
+Echo replies and errors quoting our own echo requests go to listeners
+registered by identifier (the kernel's ping and traceroute sessions); errors
+quoting other protocols go to `ipv4.error_handlers[protocol]`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .ipv4 import Datagram
+from .skbuff import PACKET_HOST
+from .wire.addresses import IPv4Address
+from .wire.errors import WireError
+from .wire.icmp import (
+    DEST_UNREACH,
+    ECHO_REPLY,
+    ECHO_REQUEST,
+    ERROR_TYPES,
+    FRAG_NEEDED,
+    PARAMETER_PROBLEM,
+    REDIRECT,
+    SOURCE_QUENCH,
+    TIME_EXCEEDED,
+    IcmpMessage,
+    QuotedDatagram,
+)
+from .wire.ipv4 import IPPROTO_ICMP
+
+if TYPE_CHECKING:
+    from .stack import Stack
+
+XRLIM_BURST_FACTOR = 6  # Linux: a peer may burst six errors before the rate applies
+MAX_PEERS = 4096  # per-destination limiter state kept (oldest forgotten first)
+
+
+@dataclass(slots=True)
+class IcmpStats:
+    """`/proc/net/snmp` Icmp: counters (plus Linux's rate-limit counters)."""
+
+    InMsgs: int = 0
+    InErrors: int = 0
+    InCsumErrors: int = 0
+    InDestUnreachs: int = 0
+    InTimeExcds: int = 0
+    InParmProbs: int = 0
+    InSrcQuenchs: int = 0
+    InRedirects: int = 0
+    InEchos: int = 0
+    InEchoReps: int = 0
+    OutMsgs: int = 0
+    OutErrors: int = 0
+    OutRateLimitGlobal: int = 0
+    OutRateLimitHost: int = 0
+    OutDestUnreachs: int = 0
+    OutTimeExcds: int = 0
+    OutParmProbs: int = 0
+    OutEchos: int = 0
+    OutEchoReps: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+_IN_COUNTER = {
+    DEST_UNREACH: "InDestUnreachs",
+    TIME_EXCEEDED: "InTimeExcds",
+    PARAMETER_PROBLEM: "InParmProbs",
+    SOURCE_QUENCH: "InSrcQuenchs",
+    REDIRECT: "InRedirects",
+    ECHO_REQUEST: "InEchos",
+    ECHO_REPLY: "InEchoReps",
+}
+_OUT_COUNTER = {
+    DEST_UNREACH: "OutDestUnreachs",
+    TIME_EXCEEDED: "OutTimeExcds",
+    PARAMETER_PROBLEM: "OutParmProbs",
+    ECHO_REQUEST: "OutEchos",
+    ECHO_REPLY: "OutEchoReps",
+}
+
+
+class EchoListener(Protocol):
+    """Who owns an echo identifier: gets replies and the errors quoting its requests."""
+
+    def echo_reply(self, message: IcmpMessage, datagram: Datagram, now: float) -> None: ...
+
+    def echo_error(self, message: IcmpMessage, quoted: QuotedDatagram, datagram: Datagram, now: float) -> None: ...
+
+
+class TokenBucket:
+    """Linux's xrlim bucket: `interval` seconds per token, at most `burst` tokens."""
+
+    __slots__ = ("interval", "burst", "tokens", "last")
+
+    def __init__(self, interval: float, burst: float, now: float) -> None:
+        self.interval = interval
+        self.burst = burst
+        self.tokens = burst  # a new peer may send its whole burst at once
+        self.last = now
+
+    def allow(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.last))
+        self.last = now
+        if self.tokens >= self.interval:
+            self.tokens -= self.interval
+            return True
+        return False
+
+
+class GlobalLimiter:
+    """icmp_global_allow: `per_sec` messages a second with a burst allowance."""
+
+    __slots__ = ("per_sec", "burst", "credit", "last")
+
+    def __init__(self, per_sec: int, burst: int, now: float) -> None:
+        self.per_sec = per_sec
+        self.burst = burst
+        self.credit = float(burst)
+        self.last = now
+
+    def allow(self, now: float) -> bool:
+        if self.per_sec <= 0:
+            return True
+        self.credit = min(float(self.burst), self.credit + (now - self.last) * self.per_sec)
+        self.last = now
+        if self.credit >= 1.0:
+            self.credit -= 1.0
+            return True
+        return False
+
+
+class IcmpLayer:
+    """One node's ICMP: registered with IPv4 as protocol 1 and as its error sender."""
+
+    def __init__(self, stack: "Stack") -> None:
+        self.stack = stack
+        self.stats = IcmpStats()
+        self.echo_listeners: dict[int, EchoListener] = {}
+        self._peers: dict[int, TokenBucket] = {}
+        sysctl = stack.sysctl
+        self._global = GlobalLimiter(sysctl["net.ipv4.icmp_msgs_per_sec"], sysctl["net.ipv4.icmp_msgs_burst"], 0.0)
+        ipv4 = stack.ipv4
+        ipv4.protocols[IPPROTO_ICMP] = self.receive
+        ipv4.error_handlers[IPPROTO_ICMP] = self._echo_error
+        ipv4.send_icmp_error = self.send_error
+
+    # ------------------------------------------------------------------ input
+
+    def receive(self, datagram: Datagram, now: float) -> None:
+        """icmp_rcv: verify, count, answer echoes, dispatch errors."""
+        stats = self.stats
+        stats.InMsgs += 1
+        payload = datagram.payload
+        try:
+            message = IcmpMessage.parse(payload, verify_checksum=True)
+        except WireError as error:
+            stats.InErrors += 1
+            if error.reason == "bad checksum":
+                stats.InCsumErrors += 1
+            return
+        counter = _IN_COUNTER.get(message.type)
+        if counter is not None:
+            setattr(stats, counter, getattr(stats, counter) + 1)
+        kind = message.type
+        if kind == ECHO_REQUEST:
+            self._answer_echo(message, datagram, now)
+        elif kind == ECHO_REPLY:
+            listener = self.echo_listeners.get(message.identifier)
+            if listener is not None:
+                listener.echo_reply(message, datagram, now)
+        elif kind in ERROR_TYPES:
+            self._dispatch_error(message, datagram, now)
+
+    def _answer_echo(self, request: IcmpMessage, datagram: Datagram, now: float) -> None:
+        sysctl = self.stack.sysctl
+        if sysctl["net.ipv4.icmp_echo_ignore_all"]:
+            return
+        if datagram.is_broadcast or datagram.dst in self.stack.ipv4.broadcast_addresses:
+            if sysctl["net.ipv4.icmp_echo_ignore_broadcasts"]:
+                return
+            source = None  # answer from the address of the interface, not the broadcast address
+        else:
+            source = datagram.dst
+        self._transmit(IcmpMessage.echo_reply_to(request), datagram.src, now, src=source, tos=datagram.tos)
+
+    def _dispatch_error(self, message: IcmpMessage, datagram: Datagram, now: float) -> None:
+        """icmp_unreach and friends: hand the error to the protocol of the quoted datagram."""
+        try:
+            quoted = message.quoted_header()
+        except WireError:
+            self.stats.InErrors += 1
+            return
+        if message.type == DEST_UNREACH and message.code == FRAG_NEEDED:
+            # RFC 1191: the router told us the next-hop MTU toward the quoted destination.
+            self.stack.route_cache.update_pmtu(quoted.header.dst, message.next_hop_mtu, now)
+        handler = self.stack.ipv4.error_handlers.get(quoted.header.protocol)
+        if handler is not None:
+            handler(message, quoted, datagram, now)
+
+    def _echo_error(self, message: IcmpMessage, quoted: QuotedDatagram, datagram: Datagram, now: float) -> None:
+        """An error quoting one of our ICMP messages: find the echo session by identifier."""
+        transport = quoted.transport_bytes
+        if len(transport) < 8 or transport[0] != ECHO_REQUEST:
+            return
+        identifier = (transport[4] << 8) | transport[5]
+        listener = self.echo_listeners.get(identifier)
+        if listener is not None:
+            listener.echo_error(message, quoted, datagram, now)
+
+    # ----------------------------------------------------------------- output
+
+    def send_echo_request(self, dst: int, identifier: int, sequence: int, data: bytes, now: float, *,
+                          ttl: int | None = None, src: int | None = None, dont_fragment: bool = False) -> None:
+        """Originate an echo request; raises OSError from the output path (e.g. ENETUNREACH)."""
+        self._transmit(IcmpMessage.echo_request(identifier, sequence, data), dst, now, ttl=ttl, src=src,
+                       dont_fragment=dont_fragment)
+
+    def send_error(self, kind: int, code: int, original: "bytes | memoryview", now: float, *,
+                   next_hop_mtu: int = 0) -> bool:
+        """icmp_send: an error about `original` (a whole IPv4 datagram) to its source; False if suppressed."""
+        stats = self.stats
+        if len(original) < 20:
+            return False
+        src = IPv4Address.from_wire(int.from_bytes(original[12:16], "big"))
+        dst = int.from_bytes(original[16:20], "big")
+        ipv4 = self.stack.ipv4
+        # RFC 1122 3.2.2: never about a datagram to a broadcast/multicast address, from an
+        # invalid source, about a non-first fragment, or about an ICMP error.
+        if dst in ipv4.broadcast_addresses or dst >> 28 == 0xE:
+            return False
+        if src == 0 or src >> 28 >= 0xE or src in ipv4.broadcast_addresses or src >> 24 == 127 and dst >> 24 != 127:
+            return False
+        if ((original[6] & 0x1F) << 8) | original[7]:
+            return False
+        header_length = (original[0] & 0x0F) << 2
+        if original[9] == IPPROTO_ICMP and len(original) > header_length:
+            inner_type = original[header_length]
+            if inner_type in ERROR_TYPES or inner_type > 18:
+                return False
+        if not self._rate_allowed(kind, src, now):
+            return False
+        if kind == DEST_UNREACH:
+            message = IcmpMessage.destination_unreachable(code, original, next_hop_mtu)
+        elif kind == TIME_EXCEEDED:
+            message = IcmpMessage.time_exceeded(code, original)
+        elif kind == PARAMETER_PROBLEM:
+            message = IcmpMessage.parameter_problem(next_hop_mtu, original, code)
+        else:
+            raise ValueError(f"not an ICMP error type we originate: {kind}")
+        # The error comes from the address the datagram was sent to when that is ours
+        # (port unreachable), else from our address toward the sender (icmp_send).
+        source = dst if dst in ipv4.local_addresses else None
+        tos = (original[1] & 0x1E) | 0xC0  # IPTOS_PREC_INTERNETCONTROL
+        try:
+            self._transmit(message, src, now, src=source, tos=tos)
+        except OSError:
+            stats.OutErrors += 1
+            return False
+        return True
+
+    def _rate_allowed(self, kind: int, destination: int, now: float) -> bool:
+        sysctl = self.stack.sysctl
+        if not (sysctl["net.ipv4.icmp_ratemask"] >> kind) & 1:
+            return True
+        if destination >> 24 == 127 or destination in self.stack.ipv4.local_addresses:
+            return True  # Linux never limits errors to itself (loopback)
+        limiter = self._global
+        limiter.per_sec = sysctl["net.ipv4.icmp_msgs_per_sec"]
+        limiter.burst = sysctl["net.ipv4.icmp_msgs_burst"]
+        if not limiter.allow(now):
+            self.stats.OutRateLimitGlobal += 1
+            return False
+        interval = sysctl["net.ipv4.icmp_ratelimit"] / 1000.0
+        if interval <= 0:
+            return True
+        peer = self._peers.get(destination)
+        if peer is None:
+            if len(self._peers) >= MAX_PEERS:
+                self._peers.pop(next(iter(self._peers)))
+            peer = self._peers[destination] = TokenBucket(interval, XRLIM_BURST_FACTOR * interval, now)
+        else:
+            peer.interval, peer.burst = interval, XRLIM_BURST_FACTOR * interval
+        if peer.allow(now):
+            return True
+        self.stats.OutRateLimitHost += 1
+        return False
+
+    def _transmit(self, message: IcmpMessage, dst: int, now: float, **output_args: Any) -> None:
+        stats = self.stats
+        stats.OutMsgs += 1
+        counter = _OUT_COUNTER.get(message.type)
+        if counter is not None:
+            setattr(stats, counter, getattr(stats, counter) + 1)
+        self.stack.ipv4.output(dst, IPPROTO_ICMP, message.build(), now, **output_args)
+
+    def free_identifier(self, preferred: int) -> int:
+        """An echo identifier not in use, starting from `preferred` (ping uses its PID)."""
+        identifier = preferred & 0xFFFF
+        while identifier in self.echo_listeners:
+            identifier = (identifier + 1) & 0xFFFF
+        return identifier
+
+    def counters(self) -> dict[str, int]:
+        return self.stats.as_dict()
+
+
+__all__ = ["IcmpLayer", "IcmpStats", "EchoListener", "TokenBucket", "GlobalLimiter", "PACKET_HOST"]

@@ -1,0 +1,352 @@
+"""IPv4: input checks, local delivery, forwarding, output, fragmentation, reassembly.
+
+Before changing this file, read RFC 791 section 3.2, RFC 1122 section 3.2.1,
+RFC 1812 sections 5.2-5.3 (forwarding: TTL, fragmentation, ICMP errors) and
+seed 001's IP sections (routing, fragmentation, the ipq reassembly queue).
+Linux equivalents: `ip_rcv`, `ip_rcv_finish`, `ip_local_deliver`,
+`ip_forward`, `ip_output`/`ip_fragment`, `ip_defrag`.
+
+Sans-I/O: this layer receives `SkBuff`s whose data starts at the IP header
+and hands datagrams down through `stack.neigh_output`; it never touches a
+socket or a clock. Upper protocols register like Linux's `inet_add_protocol`:
+`protocols[number] = handler(datagram, now)` and
+`error_handlers[number] = handler(icmp_message, quoted, now)`, which keeps
+the dependency arrow pointing down (ipv4 never imports icmp, udp or tcp).
+ICMP errors are sent through `send_icmp_error`, installed by the ICMP layer.
+"""
+from __future__ import annotations
+
+import errno
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from .ip_fragment import FragmentationNeeded, ReassemblyQueues, fragment
+from .skbuff import MAX_HEADER, PACKET_BROADCAST, PACKET_HOST, PACKET_MULTICAST, SkBuff
+from .wire.addresses import IPv4Address
+from .wire.errors import WireError
+from .wire.icmp import (
+    DEST_UNREACH,
+    FRAG_NEEDED,
+    FRAG_REASSEMBLY_TIME_EXCEEDED,
+    HOST_UNREACH,
+    NET_UNREACH,
+    PKT_FILTERED,
+    PROT_UNREACH,
+    TIME_EXCEEDED,
+    TTL_EXCEEDED_IN_TRANSIT,
+)
+from .wire.ipv4 import IPv4Header, IPv4View, decrement_ttl, header_checksum_ok, iter_options
+
+if TYPE_CHECKING:
+    from .stack import Stack
+
+LIMITED_BROADCAST = 0xFFFFFFFF
+
+
+@dataclass(slots=True)
+class IpStats:
+    """`/proc/net/snmp` Ip: counters, plus IpExt ones; the Reasm* counters live in `ReassemblyQueues`."""
+
+    InReceives: int = 0
+    InHdrErrors: int = 0
+    InAddrErrors: int = 0
+    ForwDatagrams: int = 0
+    InUnknownProtos: int = 0
+    InDiscards: int = 0
+    InDelivers: int = 0
+    OutRequests: int = 0
+    OutDiscards: int = 0
+    OutNoRoutes: int = 0
+    FragOKs: int = 0
+    FragFails: int = 0
+    FragCreates: int = 0
+    # IpExt
+    InNoRoutes: int = 0
+    InTruncatedPkts: int = 0
+    InCsumErrors: int = 0
+    InBcastPkts: int = 0
+    OutBcastPkts: int = 0
+    InOctets: int = 0
+    OutOctets: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Datagram:
+    """A datagram handed up to a protocol: addresses, header fields and payload.
+
+    `packet` is the whole datagram (header + payload) so that a protocol can
+    quote it in an ICMP error; `payload` is a view of its transport part.
+    """
+
+    __slots__ = ("src", "dst", "protocol", "ttl", "tos", "dev", "pkt_type", "packet", "header_length", "now")
+
+    def __init__(self, src: IPv4Address, dst: IPv4Address, protocol: int, ttl: int, tos: int, dev: str,
+                 pkt_type: int, packet: "bytes | memoryview", header_length: int, now: float) -> None:
+        self.src = src
+        self.dst = dst
+        self.protocol = protocol
+        self.ttl = ttl
+        self.tos = tos
+        self.dev = dev
+        self.pkt_type = pkt_type
+        self.packet = packet
+        self.header_length = header_length
+        self.now = now
+
+    @property
+    def payload(self) -> memoryview:
+        return memoryview(self.packet)[self.header_length:]
+
+    @property
+    def is_broadcast(self) -> bool:
+        return self.pkt_type in (PACKET_BROADCAST, PACKET_MULTICAST)
+
+
+def _route_error(route_type: str) -> tuple[int, int] | None:
+    """ICMP (code) and errno for a non-unicast route; None for a silent blackhole."""
+    if route_type == "unreachable":
+        return HOST_UNREACH, errno.EHOSTUNREACH
+    if route_type == "prohibit":
+        return PKT_FILTERED, errno.EACCES
+    return None
+
+
+class IPv4Layer:
+    """One node's IPv4 layer; the stack owns it and calls `receive`/`output`."""
+
+    def __init__(self, stack: "Stack") -> None:
+        self.stack = stack
+        self.stats = IpStats()
+        sysctl = stack.sysctl
+        self.reassembly = ReassemblyQueues(
+            ipfrag_time=sysctl["net.ipv4.ipfrag_time"],
+            ipfrag_high_thresh=sysctl["net.ipv4.ipfrag_high_thresh"],
+            ipfrag_low_thresh=sysctl["net.ipv4.ipfrag_low_thresh"],
+        )
+        self.protocols: dict[int, Callable[[Datagram, float], Any]] = {}
+        self.error_handlers: dict[int, Callable[..., Any]] = {}
+        # Installed by the ICMP layer: send_icmp_error(type, code, packet, now, *, next_hop_mtu=0).
+        self.send_icmp_error: Callable[..., Any] = lambda *args, **kwargs: None
+        # Addresses that are ours or broadcast on some subnet: a set lookup on every datagram.
+        self.local_addresses: set[int] = set()
+        self.broadcast_addresses: set[int] = {LIMITED_BROADCAST}
+        self._identification = stack.rng.randrange(0x10000)
+
+    # ------------------------------------------------------------------ knobs
+
+    @property
+    def forwarding(self) -> bool:
+        return bool(self.stack.sysctl["net.ipv4.ip_forward"])
+
+    def next_identification(self) -> int:
+        self._identification = (self._identification + 1) & 0xFFFF
+        return self._identification
+
+    # ------------------------------------------------------------------ input
+
+    def receive(self, skb: SkBuff, now: float) -> None:
+        """ip_rcv: check the header, then deliver locally or forward."""
+        stats = self.stats
+        stats.InReceives += 1
+        data = skb.data
+        try:
+            view = IPv4View(data)
+        except WireError as error:
+            if "truncated" in error.reason:
+                stats.InTruncatedPkts += 1
+            else:
+                stats.InHdrErrors += 1
+            return
+        if not header_checksum_ok(data):
+            stats.InCsumErrors += 1
+            stats.InHdrErrors += 1
+            return
+        if view.header_length > 20:
+            try:
+                for _ in iter_options(view.options):
+                    pass
+            except WireError:
+                stats.InHdrErrors += 1
+                return
+        total_length = view.total_length
+        stats.InOctets += total_length
+        skb.trim(total_length)  # drop Ethernet padding
+        skb.reset_network_header()
+        dst = view.dst
+        if dst in self.local_addresses:
+            self.local_deliver(skb, view, now)
+        elif dst in self.broadcast_addresses:
+            stats.InBcastPkts += 1
+            self.local_deliver(skb, view, now)
+        elif dst >> 28 == 0xE:
+            stats.InDiscards += 1  # no multicast group membership yet
+        elif skb.pkt_type != PACKET_HOST:
+            stats.InAddrErrors += 1  # link-layer broadcast of a unicast datagram not for us
+        elif self.stack.sysctl["net.ipv4.ip_forward"]:
+            self.forward(skb, view, now)
+        else:
+            stats.InAddrErrors += 1  # a host never forwards (RFC 1122 3.3.4.1)
+
+    def local_deliver(self, skb: SkBuff, view: IPv4View, now: float) -> None:
+        """ip_local_deliver: reassemble if needed, then hand to the protocol."""
+        stats = self.stats
+        packet: "bytes | memoryview" = skb.data
+        if view.is_fragment:
+            result = self.reassembly.add(view.header(), view.payload, now)
+            if result.datagram is None:
+                return
+            header, payload = result.datagram
+            packet = header.build(payload)
+            view = IPv4View(packet)
+        protocol = view.protocol
+        handler = self.protocols.get(protocol)
+        if handler is None:
+            stats.InUnknownProtos += 1
+            if skb.pkt_type == PACKET_HOST and view.dst not in self.broadcast_addresses:
+                self.send_icmp_error(DEST_UNREACH, PROT_UNREACH, packet, now)
+            return
+        stats.InDelivers += 1
+        handler(Datagram(view.src, view.dst, protocol, view.ttl, view.tos, skb.dev or "", skb.pkt_type,
+                         packet, view.header_length, now), now)
+
+    # ------------------------------------------------------------- forwarding
+
+    def forward(self, skb: SkBuff, view: IPv4View, now: float) -> None:
+        """ip_forward: TTL, route, MTU, then out through the neighbour layer (RFC 1812 5.2-5.3)."""
+        stats = self.stats
+        stack = self.stack
+        if view.ttl <= 1:
+            stats.InHdrErrors += 1  # Linux counts expiring datagrams as header errors
+            self.send_icmp_error(TIME_EXCEEDED, TTL_EXCEEDED_IN_TRANSIT, skb.data, now)
+            return
+        dst = view.dst
+        entry = stack.route_cache.lookup(dst, now)
+        if entry is None:
+            stats.InNoRoutes += 1
+            self.send_icmp_error(DEST_UNREACH, NET_UNREACH, skb.data, now)
+            return
+        route_type = entry.route.type
+        if route_type != "unicast":
+            failure = _route_error(route_type)
+            stats.InDiscards += 1
+            if failure is not None:
+                self.send_icmp_error(DEST_UNREACH, failure[0], skb.data, now)
+            return
+        device = stack.devices.get(entry.dev)
+        if device is None or not device.running:
+            stats.InNoRoutes += 1
+            self.send_icmp_error(DEST_UNREACH, NET_UNREACH, skb.data, now)
+            return
+        mtu = entry.pmtu
+        if view.total_length > mtu and view.dont_fragment:
+            stats.FragFails += 1
+            self.send_icmp_error(DEST_UNREACH, FRAG_NEEDED, skb.data, now, next_hop_mtu=mtu)
+            return
+        skb.make_writable()  # skb_cow: the one copy a forwarded frame costs
+        decrement_ttl(skb.buffer, skb.data_offset)
+        stats.ForwDatagrams += 1
+        if view.total_length > mtu:
+            rewritten = IPv4View(skb.data)
+            self._fragment_and_send(rewritten.header(), rewritten.payload, device, entry.next_hop, mtu, now)
+            return
+        stack.neigh_output(device, entry.next_hop, skb, now)
+
+    # ----------------------------------------------------------------- output
+
+    def output(self, dst: int, protocol: int, payload: "bytes | bytearray | memoryview", now: float, *,
+               src: int | None = None, ttl: int | None = None, tos: int = 0, dont_fragment: bool = False,
+               identification: int | None = None) -> None:
+        """ip_queue_xmit for a locally generated datagram; raises OSError with the errno a socket sees."""
+        stats = self.stats
+        stack = self.stack
+        stats.OutRequests += 1
+        entry = stack.route_cache.lookup(dst, now)
+        if entry is None:
+            stats.OutNoRoutes += 1
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+        route_type = entry.route.type
+        if route_type not in ("unicast", "local", "broadcast"):
+            failure = _route_error(route_type)
+            stats.OutDiscards += 1
+            if failure is None:
+                return  # blackhole: silently swallowed, as Linux does
+            raise OSError(failure[1], "No route to host" if failure[1] == errno.EHOSTUNREACH else "Permission denied")
+        if src is None:
+            src = entry.src if entry.src is not None else (dst if route_type == "local" else 0)
+        header = IPv4Header(
+            IPv4Address.from_wire(src), IPv4Address.from_wire(dst), protocol,
+            ttl if ttl is not None else stack.sysctl["net.ipv4.ip_default_ttl"],
+            identification if identification is not None else self.next_identification(),
+            dont_fragment=dont_fragment, tos=tos,
+        )
+        device = stack.lo if route_type == "local" else stack.devices.get(entry.dev)
+        if device is None or not device.running:
+            stats.OutDiscards += 1
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+        mtu = device.mtu if route_type == "local" else entry.pmtu
+        length = 20 + len(payload)
+        if length > mtu:
+            if dont_fragment:
+                stats.FragFails += 1
+                raise FragmentationNeeded(mtu)
+            self._fragment_and_send(header, memoryview(payload), device, entry.next_hop, mtu, now,
+                                    broadcast=route_type == "broadcast")
+            return
+        skb = SkBuff.alloc(len(payload), MAX_HEADER, dev=device.name, now=now)
+        skb.put_data(payload)
+        header.build_into(skb.push(20), 0, len(payload))
+        skb.reset_network_header()
+        stats.OutOctets += length
+        self._send(skb, device, entry.next_hop, route_type, now)
+
+    def _send(self, skb: SkBuff, device: Any, next_hop: int, route_type: str, now: float) -> None:
+        stack = self.stack
+        if route_type == "local" or device.loopback:
+            stack.loopback_xmit(skb)
+        elif route_type == "broadcast":
+            self.stats.OutBcastPkts += 1
+            stack.broadcast_xmit(device, skb)
+        else:
+            stack.neigh_output(device, next_hop, skb, now)
+
+    def _fragment_and_send(self, header: IPv4Header, payload: memoryview, device: Any, next_hop: int, mtu: int,
+                           now: float, broadcast: bool = False) -> None:
+        """ip_fragment: split to the egress MTU and send each piece (RFC 791 3.2)."""
+        stats = self.stats
+        try:
+            pieces = fragment(header, payload, mtu)
+        except (FragmentationNeeded, ValueError):
+            stats.FragFails += 1
+            return
+        stats.FragOKs += 1
+        stats.FragCreates += len(pieces)
+        route_type = "broadcast" if broadcast else "unicast"
+        for piece_header, piece in pieces:
+            skb = SkBuff.alloc(len(piece), MAX_HEADER, dev=device.name, now=now)
+            skb.put_data(piece)
+            length = piece_header.header_length
+            piece_header.build_into(skb.push(length), 0, len(piece))
+            skb.reset_network_header()
+            stats.OutOctets += length + len(piece)
+            self._send(skb, device, next_hop, route_type, now)
+
+    # ----------------------------------------------------------------- timers
+
+    def next_timer(self) -> float | None:
+        return self.reassembly.next_timer()
+
+    def tick(self, now: float) -> None:
+        """Expire reassembly queues: ICMP time exceeded (code 1) when fragment 0 had arrived (RFC 792)."""
+        for expired in self.reassembly.tick(now):
+            quoted = expired.quoted(8)
+            if quoted is not None:
+                self.send_icmp_error(TIME_EXCEEDED, FRAG_REASSEMBLY_TIME_EXCEEDED, quoted, now)
+
+    def counters(self) -> dict[str, int]:
+        stats = self.stats.as_dict()
+        stats.update(self.reassembly.counters)
+        stats["Forwarding"] = 1 if self.forwarding else 2  # SNMP: 1 = forwarding, 2 = not
+        stats["DefaultTTL"] = self.stack.sysctl["net.ipv4.ip_default_ttl"]
+        return stats

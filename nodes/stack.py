@@ -1,0 +1,370 @@
+"""One node's network stack as an instance: devices, NAPI, ARP, FIB, IPv4, ICMP, UDP.
+
+Before changing this file, read seed 001's receive/transmit path sections
+(netif_rx, the backlog and bottom half, ptype dispatch, dev_queue_xmit) and
+seeds 002/003 on NAPI.
+
+This is the sans-I/O heart of a node, the `struct net` of Linux: everything a
+node's kernel knows, with no sockets and no clock. The kernel process
+(`nodes/kernel.py`) moves frames between the wire and `receive`/the devices'
+tx queues, and calls `poll` and `tick` with the time; tests wire several
+stacks together in one process with in-memory links instead.
+
+Receive: `receive(dev, frame)` is the interrupt (the frame lands in the rx
+ring, the device goes on the NAPI poll list); `poll(now)` is the NET_RX
+softirq, which runs `netif_receive` per frame: Ethernet checks, then ARP or
+IPv4 by ethertype. Transmit: IPv4 calls `neigh_output` with an skb whose
+data starts at the IP header; the neighbour layer supplies the MAC and
+`dev_queue_xmit` pushes the Ethernet header and queues the frame.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .icmp import IcmpLayer
+from .ipv4 import IPv4Layer
+from .neigh import (
+    NeighParams,
+    NeighTable,
+    ResolutionFailed,
+    SendArpReply,
+    SendArpRequest,
+    TransmitQueued,
+    gratuitous_arp,
+)
+from .nic import InterfaceAddress, NapiScheduler, NetDevice, make_loopback
+from .route import Fib, Route, RouteCache
+from .skbuff import PACKET_BROADCAST, PACKET_HOST, PACKET_MULTICAST, PACKET_OTHERHOST, SkBuff
+from .sysctl import Sysctl
+from .udp import UdpLayer
+from .wire.addresses import BROADCAST_MAC, ZERO_MAC, IPv4Address, MacAddress, prefix_mask
+from .wire.arp import ArpPacket
+from .wire.errors import WireError
+from .wire.ethernet import ETH_P_ARP, ETH_P_IP, HEADER_LENGTH
+from .wire.icmp import DEST_UNREACH, HOST_UNREACH
+
+_ETH_IP = ETH_P_IP.to_bytes(2, "big")
+_ETH_ARP = ETH_P_ARP.to_bytes(2, "big")
+
+
+@dataclass(slots=True)
+class LinkLayerStats:
+    """Drops before any protocol saw the frame (Linux counts these per device or not at all)."""
+
+    runt_frames: int = 0  # shorter than an Ethernet header
+    otherhost_frames: int = 0  # unicast to another MAC (flooded by a switch)
+    vlan_tagged: int = 0  # 802.1Q frames: no VLAN sub-interfaces here
+    arp_malformed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def neigh_params(sysctl: Sysctl) -> NeighParams:
+    prefix = "net.ipv4.neigh.default."
+    return NeighParams(
+        unres_qlen=sysctl[prefix + "unres_qlen"],
+        retrans_time=sysctl[prefix + "retrans_time_ms"] / 1000.0,
+        mcast_solicit=sysctl[prefix + "mcast_solicit"],
+        ucast_solicit=sysctl[prefix + "ucast_solicit"],
+        base_reachable_time=sysctl[prefix + "base_reachable_time_ms"] / 1000.0,
+        delay_first_probe_time=float(sysctl[prefix + "delay_first_probe_time"]),
+        gc_stale_time=float(sysctl[prefix + "gc_stale_time"]),
+        gc_thresh3=sysctl[prefix + "gc_thresh3"],
+    )
+
+
+class Stack:
+    """A node's whole network stack; see the module docstring."""
+
+    def __init__(self, name: str = "node", sysctl: Sysctl | None = None, rng: random.Random | None = None) -> None:
+        self.name = name
+        self.sysctl = sysctl if sysctl is not None else Sysctl()
+        self.rng = rng if rng is not None else random.Random()
+        self.now = 0.0
+        self.link_stats = LinkLayerStats()
+        self.devices: dict[str, NetDevice] = {}
+        self.lo = make_loopback()
+        self.devices["lo"] = self.lo
+        self.napi = NapiScheduler(self.sysctl["net.core.netdev_budget"], enabled=bool(self.sysctl["net.core.napi"]))
+        self.fib = Fib(loopback=True)
+        self.route_cache = RouteCache(self.fib, max_size=self.sysctl["net.ipv4.route.max_size"],
+                                      mtu_expires=float(self.sysctl["net.ipv4.route.mtu_expires"]))
+        self.neigh = NeighTable(neigh_params(self.sysctl), rng=self.rng)
+        self.ipv4 = IPv4Layer(self)
+        self.icmp = IcmpLayer(self)
+        self.udp = UdpLayer(self)
+        self._timers: list[tuple[float, int, Callable[[float], Any]]] = []
+        self._timer_sequence = itertools.count()
+        self._refresh_addresses()
+
+    # ------------------------------------------------------------ configuration
+
+    def add_device(self, name: str, mac: MacAddress | str, mtu: int = 1500, **options: Any) -> NetDevice:
+        """Create an Ethernet interface (down until `set_link(name, True)` unless `up=True`)."""
+        if name in self.devices:
+            raise FileExistsError(f"device {name} exists")
+        up = options.pop("up", True)
+        options.setdefault("weight", self.sysctl["net.core.dev_weight"])
+        device = NetDevice(name=name, mac=MacAddress(mac), mtu=mtu, ifindex=len(self.devices) + 1, admin_up=up, **options)
+        self.devices[name] = device
+        self.fib.add_device(name, mtu=mtu, up=up)
+        return device
+
+    def add_address(self, dev: str, address: int | str, prefix_length: int) -> None:
+        """`ip addr add ADDRESS/PREFIX dev DEV`: connected, local and broadcast routes follow."""
+        device = self.devices[dev]
+        ip = IPv4Address(address)
+        device.addresses.append(InterfaceAddress(ip, prefix_length))
+        self.fib.add_address(dev, ip, prefix_length)
+        self._refresh_addresses()
+
+    def remove_address(self, dev: str, address: int | str) -> None:
+        device = self.devices[dev]
+        ip = IPv4Address(address)
+        kept = [a for a in device.addresses if a.address != ip]
+        if len(kept) == len(device.addresses):
+            raise OSError(99, "Cannot assign requested address")
+        device.addresses = kept
+        self.fib.remove_address(dev, ip)
+        self._refresh_addresses()
+
+    def _refresh_addresses(self) -> None:
+        local: set[int] = set()
+        broadcast: set[int] = {0xFFFFFFFF}
+        for device in self.devices.values():
+            for entry in device.addresses:
+                local.add(int(entry.address))
+                if not device.loopback and entry.prefix_length < 31:
+                    broadcast.add(int(entry.broadcast))
+        self.ipv4.local_addresses = local
+        self.ipv4.broadcast_addresses = broadcast
+        self.neigh.local_addresses = set(local)
+
+    def set_link(self, dev: str, up: bool, now: float | None = None) -> None:
+        """`ip link set DEV up|down`: routes follow; neighbours flushed on down; gratuitous ARP on up."""
+        now = self.now if now is None else now
+        device = self.devices[dev]
+        if device.admin_up == up:
+            return
+        device.admin_up = up
+        if up:
+            self.fib.link_up(dev)
+            self.announce(dev)
+        else:
+            self.fib.link_down(dev)
+            self._neigh_effects(self.neigh.flush(dev), now)
+            device.rx_ring.clear()
+            device.tx_queue.clear()
+
+    def announce(self, dev: str) -> None:
+        """Gratuitous ARP for every address of `dev` (RFC 5227 3, Linux arp_notify behaviour)."""
+        device = self.devices[dev]
+        if device.loopback or not device.running:
+            return
+        for entry in device.addresses:
+            dst_mac, packet = gratuitous_arp(device.mac, entry.address)
+            self._xmit_arp(device, dst_mac, packet)
+
+    def add_route(self, spec: dict[str, Any] | Route) -> Route:
+        """`ip route add`; spec in the node-config form (dst, gateway, dev, metric, src)."""
+        route = spec if isinstance(spec, Route) else Route.from_config(spec)
+        return self.fib.add(route)
+
+    def delete_route(self, spec: dict[str, Any]) -> Route:
+        return self.fib.delete(spec["dst"], gateway=spec.get("gateway"), dev=spec.get("dev"),
+                               metric=spec.get("metric"))
+
+    def add_neighbour(self, ip: int | str, mac: str | MacAddress, dev: str | None = None, now: float | None = None) -> None:
+        """`ip neigh add IP lladdr MAC dev DEV nud permanent` (dev from the connected route if omitted)."""
+        now = self.now if now is None else now
+        if dev is None:
+            route = self.fib.lookup(IPv4Address(ip))
+            if route is None or route.dev is None:
+                raise OSError(101, "Network is unreachable")
+            dev = route.dev
+        self.neigh.add(ip, dev, mac, now)
+
+    # ------------------------------------------------------------------ receive
+
+    def receive(self, dev: str | NetDevice, frame: bytes) -> bool:
+        """A frame arrived on `dev` (the interrupt): into the rx ring, device onto the poll list."""
+        device = self.devices[dev] if isinstance(dev, str) else dev
+        if device.rx_enqueue(frame):
+            self.napi.schedule(device)
+            return True
+        return False
+
+    def poll(self, now: float) -> int:
+        """One NET_RX softirq round (bounded by netdev_budget unless NAPI is off)."""
+        self.now = now
+        return self.napi.run(self._netif_receive)
+
+    @property
+    def rx_pending(self) -> bool:
+        return self.napi.pending
+
+    def _netif_receive(self, device: NetDevice, frame: bytes) -> None:
+        """netif_receive_skb: classify the frame and hand it to ARP or IPv4."""
+        if len(frame) < HEADER_LENGTH:
+            self.link_stats.runt_frames += 1
+            device.stats.rx_errors += 1
+            return
+        skb = SkBuff.from_frame(frame, dev=device.name, now=self.now)
+        destination = frame[0:6]
+        if device.loopback:
+            skb.pkt_type = PACKET_HOST
+        elif destination == device.mac:
+            skb.pkt_type = PACKET_HOST
+        elif frame[0] & 1:
+            if destination == BROADCAST_MAC:
+                skb.pkt_type = PACKET_BROADCAST
+            else:
+                skb.pkt_type = PACKET_MULTICAST
+                device.stats.multicast += 1
+        else:
+            # A NIC's filter drops unicast for other stations; a switch flooding unknown
+            # unicast makes these common, so they are counted apart from errors.
+            skb.pkt_type = PACKET_OTHERHOST
+            self.link_stats.otherhost_frames += 1
+            return
+        ethertype = frame[12:14]
+        skb.pull(HEADER_LENGTH)
+        if ethertype == _ETH_IP:
+            skb.protocol = ETH_P_IP
+            self.ipv4.receive(skb, self.now)
+        elif ethertype == _ETH_ARP:
+            skb.protocol = ETH_P_ARP
+            self._arp_receive(device, skb)
+        else:
+            if ethertype == b"\x81\x00":
+                self.link_stats.vlan_tagged += 1
+            device.stats.rx_nohandler += 1
+            device.stats.rx_dropped += 1
+
+    def _arp_receive(self, device: NetDevice, skb: SkBuff) -> None:
+        try:
+            packet = ArpPacket.parse(skb.data)
+        except WireError:
+            self.link_stats.arp_malformed += 1
+            device.stats.rx_errors += 1
+            return
+        self._neigh_effects(self.neigh.arp_input(packet, device.name, self.now, skb.pkt_type), self.now)
+
+    # ----------------------------------------------------------------- transmit
+
+    def neigh_output(self, device: NetDevice, next_hop: int, skb: SkBuff, now: float) -> None:
+        """ip_finish_output2: resolve the next hop's MAC, or park the packet in the ARP queue."""
+        mac = self.neigh.lookup(next_hop, device.name, now)
+        if mac is not None:
+            self.dev_queue_xmit(device, skb, mac, _ETH_IP)
+        else:
+            self._neigh_effects(self.neigh.enqueue(next_hop, device.name, skb, now), now)
+
+    def dev_queue_xmit(self, device: NetDevice, skb: SkBuff, dst_mac: bytes, ethertype: bytes = _ETH_IP) -> None:
+        """Push the Ethernet header and queue the frame on the device."""
+        header = skb.push(HEADER_LENGTH)
+        header[0:6] = dst_mac
+        header[6:12] = device.mac
+        header[12:14] = ethertype
+        skb.reset_mac_header()
+        if device.loopback:
+            self.loopback_xmit_frame(skb.tobytes())
+        else:
+            device.tx_enqueue(skb.tobytes())
+
+    def broadcast_xmit(self, device: NetDevice, skb: SkBuff) -> None:
+        self.dev_queue_xmit(device, skb, BROADCAST_MAC, _ETH_IP)
+
+    def loopback_xmit(self, skb: SkBuff) -> None:
+        """A datagram to one of our own addresses: through `lo`, back in at the next softirq round."""
+        self.dev_queue_xmit(self.lo, skb, ZERO_MAC, _ETH_IP)
+
+    def loopback_xmit_frame(self, frame: bytes) -> None:
+        lo = self.lo
+        lo.stats.tx_packets += 1
+        lo.stats.tx_bytes += len(frame)
+        self.receive(lo, frame)
+
+    def _xmit_arp(self, device: NetDevice, dst_mac: bytes, packet: ArpPacket) -> None:
+        skb = SkBuff.alloc(28, HEADER_LENGTH, dev=device.name, now=self.now)
+        packet.build_into(skb.put(28))
+        self.dev_queue_xmit(device, skb, dst_mac, _ETH_ARP)
+
+    def _neigh_effects(self, effects: list, now: float) -> None:
+        """Carry out what the neighbour table asked for."""
+        for effect in effects:
+            device = self.devices.get(effect.dev)
+            if device is None:
+                continue
+            if isinstance(effect, TransmitQueued):
+                for skb in effect.packets:
+                    self.dev_queue_xmit(device, skb, effect.mac, _ETH_IP)
+            elif isinstance(effect, SendArpRequest):
+                source = self._arp_source(device, effect.target_ip)
+                if source is not None:
+                    self._xmit_arp(device, effect.dst_mac, effect.packet(device.mac, source))
+            elif isinstance(effect, SendArpReply):
+                self._xmit_arp(device, effect.target_mac, effect.packet(device.mac))
+            elif isinstance(effect, ResolutionFailed):
+                # Linux arp_error_report: every queued packet, ours or forwarded, earns an
+                # ICMP host unreachable to its source (ours come back to us over lo).
+                for skb in effect.packets:
+                    self.ipv4.stats.OutDiscards += 1
+                    self.icmp.send_error(DEST_UNREACH, HOST_UNREACH, skb.network_header_view(), now)
+
+    @staticmethod
+    def _arp_source(device: NetDevice, target: int) -> IPv4Address | None:
+        """inet_select_addr for an ARP request: our address in the target's subnet, else the first."""
+        for entry in device.addresses:
+            if not (entry.address ^ target) & prefix_mask(entry.prefix_length):
+                return entry.address
+        return device.addresses[0].address if device.addresses else None
+
+    # ------------------------------------------------------------------- timers
+
+    def call_at(self, when: float, callback: Callable[[float], Any]) -> None:
+        """Run `callback(now)` at `when` (the kernel's timer wheel)."""
+        heapq.heappush(self._timers, (when, next(self._timer_sequence), callback))
+
+    def next_timer(self) -> float | None:
+        deadlines = [d for d in (self.neigh.next_timer(), self.ipv4.next_timer()) if d is not None]
+        if self._timers:
+            deadlines.append(self._timers[0][0])
+        return min(deadlines) if deadlines else None
+
+    def tick(self, now: float) -> None:
+        """Run every timer due at `now`."""
+        self.now = now
+        deadline = self.neigh.next_timer()
+        if deadline is not None and deadline <= now:
+            self._neigh_effects(self.neigh.tick(now), now)
+        deadline = self.ipv4.next_timer()
+        if deadline is not None and deadline <= now:
+            self.ipv4.tick(now)
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, callback = heapq.heappop(timers)
+            callback(now)
+
+    # ------------------------------------------------------------------- tables
+
+    def interfaces(self) -> list[dict]:
+        return [device.describe() for device in self.devices.values()]
+
+    def counters(self) -> dict[str, Any]:
+        """Everything countable, grouped like /proc/net/snmp, softnet_stat and arp_cache."""
+        return {
+            "Ip": self.ipv4.counters(),
+            "Icmp": self.icmp.counters(),
+            "Udp": self.udp.counters(),
+            "arp_cache": self.neigh.stats.as_dict(),
+            "softnet": self.napi.stat.as_dict(),
+            "route_cache": self.route_cache.stats(),
+            "link": self.link_stats.as_dict(),
+            "devices": {name: device.stats.as_dict() for name, device in self.devices.items()},
+        }
