@@ -164,21 +164,25 @@ def _lock_held(lock_path: Path) -> bool:
 
 
 def _kill_recorded_processes(state: dict[str, Any]) -> list[int]:
-    """SIGKILL what a dead supervisor's state file lists, if still alive; return their pids."""
+    """SIGKILL what a dead supervisor's state file lists, if still alive; return any that survive."""
     records = [state.get("zygote") or {}] + list((state.get("processes") or {}).values())
     killed = []
     for record in records:
         pid = record.get("pid") if isinstance(record, dict) else None
-        if not isinstance(pid, int) or pid <= 1:
+        if not isinstance(pid, int) or pid <= 1 or pid == os.getpid():
             continue
         proc = _process_matches(pid, record.get("create_time"))
         if proc is not None:
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(signal.SIGKILL)
-                killed.append(pid)
-    if killed:
-        psutil.wait_procs([psutil.Process(p) for p in killed if psutil.pid_exists(p)], timeout=2)
-    return killed
+                killed.append(proc)
+    deadline = time.monotonic() + 2.0
+    while killed and time.monotonic() < deadline:
+        # A zombie is dead enough: an orphan's waits for init, which may never reap it.
+        killed = [proc for proc in killed if _process_matches(proc.pid, None) is not None]
+        if killed:
+            time.sleep(0.01)
+    return [proc.pid for proc in killed]
 
 
 def _clear_directory(path: Path, keep: set[str]) -> None:

@@ -296,7 +296,8 @@ class Zygote:
             self._send(event)
 
     def terminate_children(self, grace: float) -> None:
-        """SIGTERM every child, wait up to `grace` seconds, SIGKILL the rest, reap all."""
+        """SIGTERM every child, wait up to `grace` seconds, SIGKILL the rest, reap all;
+        then SIGKILL whatever else is left in our process group (children's children)."""
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 1.0)):
             self.reap()
             for pid in list(self.children):
@@ -308,7 +309,9 @@ class Zygote:
                 self._drain_wakeup()
                 self.reap()
             if not self.children:
-                return
+                break
+        if os.getpgrp() == os.getpid():  # the group is ours alone (a new session)
+            kill_all(group_members(os.getpid(), exclude=os.getpid()))
 
     def _drain_wakeup(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -519,15 +522,30 @@ def group_members(group: int, exclude: int) -> list[int]:
     return members
 
 
-def kill_all(pids: list[int]) -> None:
-    """SIGKILL `pids` and wait (briefly) until they are gone."""
+def kill_all(pids: list[int], timeout: float = 1.0) -> None:
+    """SIGKILL `pids` and wait (briefly) until they are dead.
+
+    Zombies count as dead: an orphan's zombie waits for init to reap it, and
+    some container inits never do.
+    """
     procs = []
     for pid in pids:
         with contextlib.suppress(psutil.Error):
             proc = psutil.Process(pid)
             proc.kill()
             procs.append(proc)
-    psutil.wait_procs(procs, timeout=1.0)
+    deadline = time.monotonic() + timeout
+    while procs and time.monotonic() < deadline:
+        procs = [proc for proc in procs if _running(proc)]
+        if procs:
+            time.sleep(0.005)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def wait_exit_unreaped(pid: int, timeout: float) -> bool:

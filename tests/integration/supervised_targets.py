@@ -33,8 +33,10 @@ def serve(config: dict) -> int:
         time.sleep(config["start_delay"])
     signal.signal(signal.SIGTERM, signal.SIG_IGN if config.get("ignore_sigterm") else _raise_stop)
     print(f"{config['name']}: serving on {config['control']}", flush=True)
+    grandchild = None
     if config.get("grandchild"):
-        if os.fork() == 0:
+        grandchild = os.fork()
+        if grandchild == 0:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             while True:
                 time.sleep(60)
@@ -60,7 +62,8 @@ def serve(config: dict) -> int:
             op = request.get("op")
             if op == "status":
                 result = {"name": config["name"], "kind": "test", "pid": os.getpid(),
-                          "uptime": time.monotonic() - started, "parent_pid": config.get("parent_pid")}
+                          "uptime": time.monotonic() - started, "parent_pid": config.get("parent_pid"),
+                          "grandchild": grandchild}
                 reply = {"ok": True, "result": result}
             elif op == "shutdown":
                 reply = {"ok": True, "result": None}
