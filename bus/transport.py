@@ -321,6 +321,38 @@ def _reply_error(exception: BaseException) -> dict[str, Any]:
     return {"ok": False, "error": str(exception) or type(exception).__name__, "errno": code if isinstance(code, int) else None}
 
 
+class Deferred:
+    """A reply that comes later: a handler returns one and calls `resolve`/`reject` when done.
+
+    Long operations (a ping of several seconds) must not block the process's
+    loop; the server keeps the requester's envelope and answers on completion.
+    """
+
+    __slots__ = ("_callback", "_outcome")
+
+    def __init__(self) -> None:
+        self._callback: Callable[[dict[str, Any]], None] | None = None
+        self._outcome: dict[str, Any] | None = None
+
+    def resolve(self, result: Any) -> None:
+        self._settle({"ok": True, "result": result})
+
+    def reject(self, exception: BaseException) -> None:
+        self._settle(_reply_error(exception))
+
+    def _settle(self, reply: dict[str, Any]) -> None:
+        if self._outcome is not None:
+            return
+        self._outcome = reply
+        if self._callback is not None:
+            self._callback(reply)
+
+    def _on_settled(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        self._callback = callback
+        if self._outcome is not None:
+            callback(self._outcome)
+
+
 class ControlServer:
     """A ROUTER answering msgpack ``{"op": ..., **args}`` requests with registered handlers.
 
@@ -374,19 +406,26 @@ class ControlServer:
                 continue  # a ROUTER always prepends the identity; nothing to answer
             reply = self.dispatch(parts[-1])
             self.requests += 1
-            if not reply["ok"]:
-                self.errors += 1
-            try:
-                encoded = msgpack.packb(reply, use_bin_type=True)
-            except Exception as exc:
-                self.errors += 1
-                encoded = msgpack.packb({"ok": False, "error": f"result cannot be encoded: {exc}", "errno": None}, use_bin_type=True)
-            try:
-                self.socket.send_multipart([*parts[:-1], encoded], zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass  # the client went away or is not reading: its problem, not ours
             handled += 1
+            if reply["ok"] and isinstance(reply["result"], Deferred):
+                envelope = parts[:-1]
+                reply["result"]._on_settled(lambda late, envelope=envelope: self._send_reply(envelope, late))
+                continue
+            self._send_reply(parts[:-1], reply)
         return handled
+
+    def _send_reply(self, envelope: list[bytes], reply: dict[str, Any]) -> None:
+        if not reply["ok"]:
+            self.errors += 1
+        try:
+            encoded = msgpack.packb(reply, use_bin_type=True)
+        except Exception as exc:
+            self.errors += 1
+            encoded = msgpack.packb({"ok": False, "error": f"result cannot be encoded: {exc}", "errno": None}, use_bin_type=True)
+        try:
+            self.socket.send_multipart([*envelope, encoded], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # the client went away or is not reading: its problem, not ours
 
     def close(self, *, unlink: bool = True) -> None:
         self.socket.close(linger=0)

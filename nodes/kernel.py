@@ -1,0 +1,430 @@
+"""The node process: one emulated host or router, its stack driven by a single-threaded loop.
+
+Before changing this file, read docs/design.md (the node config, data-plane
+framing, control channel), seeds 002/003 (NAPI, receive livelock) and
+`nodes/stack.py`.
+
+This is the only place in a node with I/O and a clock. Each loop pass:
+poll the NIC sockets and the control socket once; a readable NIC's frames
+go into its rx ring ("DMA"), at most what the ring has room for; then one
+NET_RX softirq round (`Stack.poll`, bounded by `netdev_budget`), due
+timers, and the devices' tx queues flushed onto the wire as batches. While
+frames wait in a ring the poll does not sleep, but control requests and
+timers still get their turn between rounds: that is NAPI's promise. With
+`net.core.napi = 0` every readable socket is drained and every frame
+processed to completion as it arrives, so a flood can starve everything
+else (the receive-livelock experiment).
+
+`python -m nodes.kernel CONFIG.json` starts one by hand; the launcher calls
+`run(config)` in a process forked from its zygote.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from typing import Any
+
+import zmq
+
+from bus.runtime import EventLoop, Lifecycle, prepare_process
+from bus.transport import BatchError, ControlServer, DataPort, Deferred, unpack_frames
+
+from .nic import NetDevice
+from .probes import PingSession, TracerouteSession
+from .route import Route
+from .stack import Stack, neigh_params
+from .sysctl import Sysctl
+from .wire.addresses import IPv4Address, parse_cidr
+from .wire.errors import WireError
+
+log = logging.getLogger("netemu.kernel")
+
+# A probe or ping never blocks the loop; the control reply is sent when it finishes.
+MAX_PING_COUNT = 10_000
+
+
+class Kernel:
+    """A node's kernel: the stack, its NICs on the bus, the control endpoint, the loop."""
+
+    def __init__(self, config: dict[str, Any], lifecycle: Lifecycle | None = None,
+                 context: zmq.Context | None = None) -> None:
+        self.config = config
+        self.name = str(config["name"])
+        self.kind = str(config.get("kind", "host"))
+        self.lifecycle = lifecycle
+        self.clock = time.monotonic
+        self.started = self.clock()
+        self.context = context if context is not None else zmq.Context()
+        self._own_context = context is None
+        knobs = {"net.ipv4.ip_forward": 1 if self.kind == "router" else 0}
+        knobs.update(config.get("sysctl") or {})
+        self.stack = Stack(self.name, Sysctl(knobs), random.Random(config.get("seed")))
+        self.stack.now = self.clock()
+        self.hosts: dict[str, str] = dict(config.get("hosts") or {})
+        self.ports: dict[str, DataPort] = {}
+        self.loop = EventLoop(self.clock)
+        self._configure(config)
+        self.control = ControlServer(self.context, config["control"], self._handlers())
+        self.loop.add_reader(self.control.socket, self.control.handle_pending)
+        self.loop.add_end_of_pass(self._softirq)
+        self.loop.call_every(1.0, self._keepalive)
+        if lifecycle is not None:
+            self.loop.attach_lifecycle(lifecycle)
+
+    # ---------------------------------------------------------------- configure
+
+    def _configure(self, config: dict[str, Any]) -> None:
+        stack = self.stack
+        now = stack.now
+        for spec in config.get("interfaces") or []:
+            options = {key: spec[key] for key in ("rx_ring_size", "txqueuelen", "weight") if key in spec}
+            device = stack.add_device(spec["name"], spec["mac"], mtu=int(spec.get("mtu", 1500)), **options)
+            for cidr in ([spec["ip"]] if spec.get("ip") else []) + list(spec.get("addresses") or []):
+                address, prefix = parse_cidr(cidr)
+                stack.add_address(device.name, address, prefix)
+            endpoint = spec.get("endpoint")
+            if endpoint:
+                port = DataPort(self.context, endpoint, spec.get("attachment") or f"{self.name}:{device.name}", now=now)
+                self.ports[device.name] = port
+                self.loop.add_reader(port.socket, lambda port=port, device=device: self._nic_readable(port, device))
+        for route in config.get("routes") or []:
+            stack.add_route(route)
+        for entry in config.get("arp") or []:
+            stack.add_neighbour(entry["ip"], entry["mac"], entry.get("dev"), now)
+        for name in stack.devices:
+            stack.announce(name)
+
+    # ---------------------------------------------------------------- data path
+
+    def _nic_readable(self, port: DataPort, device: NetDevice) -> None:
+        """The NIC's "interrupt": move frames from the wire into the rx ring.
+
+        With NAPI, read only while the ring has room (what does not fit stays
+        queued on the wire, bounded by its high-water mark); without NAPI,
+        drain everything and process each frame at once.
+        """
+        stack = self.stack
+        napi = stack.napi.enabled
+        socket = port.socket
+        counters = port.counters
+        while not napi or device.rx_space() > 0:
+            try:
+                message = socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if not message:
+                continue
+            try:
+                frames = unpack_frames(message)
+            except BatchError:
+                counters["rx_malformed_batches"] += 1
+                device.stats.rx_errors += 1
+                continue
+            counters["rx_packets"] += len(frames)
+            for frame in frames:
+                stack.receive(device, frame)
+            if not napi:
+                stack.poll(self.clock())
+                self._flush_tx()
+
+    def _softirq(self) -> None:
+        """End of every loop pass: timers due, one NAPI round, transmit queues to the wire."""
+        stack = self.stack
+        now = self.clock()
+        next_timer = stack.next_timer()
+        if next_timer is not None and next_timer <= now:
+            stack.tick(now)
+        if stack.rx_pending:
+            stack.poll(now)
+        self._flush_tx()
+
+    def _flush_tx(self) -> None:
+        for name, port in self.ports.items():
+            device = self.stack.devices[name]
+            if device.tx_queue:
+                dropped = port.send_frames(device.tx_drain())
+                if dropped:
+                    device.stats.tx_dropped += dropped
+
+    def _keepalive(self) -> None:
+        now = self.clock()
+        for port in self.ports.values():
+            port.keepalive(now)
+
+    # --------------------------------------------------------------------- loop
+
+    def serve(self) -> None:
+        """Run until shutdown: the poll sleeps only when no frame waits in any ring."""
+        loop = self.loop
+        stack = self.stack
+        clock = self.clock
+        loop.running = True
+        while loop.running:
+            if stack.rx_pending:
+                timeout = 0
+            else:
+                now = clock()
+                timeout = loop.next_timeout_ms(now)
+                next_timer = stack.next_timer()
+                if next_timer is not None:
+                    timeout = min(timeout, max(0, math.ceil((next_timer - now) * 1000)))
+            loop.run_once(timeout)
+
+    def close(self) -> None:
+        for port in self.ports.values():
+            port.close()
+        self.control.close()
+        syscall = self.config.get("syscall")
+        if syscall and os.path.exists(syscall):
+            os.unlink(syscall)
+        if self._own_context:
+            self.context.term()
+
+    # ------------------------------------------------------------------ control
+
+    def _handlers(self) -> dict[str, Any]:
+        return {
+            "status": self.op_status,
+            "shutdown": self.op_shutdown,
+            "interfaces": self.op_interfaces,
+            "neigh": lambda: self.stack.neigh.table(self.clock()),
+            "neigh_add": self.op_neigh_add,
+            "neigh_del": self.op_neigh_del,
+            "neigh_flush": self.op_neigh_flush,
+            "routes": lambda table="main": self.stack.fib.routes(table),
+            "route_cache": self.op_route_cache,
+            "route_add": self.op_route_add,
+            "route_del": self.op_route_del,
+            "counters": self.op_counters,
+            "sysctl": self.op_sysctl,
+            "link_set": self.op_link_set,
+            "addr_add": self.op_addr_add,
+            "addr_del": lambda dev, ip: self.stack.remove_address(dev, parse_cidr(ip)[0]),
+            "resolve": lambda name: str(self.resolve(name)),
+            "ping": self.op_ping,
+            "traceroute": self.op_traceroute,
+            "sockets": lambda: self.stack.udp.table(),
+            "reassembly": lambda: self.stack.ipv4.reassembly.table(self.clock()),
+            "udp_bind": self.op_udp_bind,
+            "udp_send": self.op_udp_send,
+            "udp_recv": self.op_udp_recv,
+            "udp_close": self.op_udp_close,
+        }
+
+    def op_status(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "pid": os.getpid(),
+            "uptime": round(self.clock() - self.started, 3),
+            "forwarding": bool(self.stack.sysctl["net.ipv4.ip_forward"]),
+            "napi": self.stack.napi.enabled,
+            "interfaces": [name for name in self.stack.devices if name != "lo"],
+            "attached": {name: port.attachment for name, port in self.ports.items()},
+        }
+
+    def op_shutdown(self) -> str:
+        if self.lifecycle is not None:
+            self.lifecycle.request_stop("shutdown requested")
+        else:
+            self.loop.stop()
+        return "bye"
+
+    def op_interfaces(self) -> list[dict[str, Any]]:
+        table = self.stack.interfaces()
+        for entry in table:
+            port = self.ports.get(entry["name"])
+            if port is not None:
+                entry["attachment"] = port.attachment
+                entry["endpoint"] = port.endpoint
+        return table
+
+    def op_neigh_add(self, ip: str, mac: str, dev: str | None = None) -> None:
+        self.stack.add_neighbour(ip, mac, dev, self.clock())
+
+    def op_neigh_del(self, ip: str, dev: str) -> None:
+        self.stack._neigh_effects(self.stack.neigh.delete(IPv4Address(ip), dev), self.clock())
+
+    def op_neigh_flush(self, dev: str | None = None) -> None:
+        self.stack._neigh_effects(self.stack.neigh.flush(dev), self.clock())
+
+    def op_route_cache(self) -> dict[str, Any]:
+        return {"entries": self.stack.route_cache.show(self.clock()), "stats": self.stack.route_cache.stats()}
+
+    def op_route_add(self, dst: str, gateway: str | None = None, dev: str | None = None, metric: int = 0,
+                     src: str | None = None, type: str = "unicast", replace: bool = False) -> dict[str, Any]:
+        route = Route.from_config({"dst": dst, "gateway": gateway, "dev": dev, "metric": metric, "src": src, "type": type})
+        stored = self.stack.fib.replace(route) if replace else self.stack.fib.add(route)
+        return {"route": str(stored)}
+
+    def op_route_del(self, dst: str, gateway: str | None = None, dev: str | None = None,
+                     metric: int | None = None) -> dict[str, Any]:
+        removed = self.stack.delete_route({"dst": dst, "gateway": gateway, "dev": dev, "metric": metric})
+        return {"route": str(removed)}
+
+    def op_counters(self) -> dict[str, Any]:
+        counters = self.stack.counters()
+        counters["ports"] = {name: dict(port.counters) for name, port in self.ports.items()}
+        counters["control"] = {"requests": self.control.requests, "errors": self.control.errors}
+        return counters
+
+    def op_sysctl(self, name: str | None = None, value: Any = None) -> Any:
+        """`sysctl -a`, `sysctl NAME` or `sysctl -w NAME=VALUE`."""
+        sysctl = self.stack.sysctl
+        if name is None:
+            return dict(sysctl)
+        if value is None:
+            if name not in sysctl:
+                raise KeyError(f"unknown sysctl {name}")
+            return sysctl[name]
+        canonical = sysctl.set(name, value)
+        self._apply_sysctl(name)
+        return canonical
+
+    def _apply_sysctl(self, name: str) -> None:
+        """Propagate a knob changed at run time to the object that caches it."""
+        stack = self.stack
+        sysctl = stack.sysctl
+        if name == "net.core.netdev_budget":
+            stack.napi.netdev_budget = sysctl[name]
+        elif name == "net.core.napi":
+            stack.napi.enabled = bool(sysctl[name])
+        elif name == "net.core.dev_weight":
+            for device in stack.devices.values():
+                device.weight = sysctl[name]
+        elif name.startswith("net.ipv4.neigh.default."):
+            stack.neigh.params = neigh_params(sysctl)
+        elif name.startswith("net.ipv4.ipfrag_"):
+            reassembly = stack.ipv4.reassembly
+            reassembly.ipfrag_time = sysctl["net.ipv4.ipfrag_time"]
+            reassembly.ipfrag_high_thresh = sysctl["net.ipv4.ipfrag_high_thresh"]
+            reassembly.ipfrag_low_thresh = sysctl["net.ipv4.ipfrag_low_thresh"]
+        elif name == "net.ipv4.route.max_size":
+            stack.route_cache.max_size = sysctl[name]
+        elif name == "net.ipv4.route.mtu_expires":
+            stack.route_cache.mtu_expires = float(sysctl[name])
+
+    def op_link_set(self, dev: str, up: bool | None = None, mtu: int | None = None,
+                    txqueuelen: int | None = None) -> dict[str, Any]:
+        stack = self.stack
+        device = stack.devices.get(dev)
+        if device is None:
+            raise OSError(19, f"Cannot find device \"{dev}\"")
+        if mtu is not None:
+            if not 68 <= int(mtu) <= 65535:
+                raise OSError(22, "Invalid argument: mtu out of range 68..65535")
+            device.mtu = int(mtu)
+            stack.fib.set_mtu(dev, int(mtu))
+        if txqueuelen is not None:
+            device.txqueuelen = int(txqueuelen)
+        if up is not None:
+            stack.set_link(dev, bool(up), self.clock())
+        return device.describe()
+
+    def op_addr_add(self, dev: str, ip: str) -> None:
+        address, prefix = parse_cidr(ip)
+        if dev not in self.stack.devices:
+            raise OSError(19, f"Cannot find device \"{dev}\"")
+        self.stack.add_address(dev, address, prefix)
+        self.stack.announce(dev)
+
+    def resolve(self, name: str) -> IPv4Address:
+        """A topology name or a dotted quad (the emulated /etc/hosts)."""
+        text = str(name)
+        if text in self.hosts:
+            return IPv4Address(self.hosts[text])
+        if text == "localhost":
+            return IPv4Address("127.0.0.1")
+        try:
+            return IPv4Address(text)
+        except WireError:
+            raise OSError(-2, f"{text}: Name or service not known") from None
+
+    def op_ping(self, dst: str, count: int = 3, size: int = 56, interval: float = 1.0, timeout: float = 2.0,
+                ttl: int | None = None, dont_fragment: bool = False) -> Deferred:
+        """`ping -c COUNT -s SIZE -i INTERVAL -W TIMEOUT -t TTL [-M do] DST`; replies when done."""
+        if not 1 <= int(count) <= MAX_PING_COUNT:
+            raise ValueError(f"count must be 1..{MAX_PING_COUNT}")
+        destination = self.resolve(dst)
+        deferred = Deferred()
+        session = PingSession(self.stack, destination, deferred.resolve, count=int(count), size=int(size),
+                              interval=float(interval), timeout=float(timeout), ttl=ttl,
+                              identifier=os.getpid(), dont_fragment=bool(dont_fragment))
+        session.start(self.clock())
+        return deferred
+
+    def op_traceroute(self, dst: str, max_hops: int = 30, probes: int = 3, wait: float = 2.0) -> Deferred:
+        """`traceroute -m MAX_HOPS -q PROBES -w WAIT DST` (UDP probes); replies when done."""
+        destination = self.resolve(dst)
+        deferred = Deferred()
+        session = TracerouteSession(self.stack, destination, deferred.resolve, max_hops=int(max_hops),
+                                    probes=int(probes), wait=float(wait))
+        session.start(self.clock())
+        return deferred
+
+    # Minimal UDP access over control, for scenarios until the socket API exists.
+
+    def op_udp_bind(self, port: int = 0, address: str = "0.0.0.0") -> dict[str, Any]:
+        endpoint = self.stack.udp.bind(IPv4Address(address), int(port))
+        return {"address": str(endpoint.address), "port": endpoint.port}
+
+    def op_udp_send(self, dst: str, port: int, data: bytes, sport: int = 0) -> dict[str, Any]:
+        udp = self.stack.udp
+        endpoint = udp.lookup(0, int(sport)) if sport else None
+        temporary = endpoint is None
+        if temporary:
+            endpoint = udp.bind(0, 0)
+        try:
+            endpoint.sendto(bytes(data), self.resolve(dst), int(port), self.clock())
+        finally:
+            if temporary:
+                endpoint.close()
+        return {"sport": endpoint.port}
+
+    def op_udp_recv(self, port: int, address: str = "0.0.0.0") -> list[dict[str, Any]]:
+        endpoint = self.stack.udp.bindings.get((IPv4Address(address), int(port)))
+        if endpoint is None:
+            raise OSError(9, f"no UDP socket bound to {address}:{port}")
+        received = []
+        while (item := endpoint.recvfrom()) is not None:
+            data, (host, source_port) = item
+            received.append({"data": data, "from": host, "port": source_port})
+        return received
+
+    def op_udp_close(self, port: int, address: str = "0.0.0.0") -> None:
+        endpoint = self.stack.udp.bindings.get((IPv4Address(address), int(port)))
+        if endpoint is None:
+            raise OSError(9, f"no UDP socket bound to {address}:{port}")
+        endpoint.close()
+
+
+def run(config: dict[str, Any]) -> int:
+    """Entry point of a node process (called in a forked child or by `main`)."""
+    lifecycle = prepare_process(config)
+    kernel = Kernel(config, lifecycle)
+    log.info("%s: up with %d interface(s)", kernel.name, len(kernel.ports))
+    try:
+        kernel.serve()
+    finally:
+        kernel.close()
+        lifecycle.restore()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m nodes.kernel CONFIG.json", file=sys.stderr)
+        return 2
+    with open(args[0], encoding="utf-8") as handle:
+        config = json.load(handle)
+    return run(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
