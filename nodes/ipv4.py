@@ -68,6 +68,8 @@ class IpStats:
     OutBcastPkts: int = 0
     InOctets: int = 0
     OutOctets: int = 0
+    # ours: datagrams dropped by the partition filter (an iptables DROP stand-in)
+    FilterDrops: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -132,6 +134,9 @@ class IPv4Layer:
         # Addresses that are ours or broadcast on some subnet: a set lookup on every datagram.
         self.local_addresses: set[int] = set()
         self.broadcast_addresses: set[int] = {LIMITED_BROADCAST}
+        # Peers cut off by a partition: datagrams from or to them are dropped
+        # in every path, like `iptables -A INPUT/OUTPUT/FORWARD -s/-d ADDR -j DROP`.
+        self.blocked: frozenset[int] = frozenset()
         self._identification = stack.rng.randrange(0x10000)
 
     # ------------------------------------------------------------------ knobs
@@ -175,6 +180,9 @@ class IPv4Layer:
         skb.trim(total_length)  # drop Ethernet padding
         skb.reset_network_header()
         dst = view.dst
+        if self.blocked and (view.src in self.blocked or dst in self.blocked):
+            stats.FilterDrops += 1
+            return
         if dst in self.local_addresses:
             self.local_deliver(skb, view, now)
         elif dst in self.broadcast_addresses:
@@ -262,6 +270,9 @@ class IPv4Layer:
         stats = self.stats
         stack = self.stack
         stats.OutRequests += 1
+        if dst in self.blocked:
+            stats.FilterDrops += 1
+            raise OSError(errno.EPERM, "Operation not permitted")
         entry = stack.route_cache.lookup(dst, now)
         if entry is None:
             stats.OutNoRoutes += 1

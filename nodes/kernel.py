@@ -210,6 +210,7 @@ class Kernel:
             "traceroute": self.op_traceroute,
             "sockets": lambda: self.stack.udp.table(),
             "reassembly": lambda: self.stack.ipv4.reassembly.table(self.clock()),
+            "filter_set": self.op_filter_set,
             "udp_bind": self.op_udp_bind,
             "udp_send": self.op_udp_send,
             "udp_recv": self.op_udp_recv,
@@ -366,6 +367,11 @@ class Kernel:
                                     probes=int(probes), wait=float(wait))
         session.start(self.clock())
         return deferred
+
+    def op_filter_set(self, blocked: list[str]) -> list[str]:
+        """Drop every datagram from or to these addresses (a partition); an empty list heals."""
+        self.stack.ipv4.blocked = frozenset(int(IPv4Address(address)) for address in blocked)
+        return sorted(str(IPv4Address.from_wire(a)) for a in self.stack.ipv4.blocked)
 
     # Minimal UDP access over control, for scenarios until the socket API exists.
 

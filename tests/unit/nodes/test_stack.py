@@ -341,3 +341,15 @@ def test_frames_for_other_macs_are_filtered_like_a_nic():
     net.run(0.1)
     assert h2.counters()["link"]["otherhost_frames"] == 1
     assert h2.counters()["Ip"]["InReceives"] == 0
+
+
+def test_partition_filter_drops_both_ways_and_heals():
+    net, h1, r1, h2 = host_router_host()
+    h1.ipv4.blocked = frozenset({int(H2)})
+    with pytest.raises(OSError) as error:
+        h1.icmp.send_echo_request(H2, 1, 1, b"", net.now)
+    assert error.value.errno == errno.EPERM
+    h2_ping = ping(net, h2, "10.0.1.10", count=1)
+    assert h2_ping["received"] == 0 and h1.counters()["Ip"]["FilterDrops"] == 2
+    h1.ipv4.blocked = frozenset()
+    assert ping(net, h1, H2, count=1)["received"] == 1
