@@ -39,7 +39,25 @@ class Switch(Device):
             frame = frames[0]
             self._deliver(ingress, resolve(frame[6:12], frame[0:6], ingress, now), frames, now, packed)
             return
-        decisions = [resolve(frame[6:12], frame[0:6], ingress, now) for frame in frames]
+        # Bulk flows repeat the same (dst, src) pair frame after frame: decide once
+        # per run of equal headers (learning is already fresh for this `now`).
+        decisions = []
+        append = decisions.append
+        last_header = None
+        decision: Any = None
+        repeats: dict[str, int] = {}
+        for frame in frames:
+            header = frame[:12]
+            if header != last_header:
+                last_header = header
+                decision = resolve(frame[6:12], frame[0:6], ingress, now)
+                kind = "floods" if decision is None else "filtered" if decision is FILTERED else "forwarded"
+            else:
+                repeats[kind] = repeats.get(kind, 0) + 1
+            append(decision)
+        counters = self.fdb.counters
+        for kind, count in repeats.items():
+            counters[kind] += count
         first = decisions[0]
         if decisions.count(first) == len(decisions):
             # The common case under load: a whole batch for one destination travels as it came.
