@@ -3,9 +3,11 @@
 One `Supervisor` per emulation. It owns the run directory (control.rundir),
 starts the zygote (control.zygote, whose header explains the process tree and
 the signal chain), asks it to fork each process, and listens on the zygote's
-socket in a monitor thread, so any exit is known within milliseconds:
-`on_crash(event)` is called for exits nobody asked for, and every exit is
-queued for `poll_events()`.
+socket in a reader thread, so any exit is known within milliseconds:
+`on_crash(event)` is called (in a thread of its own, so it may call
+`restart()`) for exits nobody asked for, and every exit is queued for
+`poll_events()`. Methods may be called from several threads (the CLI's and
+on_crash's), just not on the same process from two threads at once.
 
 Control requests (`status` for readiness, `shutdown` at teardown) go to many
 processes at once through `call_many`: one DEALER per process in flight, a
@@ -262,6 +264,10 @@ class Supervisor:
         self._lock = threading.Lock()
         self._exited = threading.Condition(self._lock)  # notified on every exit
         self._events: queue.Queue[ExitEvent] = queue.Queue()
+        # on_crash runs in its own thread, so it may call restart() & co., which
+        # wait for the zygote's reader thread.
+        self._crashes: queue.Queue[ExitEvent | None] = queue.Queue()
+        self._dispatcher: threading.Thread | None = None
         self._exit_count = 0
         self._zygote: ZygoteClient | None = None
         self._context: zmq.Context | None = None
@@ -289,6 +295,9 @@ class Supervisor:
         for module, error in self._zygote.preload_failures.items():
             log.debug("%s: zygote could not preload %s: %s", self.name, module, error)
         self._context = zmq.Context()
+        self._dispatcher = threading.Thread(target=self._dispatch_crashes, name=f"on_crash-{self.name}",
+                                            daemon=True)
+        self._dispatcher.start()
         self.save_state()
 
     @property
@@ -389,7 +398,17 @@ class Supervisor:
         done = total - len(waiting)
         if progress is not None:
             progress(done, total)
-        exits_before = self._exit_count
+        def first_exited() -> ProcessHandle | None:
+            return next((h for h in waiting.values() if not h.alive), None)
+
+        exits_seen = self._exit_count
+
+        def abort() -> bool:
+            nonlocal exits_seen
+            if self._exit_count == exits_seen:
+                return False  # cheap test first: nothing exited anywhere
+            exits_seen = self._exit_count
+            return first_exited() is not None
 
         def on_reply(name: str, reply: Any) -> None:
             nonlocal done
@@ -400,11 +419,12 @@ class Supervisor:
             if progress is not None:
                 progress(done, total)
 
-        call_many(self._context, {n: h.control for n, h in waiting.items()}, "status",
-                  timeout=timeout, on_reply=on_reply, abort=lambda: self._exit_count != exits_before)
-        for handle in waiting.values():
-            if not handle.alive:
-                raise ProcessExited(self._exit_event(handle, handle.exit_expected))
+        if first_exited() is None:
+            call_many(self._context, {n: h.control for n, h in waiting.items()}, "status",
+                      timeout=timeout, on_reply=on_reply, abort=abort)
+        exited = first_exited()
+        if exited is not None:
+            raise ProcessExited(self._exit_event(exited, exited.exit_expected))
         slow = [n for n, h in waiting.items() if h.state is not ProcessState.READY]
         if slow:
             shown = ", ".join(slow[:10]) + (f" and {len(slow) - 10} more" if len(slow) > 10 else "")
@@ -508,6 +528,9 @@ class Supervisor:
             self._stopping = True
             self._terminate([h for h in self.processes.values() if h.alive], timeout, report)
             report.leftovers = self._zygote.stop()
+            self._crashes.put(None)
+            if self._dispatcher is not None and self._dispatcher is not threading.current_thread():
+                self._dispatcher.join(2.0)
             if report.leftovers:
                 log.warning("%s: killed leftover processes %s after teardown", self.name, report.leftovers)
             if self._context is not None:
@@ -533,10 +556,11 @@ class Supervisor:
                 handle.exit_expected = True
                 if handle.alive:
                     handle.state = ProcessState.STOPPING
-        # Replies are not awaited: a process answers and then exits; its exit is what counts.
+        # The exit is what counts, not the reply: a process that has exited is skipped.
+        phase_end = time.monotonic() + timeout / 2
         call_many(self._context, {n: h.control for n, h in live.items()}, "shutdown",
-                  timeout=min(0.5, timeout / 4), skip=lambda n: not live[n].alive, retry_interval=timeout)
-        self._wait_exits(live.values(), time.monotonic() + (deadline - time.monotonic()) / 2)
+                  timeout=timeout / 2, skip=lambda n: not live[n].alive, retry_interval=timeout)
+        self._wait_exits(live.values(), phase_end)
         report.shutdown.extend(n for n, h in live.items() if not h.alive)
         for sig, until, names in ((signal.SIGTERM, deadline, report.terminated),
                                   (signal.SIGKILL, deadline + 2.0, report.killed)):
@@ -563,6 +587,8 @@ class Supervisor:
     def _require_running(self) -> None:
         if self._zygote is None or self._stopped:
             raise SupervisorError("the supervisor is not running (call start() first)")
+        if self._stopping:
+            raise SupervisorError("the supervisor is stopping")
 
     def _on_exit(self, pid: Any, returncode: int | None, sig: int | None) -> None:
         with self._lock:
@@ -601,11 +627,16 @@ class Supervisor:
 
     def _publish(self, event: ExitEvent) -> None:
         self._events.put(event)
-        if event.crashed and self.on_crash is not None:
-            try:
-                self.on_crash(event)
-            except Exception:
-                log.exception("%s: on_crash callback failed", self.name)
+        if event.crashed:
+            self._crashes.put(event)
+
+    def _dispatch_crashes(self) -> None:
+        while (event := self._crashes.get()) is not None:
+            if self.on_crash is not None:
+                try:
+                    self.on_crash(event)
+                except Exception:
+                    log.exception("%s: on_crash callback failed", self.name)
 
 
 def _defer_signals() -> tuple[Callable[[], None], list[int]]:

@@ -10,6 +10,7 @@ message on stderr), `ignore_sigterm`, `ignore_shutdown`, `start_delay`,
 from __future__ import annotations
 
 import os
+import random
 import signal
 import sys
 import time
@@ -63,7 +64,7 @@ def serve(config: dict) -> int:
             if op == "status":
                 result = {"name": config["name"], "kind": "test", "pid": os.getpid(),
                           "uptime": time.monotonic() - started, "parent_pid": config.get("parent_pid"),
-                          "grandchild": grandchild}
+                          "grandchild": grandchild, "random": random.random()}
                 reply = {"ok": True, "result": result}
             elif op == "shutdown":
                 reply = {"ok": True, "result": None}

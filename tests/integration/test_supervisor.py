@@ -27,6 +27,11 @@ def test_spawned_targets_become_ready_and_stop_leaves_nothing(run_base, supervis
     assert status["pid"] == handles[1].pid
     assert status["parent_pid"] == sup.zygote_pid  # the zygote is the real parent
     assert sup.run_dir.read_state()["processes"]["p1"]["pid"] == handles[1].pid
+    # A terminal's Ctrl-C (sent to our foreground group) cannot reach them.
+    assert os.getsid(sup.zygote_pid) == sup.zygote_pid != os.getsid(0)
+    assert {os.getpgid(h.pid) for h in handles} == {sup.zygote_pid}
+    # Every fork gets its own random sequence.
+    assert len({sup.call(f"p{i}", "status")["random"] for i in range(3)}) == 3
     pids = [h.pid for h in handles] + [sup.zygote_pid]
     run_dir = sup.run_dir.path
 
@@ -248,3 +253,31 @@ def test_bad_target_and_duplicate_names_are_refused(run_base, supervisors):
     sup.spawn("p", TARGET, {})
     with pytest.raises(ValueError, match="already running"):
         sup.spawn("p", TARGET, {})
+
+
+@pytest.mark.timeout(20)
+def test_on_crash_may_restart_the_process_itself(run_base, supervisors):
+    restarted = threading.Event()
+
+    def restart(event):
+        if not restarted.is_set():
+            sup.restart(event.name, ready_timeout=5)
+            restarted.set()
+
+    sup = make_supervisor(supervisors, run_base, on_crash=restart)
+    handle = sup.spawn("p", TARGET, {"crash_after": 0.2})
+    first_pid = handle.pid
+    assert restarted.wait(5)
+    assert handle.pid != first_pid and handle.restarts == 1
+
+
+@pytest.mark.timeout(20)
+def test_wait_ready_ignores_exits_of_processes_it_does_not_wait_for(run_base, supervisors):
+    sup = make_supervisor(supervisors, run_base)
+    sup.spawn("short", TARGET, {"crash_after": 0.1})
+    sup.spawn("slowish", TARGET, {"start_delay": 0.4})
+    sup.wait_ready(["slowish"], timeout=5)
+    assert sup["slowish"].state is ProcessState.READY
+    assert not sup["short"].alive
+    with pytest.raises(ProcessExited, match="short .* exited with code 3"):
+        sup.wait_ready(timeout=5)  # all of them: one is already gone
