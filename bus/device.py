@@ -520,12 +520,14 @@ class Device:
             writer.flush()
             self.loop.call_later(CAPTURE_FLUSH_INTERVAL, self._flush_capture, writer)
 
-    def capture_stop(self) -> str | None:
+    def capture_stop(self) -> dict[str, Any] | None:
+        """Finish the capture file; returns its path and how many frames it holds (None if idle)."""
         writer, path = self.capture, self.capture_path
         self.capture = self.capture_path = None
-        if writer is not None:
-            writer.close()
-        return path
+        if writer is None:
+            return None
+        writer.close()
+        return {"path": path, "frames": writer.records_written}
 
     def set_seed(self, seed: int) -> int:
         self.seed = int(seed)
