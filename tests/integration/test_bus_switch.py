@@ -218,3 +218,22 @@ def test_uplink_with_its_own_mtu(run_dir):
             h1.send(make_frame(BROADCAST, H1, size=600), make_frame(BROADCAST, H1, size=400))
             assert [len(f) for f in h2.recv(2, timeout=0.5)] == [400]
             assert lan1.port_stats("lan1~lan2")["dropped_mtu"] == 1
+
+
+def test_a_restarted_nic_with_the_same_name_is_reattached(switch):
+    device, (h1, h2, h3) = switch
+    h2.send(make_frame(BROADCAST, H2, size=60))
+    h1.recv(), h3.recv()
+    h2.close()
+    frame = make_frame(H2, H1, size=60)
+    deadline = time.monotonic() + 5
+    while device.call("status")["attached"] == 3 and time.monotonic() < deadline:
+        h1.send(frame)  # sends to the gone port fail, detach it and forget its stations
+        time.sleep(0.02)
+    assert device.call("status")["attached"] == 2
+    assert device.port_stats("h2:eth0")["dropped_unreachable"] >= 1
+    assert all(row["port"] != "h2:eth0" for row in device.call("fdb"))
+    with FakeNic(device.data, "h2:eth0") as again:
+        device.wait_attached(3)
+        h1.send(frame)
+        assert again.recv() == [frame]
