@@ -9,7 +9,9 @@ runs each frame through
 
     ingress checks (runt -> malformed, > MTU+14/18 -> mtu, port down)
     -> ingress shaper (node -> device direction; skipped when passthrough)
-    -> capture (the frame as the segment carried it, once per device)
+    -> capture (the frame as the segment carried it, once per device: after
+       ingress shaping, so frames lost or delayed on the way in appear as
+       carried; before egress, so a flood to N ports is one record)
     -> `forward()` of the subclass (hub: everyone else; switch: FDB decision)
     -> egress shaper of each output port (device -> node direction)
     -> the port's output batch, flushed once at the end of the pass.
@@ -183,8 +185,8 @@ class Device:
 
     # ------------------------------------------------------------------ ports
 
-    def _create_port(self, name: str, params: LinkParams) -> Port | None:
-        identity = name.encode()
+    def _create_port(self, name: str, params: LinkParams, identity: bytes | None = None) -> Port | None:
+        identity = name.encode() if identity is None else identity
         if self.max_ports is not None and len(self.ports) >= self.max_ports:
             if identity not in self._refused:
                 self._refused.add(identity)
@@ -192,6 +194,7 @@ class Device:
                 log.warning("%s: refusing port %s: a %s has at most %d ports", self.name, name, self.kind, self.max_ports)
             return None
         port = Port(name, params, self.seed)
+        port.identity = identity
         data, identity_frame = self.data, identity
 
         def send(message: bytes) -> bool:
@@ -304,11 +307,9 @@ class Device:
                 self._receive(port, message, now)
 
     def _port_on_first_contact(self, identity: bytes) -> Port | None:
-        try:
-            name = identity.decode()
-        except UnicodeDecodeError:
-            name = identity.decode("latin-1")
-        return self._create_port(name, self.defaults)
+        # Attachment names are UTF-8; anything else still gets a port, under a printable name.
+        name = identity.decode("utf-8", errors="backslashreplace")
+        return self._create_port(name, self.defaults, identity)
 
     def _receive(self, port: Port, message: bytes, now: float) -> None:
         """Unpack and check one NIC message, then shape it in or hand it straight to forwarding."""
@@ -477,6 +478,8 @@ class Device:
 
     def _port_named(self, name: str) -> Port:
         port = self.ports.get(str(name).encode())
+        if port is None:
+            port = next((p for p in self.ports.values() if p.name == name), None)
         if port is None:
             raise ControlError(f"{self.name}: no port {name!r} (ports: {', '.join(p.name for p in self.ports.values()) or 'none'})", errno.ENODEV)
         return port
