@@ -345,6 +345,20 @@ class EmulationInfo:
     state: dict[str, Any] | None
 
 
+def read_log_tail(path: str | os.PathLike[str], lines: int = 20) -> list[str]:
+    """The last `lines` lines of a log file (empty if there is none), for crash reports."""
+    try:
+        with open(path, "rb") as handle:
+            start = max(0, handle.seek(0, os.SEEK_END) - 64 * 1024)
+            handle.seek(start)
+            text = handle.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return []
+    if start > 0 and text:
+        text = text[1:]  # cut mid-line
+    return text[-lines:]
+
+
 def list_emulations(base: str | os.PathLike[str] | None = None) -> list[EmulationInfo]:
     """Every emulation directory under the base, sorted by name (for `status`/`down`)."""
     root = Path(base) if base is not None else run_base()

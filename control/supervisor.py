@@ -25,6 +25,7 @@ zygote ends, not only the process.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -44,7 +45,7 @@ import zmq
 
 from bus.transport import ControlClient
 
-from .rundir import RunDir, check_name, process_identity
+from .rundir import RunDir, check_name, process_identity, read_log_tail
 from .zygote import ZygoteClient, ZygoteError
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TARGET_MODULES = ("bus.transport", "bus.device", "bus.switch", "bus.hub", "bus.p2p",
                           "nodes.kernel")
 ZYGOTE_NAME = "zygote"  # its log is log/zygote.log; no process may take the name
-LOG_TAIL_LINES = 20
 
 
 class SupervisorError(RuntimeError):
@@ -150,18 +150,6 @@ class StopReport:
     duration: float = 0.0
 
 
-def read_log_tail(path: str | os.PathLike[str], lines: int = LOG_TAIL_LINES) -> list[str]:
-    """The last `lines` lines of a log file (empty if there is none)."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 200 * lines))
-            data = handle.read()
-    except OSError:
-        return []
-    return data.decode("utf-8", "replace").splitlines()[-lines:]
-
-
 def call_many(context: zmq.Context, endpoints: Mapping[str, str], op: str, *, timeout: float,
               args: Mapping[str, Any] | None = None, on_reply: Callable[[str, Any], None] | None = None,
               skip: Callable[[str], bool] | None = None, abort: Callable[[], bool] | None = None,
@@ -213,8 +201,8 @@ def call_many(context: zmq.Context, endpoints: Mapping[str, str], op: str, *, ti
                 try:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
                     reply = msgpack.unpackb(frames[-1], raw=False)
-                except (zmq.Again, ValueError, msgpack.UnpackException):
-                    continue  # garbage: wait for the retry
+                except Exception:  # zmq.Again, or msgpack's several exceptions for garbage
+                    continue  # wait for the retry
                 name = drop(sock)
                 replies[name] = reply
                 if on_reply is not None:
@@ -289,15 +277,19 @@ class Supervisor:
         except BaseException as exc:
             tail = "\n".join(read_log_tail(self.run_dir.log_path(ZYGOTE_NAME)))
             self._zygote.abandon()
-            self.run_dir.release(keep_logs=True)
+            self.run_dir.release(keep_logs=True)  # the zygote's log tells why
             self._stopped = True
-            raise SupervisorError(f"{exc}\n{tail}") from exc
+            if isinstance(exc, ZygoteError):
+                raise SupervisorError(f"{exc}\n{tail}") from exc
+            raise
         for module, error in self._zygote.preload_failures.items():
             log.debug("%s: zygote could not preload %s: %s", self.name, module, error)
         self._context = zmq.Context()
         self._dispatcher = threading.Thread(target=self._dispatch_crashes, name=f"on_crash-{self.name}",
                                             daemon=True)
         self._dispatcher.start()
+        # A script that forgets stop() still tears down on a normal exit.
+        atexit.register(self.stop)
         self.save_state()
 
     @property
@@ -538,6 +530,7 @@ class Supervisor:
             assert self.run_dir is not None
             self.run_dir.release(keep_logs=self.keep_logs if keep_logs is None else keep_logs)
             self._stopped = True
+            atexit.unregister(self.stop)
         finally:
             restore()
         report.duration = time.monotonic() - began

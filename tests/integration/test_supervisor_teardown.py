@@ -149,3 +149,30 @@ def test_supervisor_context_manager_stops_on_exception(run_base):
     assert wait_gone(pids, 0.5) == []
     assert not os.path.exists(f"{run_base}/ctx")
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+
+FORGETFUL_SCRIPT = """
+import json, sys
+from control.supervisor import Supervisor
+sup = Supervisor("forgetful", sys.argv[1], preload=[])
+sup.start()
+handle = sup.spawn("p", "tests.integration.supervised_targets:serve", {})
+sup.wait_ready(timeout=5)
+print(json.dumps({"p": handle.pid, "zygote": sup.zygote_pid}), flush=True)
+"""
+
+
+@pytest.mark.timeout(20)
+def test_a_script_that_forgets_stop_still_tears_down_at_exit(run_base):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", FORGETFUL_SCRIPT, f"{run_base}/forgetful"],
+                          cwd=ROOT, env=env, capture_output=True, timeout=15)
+    assert done.returncode == 0, done.stderr.decode()
+    pids = json.loads(done.stdout)
+    try:
+        assert wait_gone(pids.values(), 0.5) == []
+        assert not os.path.exists(f"{run_base}/forgetful")
+    finally:
+        for pid in pids.values():
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

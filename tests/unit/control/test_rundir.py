@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from control.rundir import (IPC_PATH_MAX, EmulationRunning, RunDir, RunDirError, check_ipc_path,
-                            check_name, list_emulations, run_base, wait_unlocked)
+                            check_name, list_emulations, read_log_tail, run_base,
+                            wait_unlocked)
 
 
 @pytest.fixture
@@ -198,3 +199,14 @@ def test_wait_unlocked_sees_a_release(base):
     assert not wait_unlocked(path, 0.05)
     run_dir.release()
     assert wait_unlocked(path, 0.05)
+
+
+def test_read_log_tail_returns_the_last_whole_lines(base):
+    base.mkdir()
+    log = base / "h1.log"
+    assert read_log_tail(log) == []
+    log.write_text("".join(f"line {i} " + "x" * 1000 + "\n" for i in range(100)))
+    tail = read_log_tail(log, 20)
+    assert [line.split()[1] for line in tail] == [str(i) for i in range(80, 100)]
+    log.write_text("a\nb\n")
+    assert read_log_tail(log) == ["a", "b"]
