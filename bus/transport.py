@@ -428,7 +428,8 @@ class ControlServer:
             pass  # the client went away or is not reading: its problem, not ours
 
     def close(self, *, unlink: bool = True) -> None:
-        self.socket.close(linger=0)
+        # A short linger lets the reply to `shutdown` leave before the process exits.
+        self.socket.close(linger=200)
         if unlink:
             cleanup_endpoint(self.endpoint)
 
