@@ -19,6 +19,7 @@ Protocol: a stream of msgpack maps over a Unix socketpair inherited as
     <- {"reply": 1, "ok": true, "pid": 4242}          or {"reply": 1, "ok": false, "error": "..."}
     -> {"op": "kill", "id": 2, "pid": 4242, "sig": 15}  (only our own, unreaped children: no PID reuse)
     -> {"op": "exit", "id": 3, "grace": 1.0}           (terminate children, then exit)
+    -> {"op": "ping", "id": 4}                         <- {"reply": 4, "ok": true, "children": 12}
     <- {"event": "ready", "pid": ..., "preloaded": [...], "failed": {"module": "error"}}
     <- {"event": "exit", "pid": 4242, "returncode": 3 | None, "signal": 9 | None}
 
@@ -31,11 +32,13 @@ Process tree and signals, so nothing outlives the supervisor:
   the supervisor, which then stops the children in order;
 * zygote: PR_SET_PDEATHSIG(SIGTERM) against the supervisor, EOF on the
   socketpair, and a periodic `getppid()` check all mean "the supervisor is
-  gone": SIGTERM every child, wait `--grace` seconds, SIGKILL the rest, exit;
+  gone": SIGTERM every child, wait `--grace` seconds, SIGKILL the rest and
+  anything else in the process group (children's children), exit;
 * child: PR_SET_PDEATHSIG(SIGKILL) against the zygote (checked right after,
   in case the zygote died during the fork), so a killed zygote takes its
   children with it. `config["parent_pid"]` is set to the zygote's pid, the
-  child's real parent.
+  child's real parent. A target may re-arm PDEATHSIG (bus.runtime asks for
+  SIGTERM, to close its pcap cleanly); it then must honour SIGTERM.
 
 Before changing this file, read prctl(2) (PR_SET_PDEATHSIG: it follows the
 parent *thread*), signal(7) and Python's `signal.set_wakeup_fd`.
