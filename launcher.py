@@ -1,19 +1,39 @@
-"""`netemu`: the command line of the emulator (thin: the work lives in control/)."""
+"""`netemu`: the command line of the emulator (thin: the work lives in control/).
+
+    netemu up TOPO.yaml [-d]      start (foreground CLI, or detached)
+    netemu down [NAME]            stop a detached emulation
+    netemu status [NAME]          processes, PIDs, liveness, per-link counters
+    netemu check TOPO.yaml        validate only
+    netemu capture SEG -w FILE    start/stop a capture on a running segment
+    netemu graph TOPO.yaml -o F   draw the topology
+
+`from launcher import Emulation` is the scenario API for pytest and scripts.
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import signal
 import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from control.emulation import Emulation, EmulationError, Hop, LinkHandle, NodeHandle, PingResult  # noqa: F401
 
 VERBS = {
     "up": "start a topology (TOPO.yaml [-d]); foreground gives the netemu> CLI",
     "down": "stop a detached emulation (NAME)",
     "status": "processes, PIDs, liveness, per-link counters (NAME)",
     "check": "validate a topology file only (TOPO.yaml)",
-    "attach": "interactive shell on a node (NODE)",
-    "exec": "run a program whose AF_INET sockets use a node's stack (NODE -- CMD...)",
-    "capture": "start/stop a capture on a running segment (SEGMENT -w FILE.pcap)",
+    "attach": "interactive shell on a node (NODE) - arrives with the socket layer",
+    "exec": "run a program whose AF_INET sockets use a node's stack (NODE -- CMD...) - arrives with the socket layer",
+    "capture": "start/stop a capture on a running segment (SEGMENT -w FILE.pcap | --stop)",
     "graph": "draw a topology (TOPO.yaml -o FILE.svg|png)",
 }
+
+__all__ = ["Emulation", "EmulationError", "Hop", "LinkHandle", "NodeHandle", "PingResult", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,17 +41,335 @@ def build_parser() -> argparse.ArgumentParser:
         prog="netemu",
         description="Multiprocess network emulator: one user-space TCP/IP stack per node.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="verbs:\n" + "\n".join(f"  {verb:<8} {text}" for verb, text in VERBS.items()),
+        epilog="run `netemu VERB --help` for the options of a verb",
     )
-    parser.add_argument("verb", choices=list(VERBS), metavar="VERB", help="one of: " + ", ".join(VERBS))
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the verb")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    up = verbs.add_parser("up", help=VERBS["up"])
+    up.add_argument("topology", help="topology YAML file")
+    up.add_argument("-d", "--detach", action="store_true", help="run in the background; stop with `netemu down`")
+    up.add_argument("--name", help="emulation name (default: the topology's name)")
+    up.add_argument("--seed", type=int, default=0, help="seed of every random impairment (reproducible runs)")
+    up.add_argument("--script", help="run the CLI commands in this file instead of reading stdin")
+    up.add_argument("--keep-logs", action="store_true", help="keep per-process logs after teardown")
+
+    down = verbs.add_parser("down", help=VERBS["down"])
+    down.add_argument("name", nargs="?", help="emulation name (default: the only one running)")
+
+    status = verbs.add_parser("status", help=VERBS["status"])
+    status.add_argument("name", nargs="?", help="emulation name (default: list them all)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    check = verbs.add_parser("check", help=VERBS["check"])
+    check.add_argument("topology")
+
+    attach = verbs.add_parser("attach", help=VERBS["attach"])
+    attach.add_argument("node")
+
+    execute = verbs.add_parser("exec", help=VERBS["exec"])
+    execute.add_argument("node")
+    execute.add_argument("command", nargs=argparse.REMAINDER)
+
+    capture = verbs.add_parser("capture", help=VERBS["capture"])
+    capture.add_argument("segment")
+    capture.add_argument("-w", dest="file", help="pcap file to write")
+    capture.add_argument("--stop", action="store_true", help="stop the running capture")
+    capture.add_argument("--name", help="emulation name (default: the only one running)")
+
+    graph = verbs.add_parser("graph", help=VERBS["graph"])
+    graph.add_argument("topology")
+    graph.add_argument("-o", dest="output", required=True, help="output file (.svg or .png)")
     return parser
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def _error(message: str, code: int = 1) -> int:
+    print(f"netemu: {message}", file=sys.stderr)
+    return code
+
+
+class _Progress:
+    """A one-line progress bar on stderr for emulations of more than ~20 nodes."""
+
+    def __init__(self, total_nodes: int) -> None:
+        self.enabled = total_nodes > 20 and sys.stderr.isatty()
+        self.enabled = self.enabled or (total_nodes > 20 and os.environ.get("NETEMU_PROGRESS") == "1")
+
+    def __call__(self, label: str, ready: int, total: int) -> None:
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * ready / total) if total else width
+        sys.stderr.write(f"\rstarting {label:<8} [{'#' * filled}{'.' * (width - filled)}] {ready}/{total}")
+        if ready >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _on_crash(event: Any) -> None:
+    tail = "\n".join("    " + line for line in event.log_tail[-10:])
+    print(f"\n*** {event.describe()}; last lines of its log:\n{tail}", file=sys.stderr, flush=True)
+
+
+def _find_emulation(name: str | None) -> Any:
+    from control.rundir import list_emulations
+
+    found = [info for info in list_emulations() if info.alive]
+    if name is not None:
+        for info in found:
+            if info.name == name:
+                return info
+        raise LookupError(f"no running emulation named {name!r}" + (
+            f" (running: {', '.join(i.name for i in found)})" if found else " (none is running)"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise LookupError("no emulation is running")
+    raise LookupError(f"several emulations are running ({', '.join(i.name for i in found)}): name one")
+
+
+# -- verbs --------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from control.topology import TopologyError, format_summary, load_topology
+
+    try:
+        topology = load_topology(args.topology)
+    except TopologyError as error:
+        print(error, file=sys.stderr)
+        return 1
+    except OSError as error:
+        return _error(f"{args.topology}: {error.strerror}")
+    print(format_summary(topology))
+    return 0
+
+
+def _load(path: str) -> Any:
+    from control.topology import TopologyError, load_topology
+
+    try:
+        return load_topology(path)
+    except TopologyError as error:
+        print(error, file=sys.stderr)
+        return None
+    except OSError as error:
+        print(f"netemu: {path}: {error.strerror}", file=sys.stderr)
+        return None
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    topology = _load(args.topology)
+    if topology is None:
+        return 1
+    if args.detach:
+        return _up_detached(args, topology)
+    from control.cli import run_shell
+
+    started = time.monotonic()
+    try:
+        net = Emulation(topology, name=args.name, seed=args.seed, keep_logs=args.keep_logs,
+                        progress=_Progress(len(topology.nodes)), on_crash=_on_crash)
+        net.start()
+    except Exception as error:  # noqa: BLE001 - report any start failure plainly
+        return _error(f"cannot start {args.name or topology.name}: {error}")
+    try:
+        print(f"*** {net.name} ready in {time.monotonic() - started:.2f} s "
+              f"(run directory {net.supervisor.run_dir.path})", flush=True)
+        return run_shell(net, script_file=args.script)
+    finally:
+        began = time.monotonic()
+        net.stop()
+        print(f"*** {net.name} stopped in {time.monotonic() - began:.2f} s", flush=True)
+
+
+def _up_detached(args: argparse.Namespace, topology: Any) -> int:
+    """Fork a session leader that owns the emulation; return once it is ready (or failed)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the detached supervisor
+        os.close(read_fd)
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        code = 0
+        try:
+            net = Emulation(topology, name=args.name, seed=args.seed, keep_logs=args.keep_logs)
+            net.start()
+        except BaseException as error:  # noqa: BLE001 - reported through the pipe
+            os.write(write_fd, json.dumps({"ok": False, "error": str(error)}).encode())
+            os._exit(1)
+        os.write(write_fd, json.dumps({"ok": True, "name": net.name, "pid": os.getpid(),
+                                       "run_dir": str(net.supervisor.run_dir.path)}).encode())
+        os.close(write_fd)
+        try:
+            while True:  # SIGTERM (netemu down) raises Terminated through the supervisor's handler
+                signal.pause()
+        except BaseException:  # noqa: BLE001 - any way out tears down
+            code = 0
+        finally:
+            net.stop()
+        os._exit(code)
+    os.close(write_fd)
+    chunks = []
+    while chunk := os.read(read_fd, 65536):
+        chunks.append(chunk)
+    os.close(read_fd)
+    try:
+        report = json.loads(b"".join(chunks) or b"{}")
+    except json.JSONDecodeError:
+        report = {}
+    if not report.get("ok"):
+        os.waitpid(pid, 0)
+        return _error(f"cannot start {args.name or topology.name}: {report.get('error', 'detached supervisor died')}")
+    print(f"*** {report['name']} running in the background (supervisor pid {report['pid']}, "
+          f"run directory {report['run_dir']}); stop it with `netemu down {report['name']}`")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from control.rundir import list_emulations, wait_unlocked
+
+    try:
+        info = _find_emulation(args.name)
+    except LookupError as error:
+        stale = [i for i in list_emulations() if not i.alive and (args.name is None or i.name == args.name)]
+        if stale:
+            return _clean_stale(stale)
+        return _error(str(error))
+    pid = info.supervisor_pid
+    if pid is None:
+        return _error(f"{info.name}: no supervisor pid recorded in {info.path}")
+    began = time.monotonic()
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    if not wait_unlocked(info.path, 10.0):
+        os.kill(pid, signal.SIGKILL)
+        wait_unlocked(info.path, 5.0)
+        _clean_stale([i for i in list_emulations() if i.name == info.name])
+    print(f"*** {info.name} stopped in {time.monotonic() - began:.2f} s")
+    return 0
+
+
+def _clean_stale(infos: list[Any]) -> int:
+    from control.rundir import RunDir
+
+    for info in infos:
+        run_dir = RunDir.acquire(info.name, path=info.path)  # kills what the dead supervisor left
+        run_dir.release()
+        print(f"*** removed the leftovers of {info.name} (its supervisor had died)")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from control.emulation import call_concurrently
+    from control.rundir import list_emulations
+
+    infos = list_emulations()
+    if args.name is None:
+        if args.json:
+            print(json.dumps([{"name": i.name, "alive": i.alive, "supervisor_pid": i.supervisor_pid,
+                               "path": str(i.path)} for i in infos], indent=1))
+            return 0
+        if not infos:
+            print("no emulation is running")
+        for info in infos:
+            processes = (info.state or {}).get("processes", {})
+            print(f"{info.name:<20} {'running' if info.alive else 'STALE (supervisor died)':<24} "
+                  f"supervisor {info.supervisor_pid}  {len(processes)} processes  {info.path}")
+        return 0
+    try:
+        info = _find_emulation(args.name)
+    except LookupError as error:
+        return _error(str(error))
+    import psutil
+
+    processes = (info.state or {}).get("processes", {})
+    names = sorted(processes)
+    replies = call_concurrently([(processes[n]["control"], "status", {}) for n in names], 3.0)
+    rows = []
+    for name, reply in zip(names, replies):
+        record = processes[name]
+        pid = record.get("pid")
+        alive = bool(pid) and psutil.pid_exists(pid)
+        answering = not isinstance(reply, Exception)
+        rows.append({"name": name, "pid": pid, "alive": alive, "answering": answering,
+                     "kind": reply.get("kind") if answering else record.get("target")})
+    devices = [n for n, r in zip(names, replies) if not isinstance(r, Exception) and r.get("kind") in ("switch", "hub", "p2p")]
+    stats = call_concurrently([(processes[n]["control"], "stats", {}) for n in devices], 3.0)
+    links = {n: s["ports"] for n, s in zip(devices, stats) if not isinstance(s, Exception)}
+    if args.json:
+        print(json.dumps({"name": info.name, "processes": rows, "links": links}, indent=1))
+        return 0
+    from control.render import table
+
+    print(f"emulation {info.name}: supervisor pid {info.supervisor_pid}, run directory {info.path}")
+    print("\n".join(table([[r["name"], str(r["kind"]), str(r["pid"]), "yes" if r["alive"] else "NO",
+                            "yes" if r["answering"] else "NO"] for r in rows],
+                          ["process", "kind", "pid", "alive", "answering"])))
+    link_rows = [[device, port, str(c.get("rx_packets", 0)), str(c.get("tx_packets", 0)),
+                  str(sum(v for k, v in c.items() if k.startswith("dropped_")))]
+                 for device, ports in links.items() for port, c in ports.items()]
+    if link_rows:
+        print()
+        print("\n".join(table(link_rows, ["segment", "port", "rx_pkts", "tx_pkts", "drops"])))
+    return 0
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    from bus.transport import ControlClient, ControlError
+
+    try:
+        info = _find_emulation(args.name)
+    except LookupError as error:
+        return _error(str(error))
+    processes = (info.state or {}).get("processes", {})
+    if args.segment not in processes:
+        return _error(f"{info.name} has no segment {args.segment!r}")
+    with ControlClient(processes[args.segment]["control"], timeout=3.0) as client:
+        try:
+            if args.stop:
+                print(f"capture of {args.segment} stopped: {client.call('capture_stop')}")
+            elif args.file:
+                print(f"capturing {args.segment} to {client.call('capture_start', path=str(Path(args.file).resolve()))}")
+            else:
+                return _error("capture: give -w FILE.pcap to start or --stop to stop", 2)
+        except ControlError as error:
+            return _error(f"capture: {error}")
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    topology = _load(args.topology)
+    if topology is None:
+        return 1
+    from control.graph import draw
+
+    try:
+        path = draw(topology, args.output)
+    except (ValueError, ImportError) as error:
+        return _error(f"graph: {error}")
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_not_yet(args: argparse.Namespace) -> int:
+    return _error(f"{args.verb}: not available yet: running programs on a node's stack arrives with the "
+                  "socket-layer issue (use the netemu> CLI or the scenario API meanwhile)", 2)
+
+
+COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "check": cmd_check, "attach": cmd_not_yet,
+            "exec": cmd_not_yet, "capture": cmd_capture, "graph": cmd_graph}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    print(f"netemu {args.verb}: not implemented yet (arrives with the launcher issue)", file=sys.stderr)
-    return 2
+    return COMMANDS[args.verb](args)
 
 
 if __name__ == "__main__":

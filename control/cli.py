@@ -1,0 +1,505 @@
+"""The `netemu>` prompt: Mininet's CLI verbs over a running `Emulation`.
+
+Before changing this file, read ARCHITECTURE.md ("CLI") and Mininet's
+`mininet/cli.py` for what users expect: `nodes`, `net`, `links`, `dump`,
+`pingall`, `<node> <command>`, `link A B up|down`. Node commands print what
+iproute2, ping and traceroute would (see `control/render.py`).
+
+Interactive on a terminal (readline history and completion); with stdin not
+a terminal, the lines are run as a script, each echoed after the prompt.
+"""
+from __future__ import annotations
+
+import argparse
+import cmd
+import os
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from bus.transport import ControlError
+
+from . import render
+from .emulation import Emulation, LinkHandle
+
+HISTORY_FILE = Path(os.environ.get("NETEMU_HISTORY", Path.home() / ".netemu_history"))
+NODE_COMMANDS = ("ping", "traceroute", "ip", "sysctl", "counters", "netstat", "arp", "route")
+
+
+class CommandError(Exception):
+    """A command line that cannot be run (bad arguments, unknown names)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting (a typo must not end the session)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise CommandError(f"{self.prog}: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        if message:
+            raise CommandError(message.strip())
+        raise CommandError("")
+
+
+def _ping_parser() -> _Parser:
+    parser = _Parser(prog="ping", add_help=False)
+    parser.add_argument("-c", dest="count", type=int, default=3)
+    parser.add_argument("-s", dest="size", type=int, default=56)
+    parser.add_argument("-i", dest="interval", type=float, default=1.0)
+    parser.add_argument("-W", dest="timeout", type=float, default=2.0)
+    parser.add_argument("-t", dest="ttl", type=int)
+    parser.add_argument("-M", dest="pmtudisc", choices=["do", "dont", "want"])
+    parser.add_argument("destination")
+    return parser
+
+
+def _traceroute_parser() -> _Parser:
+    parser = _Parser(prog="traceroute", add_help=False)
+    parser.add_argument("-m", dest="max_hops", type=int, default=30)
+    parser.add_argument("-q", dest="probes", type=int, default=3)
+    parser.add_argument("-w", dest="wait", type=float, default=2.0)
+    parser.add_argument("destination")
+    return parser
+
+
+def parse_assignments(words: list[str]) -> dict[str, str]:
+    """`delay=10ms loss=1%` -> {"delay": "10ms", "loss": "1%"}."""
+    params = {}
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise CommandError(f"expected KEY=VALUE, got {word!r}")
+        params[key] = value
+    return params
+
+
+class NetemuShell(cmd.Cmd):
+    """The interactive `netemu>` command line."""
+
+    prompt = "netemu> "
+
+    def __init__(self, net: Emulation, stdin: TextIO | None = None, stdout: TextIO | None = None,
+                 script: bool = False) -> None:
+        super().__init__(stdin=stdin, stdout=stdout)
+        self.net = net
+        self.script = script
+        self.use_rawinput = not script
+        if script:
+            self.prompt = ""
+        self.failures = 0
+        self.intro = None if script else (
+            f"*** {net.name}: {len(net.topology.nodes)} nodes, {len(net.topology.segments)} segments up. "
+            "Type help for commands, exit to stop.")
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def out(self, *lines: str) -> None:
+        for line in lines:
+            self.stdout.write(line + "\n")
+        self.stdout.flush()
+
+    def precmd(self, line: str) -> str:
+        if self.script and line.strip() and not line.lstrip().startswith("#"):
+            self.out(f"netemu> {line.rstrip()}")
+        return line
+
+    def onecmd(self, line: str) -> bool:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return False
+        try:
+            return bool(super().onecmd(line))
+        except CommandError as error:
+            self.failures += 1
+            if str(error):
+                self.out(f"*** {error}")
+        except (ControlError, OSError, KeyError, ValueError, TimeoutError) as error:
+            self.failures += 1
+            message = error.args[0] if isinstance(error, KeyError) and error.args else error
+            self.out(f"*** error: {message}")
+        return False
+
+    def emptyline(self) -> bool:
+        return False
+
+    def cmdloop(self, intro: Any = None) -> None:
+        while True:
+            try:
+                super().cmdloop(intro)
+                return
+            except KeyboardInterrupt:
+                # Ctrl-C cancels the line being typed (or a long ping), not the emulation.
+                self.out("^C")
+                intro = ""
+
+    def preloop(self) -> None:
+        if not self.script:
+            try:
+                import readline
+
+                readline.set_completer_delims(" \t\n")
+                if HISTORY_FILE.exists():
+                    readline.read_history_file(HISTORY_FILE)
+            except (ImportError, OSError):
+                pass
+
+    def postloop(self) -> None:
+        if not self.script:
+            try:
+                import readline
+
+                readline.set_history_length(1000)
+                readline.write_history_file(HISTORY_FILE)
+            except (ImportError, OSError):
+                pass
+
+    def completenames(self, text: str, *ignored: Any) -> list[str]:
+        return super().completenames(text, *ignored) + [n for n in self.net.topology.nodes if n.startswith(text)]
+
+    def completedefault(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
+        words = line.split()
+        candidates: list[str] = list(self.net.topology.nodes) + list(self.net.topology.segments)
+        if words and words[0] in self.net.topology.nodes and (len(words) == 1 or (len(words) == 2 and text)):
+            candidates = list(NODE_COMMANDS)
+        return [c for c in candidates if c.startswith(text)]
+
+    def _node(self, name: str) -> Any:
+        if name not in self.net.nodes:
+            raise CommandError(f"unknown node {name!r} (nodes: {', '.join(self.net.topology.nodes)})")
+        return self.net.nodes[name]
+
+    # -- topology ---------------------------------------------------------------
+
+    def do_nodes(self, arg: str) -> None:
+        """nodes: list the nodes and segments."""
+        topology = self.net.topology
+        self.out("available nodes are:")
+        self.out(" ".join(f"{name}({node.kind})" for name, node in topology.nodes.items()))
+        self.out("segments: " + " ".join(f"{name}({segment.kind})" for name, segment in topology.segments.items()))
+
+    def do_net(self, arg: str) -> None:
+        """net: each node's interfaces and the segment each plugs into."""
+        topology = self.net.topology
+        for name, node in topology.nodes.items():
+            self.out(f"{name} " + " ".join(f"{i.name}:{i.device}" for i in node.interfaces.values()))
+        for name, segment in topology.segments.items():
+            ports = [i.attachment for i in segment.attachments]
+            ports += [link.attachment for link in topology.links if name in (link.a, link.b)]
+            self.out(f"{name} ({segment.kind}) " + " ".join(ports))
+
+    def do_links(self, arg: str) -> None:
+        """links: every attachment with its state and link parameters."""
+        rows = []
+        for segment in self.net.topology.segments:
+            for port in self.net.supervisor.call(segment, "ports"):
+                params = port["params"]
+                shaping = ", ".join(f"{key}={value}" for key, value in _display_params(params).items())
+                rows.append([port["name"], segment, "up" if params.get("up", True) else "DOWN",
+                             "yes" if port.get("attached") else "no", shaping])
+        self.out(*render.table(rows, ["port", "segment", "link", "attached", "shaping"]))
+
+    def do_dump(self, arg: str) -> None:
+        """dump: every process with its PID, and each node's addresses."""
+        supervisor = self.net.supervisor
+        for name, node in self.net.topology.nodes.items():
+            handle = supervisor[name]
+            addresses = ",".join(f"{i.name}:{i.ip}" for i in node.interfaces.values())
+            self.out(f"<{node.kind.capitalize()} {name}: {addresses} pid={handle.pid} {handle.state.value}>")
+        for name, segment in self.net.topology.segments.items():
+            handle = supervisor[name]
+            self.out(f"<{segment.kind.capitalize()} {name}: {len(segment.attachments)} ports pid={handle.pid} "
+                     f"{handle.state.value}>")
+
+    def do_pingall(self, arg: str) -> None:
+        """pingall [-c COUNT] [-W TIMEOUT]: ping between every pair of hosts; prints the loss matrix."""
+        parser = _Parser(prog="pingall", add_help=False)
+        parser.add_argument("-c", dest="count", type=int, default=1)
+        parser.add_argument("-W", dest="timeout", type=float, default=1.0)
+        args = parser.parse_args(shlex.split(arg))
+        self.out("*** Ping: testing ping reachability")
+        results = self.net.pingall(count=args.count, timeout=args.timeout)
+        hosts = self.net.hosts
+        sent = received = 0
+        for src in hosts:
+            marks = []
+            for dst in hosts:
+                if dst == src:
+                    continue
+                result = results[(src, dst)]
+                if isinstance(result, Exception):
+                    marks.append("X")
+                    sent += args.count
+                    continue
+                sent += result.sent
+                received += result.received
+                marks.append(dst if result.received else "X")
+            self.out(f"{src} -> " + " ".join(marks))
+        dropped = 100.0 * (sent - received) / sent if sent else 0.0
+        self.out(f"*** Results: {dropped:.0f}% dropped ({received}/{sent} received)")
+
+    # -- faults ---------------------------------------------------------------------
+
+    def do_link(self, arg: str) -> None:
+        """link A B up|down | link A B set KEY=VALUE...: change a link (A, B: node, interface or segment)."""
+        words = shlex.split(arg)
+        if len(words) < 3:
+            raise CommandError("usage: link A B up|down|set KEY=VALUE...")
+        handle: LinkHandle = self.net.link(words[0], words[1])
+        action = words[2]
+        if action in ("up", "down"):
+            handle.set(up=action == "up")
+            self.out(f"{handle.device} port {handle.port}: {action}")
+        elif action == "set":
+            canonical = handle.set(**parse_assignments(words[3:]))
+            self.out(f"{handle.device} port {handle.port}: " + ", ".join(
+                f"{key}={value}" for key, value in _display_params(canonical).items()))
+        else:
+            raise CommandError(f"link: unknown action {action!r} (up, down, set)")
+
+    def do_kill(self, arg: str) -> None:
+        """kill NODE: kill a node's process (SIGKILL)."""
+        self._node(arg.strip()).kill()
+        self.out(f"{arg.strip()} killed")
+
+    def do_restart(self, arg: str) -> None:
+        """restart NODE: start a node again with its original configuration."""
+        self._node(arg.strip()).restart()
+        self.out(f"{arg.strip()} restarted (pid {self.net.supervisor[arg.strip()].pid})")
+
+    def do_pause(self, arg: str) -> None:
+        """pause NODE: freeze a node (SIGSTOP)."""
+        self._node(arg.strip()).pause()
+
+    def do_resume(self, arg: str) -> None:
+        """resume NODE: thaw a paused node (SIGCONT)."""
+        self._node(arg.strip()).resume()
+
+    def do_partition(self, arg: str) -> None:
+        """partition A,B C,D: cut every path between the two groups of nodes."""
+        words = shlex.split(arg)
+        if len(words) != 2:
+            raise CommandError("usage: partition NODE[,NODE...] NODE[,NODE...]")
+        self.net.partition(words[0].split(","), words[1].split(","))
+        self.out(f"partitioned {words[0]} from {words[1]}")
+
+    def do_heal(self, arg: str) -> None:
+        """heal: undo every partition."""
+        self.net.heal()
+        self.out("healed")
+
+    def do_capture(self, arg: str) -> None:
+        """capture SEGMENT FILE | capture SEGMENT stop: pcap of everything a segment carries."""
+        words = shlex.split(arg)
+        if len(words) != 2:
+            raise CommandError("usage: capture SEGMENT FILE.pcap | capture SEGMENT stop")
+        if words[1] == "stop":
+            self.out(f"capture of {words[0]} stopped: {self.net.stop_capture(words[0])}")
+        else:
+            self.out(f"capturing {words[0]} to {self.net.capture(words[0], words[1])}")
+
+    def do_stats(self, arg: str) -> None:
+        """stats: per-port frame counters of every segment."""
+        status = self.net.status()
+        rows = []
+        for segment, ports in status["links"].items():
+            for port, counters in ports.items():
+                drops = sum(value for key, value in counters.items() if key.startswith("dropped_"))
+                rows.append([segment, port, str(counters.get("rx_packets", 0)), str(counters.get("tx_packets", 0)),
+                             str(counters.get("rx_bytes", 0)), str(counters.get("tx_bytes", 0)), str(drops)])
+        self.out(*render.table(rows, ["segment", "port", "rx_pkts", "tx_pkts", "rx_bytes", "tx_bytes", "drops"]))
+
+    def do_exit(self, arg: str) -> bool:
+        """exit: stop the emulation and leave."""
+        return True
+
+    do_quit = do_exit
+
+    def do_EOF(self, arg: str) -> bool:  # noqa: N802 - cmd's name for end of input
+        if not self.script:
+            self.out("")
+        return True
+
+    # -- <node> <command> -----------------------------------------------------------
+
+    def default(self, line: str) -> None:
+        words = shlex.split(line)
+        if words[0] not in self.net.topology.nodes:
+            raise CommandError(f"unknown command {words[0]!r}; type help")
+        if len(words) < 2:
+            raise CommandError(f"usage: {words[0]} COMMAND (one of: {', '.join(NODE_COMMANDS)})")
+        node = self._node(words[0])
+        command, args = words[1], words[2:]
+        handler: Callable[[Any, list[str]], None] | None = getattr(self, f"node_{command}", None)
+        if handler is None:
+            raise CommandError(f"{words[0]}: unknown command {command!r} (one of: {', '.join(NODE_COMMANDS)})")
+        handler(node, args)
+
+    def node_ping(self, node: Any, args: list[str]) -> None:
+        options = _ping_parser().parse_args(args)
+        result = node.request("ping", {"dst": options.destination, "count": options.count, "size": options.size,
+                                       "interval": options.interval, "timeout": options.timeout,
+                                       "ttl": options.ttl, "dont_fragment": options.pmtudisc == "do"},
+                              timeout=options.count * options.interval + options.timeout + 5)
+        self.out(*render.ping(result, options.destination))
+
+    def node_traceroute(self, node: Any, args: list[str]) -> None:
+        options = _traceroute_parser().parse_args(args)
+        result = node.request("traceroute", {"dst": options.destination, "max_hops": options.max_hops,
+                                             "probes": options.probes, "wait": options.wait},
+                              timeout=options.max_hops * (options.wait + 0.5) + 5)
+        self.out(*render.traceroute(result, options.destination))
+
+    def node_ip(self, node: Any, args: list[str]) -> None:
+        statistics = False
+        while args and args[0].startswith("-"):
+            statistics |= args.pop(0) in ("-s", "-stats")
+        if not args:
+            raise CommandError("usage: ip addr|link|route|neigh ...")
+        obj, rest = args[0], args[1:]
+        verb = rest[0] if rest else "show"
+        if "addr".startswith(obj) or obj == "address":
+            if verb in ("show", "list", "ls"):
+                self.out(*render.ip_addr(node.call("interfaces")))
+            elif verb == "add" and len(rest) == 4 and rest[2] == "dev":
+                node.call("addr_add", dev=rest[3], ip=rest[1])
+            elif verb in ("del", "delete") and len(rest) == 4 and rest[2] == "dev":
+                node.call("addr_del", dev=rest[3], ip=rest[1])
+            else:
+                raise CommandError("usage: ip addr [show] | ip addr add|del CIDR dev DEV")
+        elif "link".startswith(obj):
+            if verb in ("show", "list", "ls"):
+                self.out(*render.ip_link(node.call("interfaces"), statistics=statistics))
+            elif verb == "set" and len(rest) >= 3:
+                self._ip_link_set(node, rest[1:])
+            else:
+                raise CommandError("usage: ip [-s] link [show] | ip link set DEV up|down|mtu N|txqueuelen N")
+        elif "route".startswith(obj) and obj.startswith("r"):
+            self._ip_route(node, rest)
+        elif "neighbour".startswith(obj) or "neighbor".startswith(obj):
+            if verb in ("show", "list", "ls"):
+                self.out(*render.ip_neigh(node.call("neigh")))
+            elif verb == "flush":
+                dev = rest[rest.index("dev") + 1] if "dev" in rest else None
+                node.call("neigh_flush", dev=dev)
+            elif verb in ("add", "replace") and "lladdr" in rest:
+                dev = rest[rest.index("dev") + 1] if "dev" in rest else None
+                node.call("neigh_add", ip=rest[1], mac=rest[rest.index("lladdr") + 1], dev=dev)
+            elif verb in ("del", "delete") and "dev" in rest:
+                node.call("neigh_del", ip=rest[1], dev=rest[rest.index("dev") + 1])
+            else:
+                raise CommandError("usage: ip neigh [show] | ip neigh flush [dev DEV] | "
+                                   "ip neigh add IP lladdr MAC [dev DEV] | ip neigh del IP dev DEV")
+        else:
+            raise CommandError(f"ip: unknown object {obj!r} (addr, link, route, neigh)")
+
+    def _ip_link_set(self, node: Any, words: list[str]) -> None:
+        dev, settings = words[0], words[1:]
+        args: dict[str, Any] = {"dev": dev}
+        index = 0
+        while index < len(settings):
+            word = settings[index]
+            if word in ("up", "down"):
+                args["up"] = word == "up"
+            elif word in ("mtu", "txqueuelen") and index + 1 < len(settings):
+                args[word] = int(settings[index + 1])
+                index += 1
+            else:
+                raise CommandError(f"ip link set: unknown setting {word!r}")
+            index += 1
+        node.call("link_set", **args)
+
+    def _ip_route(self, node: Any, words: list[str]) -> None:
+        verb = words[0] if words else "show"
+        if verb in ("show", "list", "ls"):
+            rest = words[1:]
+            if rest[:1] == ["cache"]:
+                self.out(*render.ip_route_cache(node.call("route_cache")))
+                return
+            table = rest[rest.index("table") + 1] if "table" in rest else "main"
+            self.out(*render.ip_route(node.call("routes", table=table)))
+            return
+        if verb not in ("add", "del", "delete", "replace") or len(words) < 2:
+            raise CommandError("usage: ip route [show [table main|local|all]|show cache] | "
+                               "ip route add|del|replace DST [via GW] [dev DEV] [metric N] [src ADDR]")
+        spec: dict[str, Any] = {"dst": "0.0.0.0/0" if words[1] == "default" else words[1]}
+        keys = {"via": "gateway", "dev": "dev", "metric": "metric", "src": "src"}
+        rest = words[2:]
+        if len(rest) % 2:
+            raise CommandError(f"ip route: incomplete arguments {' '.join(rest)!r}")
+        for key, value in zip(rest[::2], rest[1::2]):
+            if key not in keys:
+                raise CommandError(f"ip route: unknown keyword {key!r}")
+            spec[keys[key]] = int(value) if key == "metric" else value
+        if verb == "add":
+            node.call("route_add", **spec)
+        elif verb == "replace":
+            node.call("route_add", replace=True, **spec)
+        else:
+            node.call("route_del", **{k: v for k, v in spec.items() if k != "src"})
+
+    def node_route(self, node: Any, args: list[str]) -> None:
+        self.node_ip(node, ["route", *args])
+
+    def node_arp(self, node: Any, args: list[str]) -> None:
+        self.node_ip(node, ["neigh"])
+
+    def node_sysctl(self, node: Any, args: list[str]) -> None:
+        if not args or args == ["-a"]:
+            values = node.call("sysctl")
+            self.out(*(f"{name} = {value}" for name, value in sorted(values.items())))
+        elif args[0] == "-w" and len(args) == 2 and "=" in args[1]:
+            name, value = args[1].split("=", 1)
+            self.out(f"{name} = {node.call('sysctl', name=name.strip(), value=value.strip())}")
+        elif len(args) == 1:
+            self.out(f"{args[0]} = {node.call('sysctl', name=args[0])}")
+        else:
+            raise CommandError("usage: sysctl [-a] | sysctl NAME | sysctl -w NAME=VALUE")
+
+    def node_counters(self, node: Any, args: list[str]) -> None:
+        counters = node.call("counters")
+        for group in ("Ip", "Icmp", "Udp", "arp_cache", "softnet", "route_cache", "link"):
+            values = counters.get(group) or {}
+            self.out(f"{group}: " + " ".join(f"{key}={value}" for key, value in values.items() if value))
+
+    node_netstat = node_counters
+
+    def help_node(self) -> None:
+        self.out("<node> ping [-c N] [-s SIZE] [-i INTERVAL] [-W TIMEOUT] [-t TTL] [-M do] DEST",
+                 "<node> traceroute [-m MAX_HOPS] [-q PROBES] [-w WAIT] DEST",
+                 "<node> ip [-s] addr|link|route|neigh [show]   (ip route show cache|table local)",
+                 "<node> ip route add|del DST [via GW] [dev DEV] [metric N]",
+                 "<node> ip link set DEV up|down|mtu N   <node> ip neigh flush [dev DEV]",
+                 "<node> sysctl [-a | NAME | -w NAME=VALUE]   <node> counters")
+
+
+def _display_params(params: dict[str, Any]) -> dict[str, str]:
+    from bus.shaping import format_link_params
+
+    shown = format_link_params({k: v for k, v in params.items() if k not in ("up",)})
+    return {key: value for key, value in shown.items()
+            if not (key in ("mtu",) and value == "1500") and value not in ("0", "0bit", "0ms", "0%", "0s")
+            and not (key == "queue" and value == "1000")}
+
+
+def run_shell(net: Emulation, stdin: TextIO | None = None, script_file: str | None = None) -> int:
+    """Run the CLI until exit; returns 1 if a scripted command failed, else 0."""
+    if script_file is not None:
+        with open(script_file, encoding="utf-8") as handle:
+            shell = NetemuShell(net, stdin=handle, script=True)
+            shell.cmdloop()
+        return 1 if shell.failures else 0
+    stdin = stdin or sys.stdin
+    interactive = stdin.isatty()
+    shell = NetemuShell(net, stdin=stdin, script=not interactive)
+    previous = None
+    if interactive:
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        shell.cmdloop()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    return 1 if shell.failures and not interactive else 0
