@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
+# On a terminal: the netemu> CLI. Without one (CI, pipes): the demo script, then exit.
 run: $(STAMP)
-	$(BIN)/python launcher.py up $(TOPO)
+	@if [ -t 0 ]; then $(BIN)/python launcher.py up $(TOPO); \
+	else $(BIN)/python launcher.py up $(TOPO) --script topologies/two_lans.demo; fi
 
 bench: $(STAMP)
 	$(BIN)/python -m bench all
