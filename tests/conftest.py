@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["pytester"]
+
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
