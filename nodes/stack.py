@@ -37,7 +37,8 @@ from .neigh import (
     gratuitous_arp,
 )
 from .nic import InterfaceAddress, NapiScheduler, NetDevice, make_loopback
-from .route import Fib, Route, RouteCache
+from .route import Fib, Route
+from .route_cache import RouteCache
 from .skbuff import PACKET_BROADCAST, PACKET_HOST, PACKET_MULTICAST, PACKET_OTHERHOST, SkBuff
 from .sysctl import Sysctl
 from .udp import UdpLayer

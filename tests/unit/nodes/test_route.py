@@ -5,7 +5,8 @@ import errno
 
 import pytest
 
-from nodes.route import DstEntry, Fib, Route, RouteCache
+from nodes.route import Fib, Route
+from nodes.route_cache import DstEntry, RouteCache
 from nodes.wire.addresses import IPv4Address
 
 A = IPv4Address
