@@ -111,6 +111,27 @@ class FakeNic:
         self.close()
 
 
+def stop_child(process: subprocess.Popen[bytes] | None, control: ControlClient | None,
+               timeout: float = 5.0) -> int | None:
+    """Stop a child speaking the control protocol: `shutdown`, then SIGTERM, then SIGKILL; always reaps."""
+    if process is None:
+        return None
+    if process.poll() is None and control is not None:
+        with contextlib.suppress(Exception):
+            control.request("shutdown", timeout=1.0)
+    for escalation in (None, signal.SIGTERM, signal.SIGKILL):
+        if escalation is not None and process.poll() is None:
+            process.send_signal(escalation)
+        try:
+            process.wait(timeout)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    if control is not None:
+        control.close()
+    return process.returncode
+
+
 class DeviceProcess:
     """A bus device started with `python -m bus.<kind> CONFIG.json` in a child process.
 
@@ -191,23 +212,7 @@ class DeviceProcess:
 
     def stop(self, timeout: float = 5.0) -> int | None:
         """Ask politely, then SIGTERM, then SIGKILL; always reaps. Returns the exit code."""
-        process = self.process
-        if process is None:
-            return None
-        if process.poll() is None and self.control is not None:
-            with contextlib.suppress(Exception):
-                self.control.request("shutdown", timeout=1.0)
-        for escalation in (None, signal.SIGTERM, signal.SIGKILL):
-            if escalation is not None and process.poll() is None:
-                process.send_signal(escalation)
-            try:
-                process.wait(timeout)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        if self.control is not None:
-            self.control.close()
-        return process.returncode
+        return stop_child(self.process, self.control, timeout)
 
     def __enter__(self) -> "DeviceProcess":
         return self.start()

@@ -1,17 +1,15 @@
 """Start node kernels as real processes (`python -m nodes.kernel CONFIG.json`) beside bus devices."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bus.testing import REPO_ROOT
+from bus.testing import REPO_ROOT, stop_child
 from bus.transport import ControlClient, ipc_endpoint
 
 
@@ -61,22 +59,7 @@ class KernelProcess:
                                     timeout=count * interval + timeout + 5)
 
     def stop(self, timeout: float = 5.0) -> int | None:
-        process = self.process
-        if process is None:
-            return None
-        if process.poll() is None:
-            with contextlib.suppress(Exception):
-                self.control.request("shutdown", timeout=1.0)
-        for escalation in (None, signal.SIGTERM, signal.SIGKILL):
-            if escalation is not None and process.poll() is None:
-                process.send_signal(escalation)
-            try:
-                process.wait(timeout)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        self.control.close()
-        return process.returncode
+        return stop_child(self.process, self.control, timeout)
 
     @property
     def control_file(self) -> Path:
