@@ -175,6 +175,7 @@ def test_good_names_are_accepted():
 
 def test_someone_elses_default_base_is_refused(base, monkeypatch):
     # The default base sits in world-writable /tmp: it must be ours.
+    monkeypatch.delenv("NETEMU_RUN_DIR", raising=False)  # the default base is what is checked
     base.mkdir(mode=0o755)
     monkeypatch.setattr("control.rundir.os.getuid", lambda: os.stat(base).st_uid + 1)
     monkeypatch.setattr("control.rundir.Path", _PathFor(base, os.stat(base).st_uid + 1))
