@@ -419,7 +419,7 @@ class NetemuShell(cmd.Cmd):
                 self.out(*render.ip_route_cache(node.call("route_cache")))
                 return
             table = rest[rest.index("table") + 1] if "table" in rest else "main"
-            self.out(*render.ip_route(node.call("routes", table=table)))
+            self.out(*render.ip_route(node.call("routes", table=table), table=table))
             return
         if verb not in ("add", "del", "delete", "replace") or len(words) < 2:
             raise CommandError("usage: ip route [show [table main|local|all]|show cache] | "
