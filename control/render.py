@@ -159,8 +159,7 @@ def ping(result: Mapping[str, Any], name: str | None = None) -> list[str]:
     if result.get("send_error") and not result["replies"] and not result["error_replies"]:
         # ping(8) connects a probe socket before it prints anything, and stops there.
         return [f"ping: connect: {result['send_error']}"]
-    shown = f"{name} ({destination})" if name and name != destination else destination
-    lines = [f"PING {shown} {result['size']}({result['size'] + 28}) bytes of data."]
+    lines = [f"PING {name or destination} ({destination}) {result['size']}({result['size'] + 28}) bytes of data."]
     events = [(reply["seq"], f"{reply['bytes']} bytes from {reply['from']}: icmp_seq={reply['seq']} "
                              f"ttl={reply['ttl']} time={_ping_time(reply['rtt_ms'])} ms") for reply in result["replies"]]
     events += [(error["seq"], f"From {error['from']} icmp_seq={error['seq']} {error['error']}")
@@ -189,8 +188,7 @@ def ping(result: Mapping[str, Any], name: str | None = None) -> list[str]:
 def traceroute(result: Mapping[str, Any], name: str | None = None) -> list[str]:
     """`traceroute -n` output: an address once per run of probes it answered, `*` for silence."""
     destination = result["destination"]
-    shown = f"{name} ({destination})" if name and name != destination else destination
-    lines = [f"traceroute to {shown}, {result['max_hops']} hops max, 60 byte packets"]
+    lines = [f"traceroute to {name or destination} ({destination}), {result['max_hops']} hops max, 60 byte packets"]
     if result.get("send_error"):
         lines.append(f"traceroute: {result['send_error']}")
     for hop in result["hops"]:
