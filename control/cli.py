@@ -102,7 +102,8 @@ class NetemuShell(cmd.Cmd):
         self.stdout.flush()
 
     def precmd(self, line: str) -> str:
-        if self.script and line.strip() and not line.lstrip().startswith("#"):
+        # cmd hands over "EOF" at the end of the input: not a line of the script.
+        if self.script and line.strip() and not line.lstrip().startswith("#") and line != "EOF":
             self.out(f"netemu> {line.rstrip()}")
         return line
 
@@ -167,6 +168,8 @@ class NetemuShell(cmd.Cmd):
         return [c for c in candidates if c.startswith(text)]
 
     def _node(self, name: str) -> Any:
+        if not name:
+            raise CommandError("a node name is missing (nodes: " + ", ".join(self.net.topology.nodes) + ")")
         if name not in self.net.nodes:
             raise CommandError(f"unknown node {name!r} (nodes: {', '.join(self.net.topology.nodes)})")
         return self.net.nodes[name]
@@ -318,6 +321,7 @@ class NetemuShell(cmd.Cmd):
     do_quit = do_exit
 
     def do_EOF(self, arg: str) -> bool:  # noqa: N802 - cmd's name for end of input
+        """EOF (Ctrl-D): leave, like exit."""
         if not self.script:
             self.out("")
         return True
