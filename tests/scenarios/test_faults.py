@@ -136,6 +136,8 @@ def test_sigkill_from_outside_is_reported_as_a_crash_within_a_second(net):
 
 def _reachability(campus, names):
     results = campus.pingall(count=1, timeout=0.5, nodes=names)
+    failed = {pair: result for pair, result in results.items() if isinstance(result, Exception)}
+    assert failed == {}
     return {pair: result.received for pair, result in results.items()}
 
 
