@@ -74,7 +74,8 @@ def private_run_base() -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def lossy_pairs(results: dict) -> list:
-    """The (src, dst) pairs of a pingall that lost something or failed outright."""
-    return [pair for pair, result in results.items()
-            if isinstance(result, Exception) or result.received != result.sent]
+def lossy_pairs(results: dict) -> dict:
+    """The (src, dst) pairs of a pingall that lost something or failed outright, with what happened."""
+    return {pair: (repr(result) if isinstance(result, Exception) else f"{result.received}/{result.sent} received")
+            for pair, result in results.items()
+            if isinstance(result, Exception) or result.received != result.sent}
