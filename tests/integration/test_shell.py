@@ -259,14 +259,14 @@ BAD_LINES = [
     ("h1 ping -x h2", "*** ping: unrecognized arguments: -x"),
     ("h1 ping", "*** ping: the following arguments are required: destination"),
     ("h1 ping -c many h2", "*** ping: argument -c: invalid int value: 'many'"),
-    ("h1 ping -c 1 nosuchhost", "*** error: [Errno -2] nosuchhost: Name or service not known"),
+    ("h1 ping -c 1 nosuchhost", "nosuchhost: Name or service not known"),
     ("h1", "*** usage: h1 COMMAND (one of: ping, traceroute, ip, sysctl, counters, netstat, arp, route)"),
     ("h1 frob", "*** h1: unknown command 'frob' (one of: ping, traceroute, ip, sysctl, counters, netstat, arp, route)"),
     ("h1 ip", "*** usage: ip addr|link|route|neigh ..."),
     ("h1 ip frob", "*** ip: unknown object 'frob' (addr, link, route, neigh)"),
     ("h1 ip route add 10.9.0.0/16 via", "*** ip route: incomplete arguments 'via'"),
     ("h1 ip link set eth0 sideways", "*** ip link set: unknown setting 'sideways'"),
-    ("h1 sysctl -w net.ipv4.no_such_knob=1", None),
+    ("h1 sysctl -w net.ipv4.no_such_knob=1", "net.ipv4.no_such_knob: unknown sysctl"),
     ("link", "*** usage: link A B up|down|set KEY=VALUE..."),
     ("link h1 eth0 sideways", "*** link: unknown action 'sideways' (up, down, set)"),
     ("link h1 eth7 down", "*** error: h1 has no interface or segment 'eth7' (a direct p2p link or a segment it is on)"),
@@ -284,8 +284,7 @@ def test_bad_input_prints_a_message_and_the_session_goes_on(net, line, message):
     lines, failures = shell(net, f"{line}\nnodes\n")
     assert failures == 1
     assert lines[0].startswith("*** ")
-    if message is not None:
-        assert lines[0] == message
+    assert message in lines[0]
     assert lines[1:] == ok(net, "nodes\n")  # the next command still ran
 
 
