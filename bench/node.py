@@ -39,6 +39,7 @@ import tempfile
 import time
 from typing import Any
 
+import psutil
 import zmq
 
 from bus.transport import ControlClient, ipc_endpoint, pack_frames, unpack_frames
@@ -267,6 +268,8 @@ def router_forwarding(count: int = FORWARD_FRAMES, offered_rate: float = 0.0) ->
             done = baseline._fork.Event()
             generator = baseline._fork.Process(
                 target=_generator, args=(lan1.data, pack_frames([forward_frame()] * BATCH), messages, period, done))
+            router_process = psutil.Process(router.process.pid)
+            cpu_before = sum(router_process.cpu_times()[:2])
             generator.start()
             received = 0
             first = last = 0.0
@@ -278,6 +281,7 @@ def router_forwarding(count: int = FORWARD_FRAMES, offered_rate: float = 0.0) ->
                 received += len(unpack_frames(batch))
                 if received >= offered:
                     break
+            cpu = sum(router_process.cpu_times()[:2]) - cpu_before
             done.set()
             generator.join(10)
             counters = router.call("counters")
@@ -296,6 +300,7 @@ def router_forwarding(count: int = FORWARD_FRAMES, offered_rate: float = 0.0) ->
         "offered": offered,
         "forwarded": received,
         "loss": 1 - received / offered,
+        "router_cpu_per_frame": cpu / counters["Ip"]["InReceives"] if counters["Ip"]["InReceives"] else float("nan"),
         "dropped_link_queue": link["dropped_queue"],
         "rx_missed_errors": eth0["rx_missed_errors"],
         "ForwDatagrams": counters["Ip"]["ForwDatagrams"],

@@ -17,6 +17,7 @@ ICMP errors are sent through `send_icmp_error`, installed by the ICMP layer.
 from __future__ import annotations
 
 import errno
+import struct
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -35,12 +36,15 @@ from .wire.icmp import (
     TIME_EXCEEDED,
     TTL_EXCEEDED_IN_TRANSIT,
 )
-from .wire.ipv4 import IPv4Header, IPv4View, decrement_ttl, header_checksum_ok, iter_options
+from .wire.ipv4 import IP_DF, IPv4Header, IPv4View, header_checksum_ok, iter_options
 
 if TYPE_CHECKING:
     from .stack import Stack
 
 LIMITED_BROADCAST = 0xFFFFFFFF
+
+_unpack_header = struct.Struct("!BBHHHBBHII").unpack_from  # the 20-byte header without options
+_int_new = int.__new__
 
 
 @dataclass(slots=True)
@@ -152,84 +156,127 @@ class IPv4Layer:
     # ------------------------------------------------------------------ input
 
     def receive(self, skb: SkBuff, now: float) -> None:
-        """ip_rcv: check the header, then deliver locally or forward."""
+        """ip_rcv: check the header, then deliver locally or forward.
+
+        The common header (no options) is checked from one unpack, without
+        building a view: this runs for every datagram a node receives.
+        """
         stats = self.stats
         stats.InReceives += 1
         data = skb.data
-        try:
-            view = IPv4View(data)
-        except WireError as error:
-            if "truncated" in error.reason:
+        length = len(data)
+        if length >= 20 and data[0] == 0x45:
+            _, tos, total_length, identification, flags, ttl, protocol, checksum, src, dst = _unpack_header(data)
+            if total_length > length:
                 stats.InTruncatedPkts += 1
-            else:
-                stats.InHdrErrors += 1
-            return
-        if not header_checksum_ok(data):
-            stats.InCsumErrors += 1
-            stats.InHdrErrors += 1
-            return
-        if view.header_length > 20:
-            try:
-                for _ in iter_options(view.options):
-                    pass
-            except WireError:
+                return
+            if total_length < 20:
                 stats.InHdrErrors += 1
                 return
-        total_length = view.total_length
+            # The header's words sum to one's-complement all-ones (a multiple of
+            # 0xFFFF) exactly when its checksum is right (see IPv4Header.parse).
+            if (0x4500 + tos + total_length + identification + flags + (ttl << 8) + protocol + checksum
+                    + (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)) % 0xFFFF:
+                stats.InCsumErrors += 1
+                stats.InHdrErrors += 1
+                return
+            header_length = 20
+        else:
+            try:
+                view = IPv4View(data)
+            except WireError as error:
+                if "truncated" in error.reason:
+                    stats.InTruncatedPkts += 1
+                else:
+                    stats.InHdrErrors += 1
+                return
+            if not header_checksum_ok(data):
+                stats.InCsumErrors += 1
+                stats.InHdrErrors += 1
+                return
+            header_length = view.header_length
+            if header_length > 20:
+                try:
+                    for _ in iter_options(view.options):
+                        pass
+                except WireError:
+                    stats.InHdrErrors += 1
+                    return
+            total_length = view.total_length
+            flags = (data[6] << 8) | data[7]
+            ttl = data[8]
+            protocol = data[9]
+            tos = data[1]
+            src = int(view.src)
+            dst = int(view.dst)
         stats.InOctets += total_length
-        skb.trim(total_length)  # drop Ethernet padding
-        skb.reset_network_header()
-        dst = view.dst
-        if self.blocked and (view.src in self.blocked or dst in self.blocked):
+        if total_length < length:
+            skb.trim(total_length)  # drop Ethernet padding
+        skb.network_header = skb.data_offset  # skb_reset_network_header
+        if self.blocked and (src in self.blocked or dst in self.blocked):
             stats.FilterDrops += 1
             return
         if dst in self.local_addresses:
-            self.local_deliver(skb, view, now)
+            self._local_deliver(skb, header_length, flags, ttl, protocol, tos, src, dst, now)
         elif dst in self.broadcast_addresses:
             stats.InBcastPkts += 1
-            self.local_deliver(skb, view, now)
+            self._local_deliver(skb, header_length, flags, ttl, protocol, tos, src, dst, now)
         elif dst >> 28 == 0xE:
             stats.InDiscards += 1  # no multicast group membership yet
         elif skb.pkt_type != PACKET_HOST:
             stats.InAddrErrors += 1  # link-layer broadcast of a unicast datagram not for us
         elif self.stack.sysctl["net.ipv4.ip_forward"]:
-            self.forward(skb, view, now)
+            self._forward(skb, ttl, flags, total_length, dst, now)
         else:
             stats.InAddrErrors += 1  # a host never forwards (RFC 1122 3.3.4.1)
 
     def local_deliver(self, skb: SkBuff, view: IPv4View, now: float) -> None:
+        """ip_local_deliver of a datagram whose network header starts `skb`'s data (checked already)."""
+        data = skb.data
+        self._local_deliver(skb, view.header_length, (data[6] << 8) | data[7], view.ttl, view.protocol, view.tos,
+                            int(view.src), int(view.dst), now)
+
+    def _local_deliver(self, skb: SkBuff, header_length: int, flags: int, ttl: int, protocol: int, tos: int,
+                       src: int, dst: int, now: float) -> None:
         """ip_local_deliver: reassemble if needed, then hand to the protocol."""
         stats = self.stats
         packet: "bytes | memoryview" = skb.data
-        if view.is_fragment:
+        if flags & 0x3FFF:  # MF set or a non-zero offset: a fragment
+            view = IPv4View(packet)
             result = self.reassembly.add(view.header(), view.payload, now)
             if result.datagram is None:
                 return
             header, payload = result.datagram
             packet = header.build(payload)
             view = IPv4View(packet)
-        protocol = view.protocol
+            header_length = view.header_length
+            ttl = view.ttl
+            tos = view.tos
         handler = self.protocols.get(protocol)
         if handler is None:
             stats.InUnknownProtos += 1
-            if skb.pkt_type == PACKET_HOST and view.dst not in self.broadcast_addresses:
+            if skb.pkt_type == PACKET_HOST and dst not in self.broadcast_addresses:
                 self.send_icmp_error(DEST_UNREACH, PROT_UNREACH, packet, now)
             return
         stats.InDelivers += 1
-        handler(Datagram(view.src, view.dst, protocol, view.ttl, view.tos, skb.dev or "", skb.pkt_type,
-                         packet, view.header_length, now), now)
+        handler(Datagram(_int_new(IPv4Address, src), _int_new(IPv4Address, dst), protocol, ttl, tos, skb.dev or "",
+                         skb.pkt_type, packet, header_length, now), now)
 
     # ------------------------------------------------------------- forwarding
 
     def forward(self, skb: SkBuff, view: IPv4View, now: float) -> None:
+        """ip_forward of a datagram whose network header starts `skb`'s data (checked already)."""
+        data = skb.data
+        self._forward(skb, view.ttl, (data[6] << 8) | data[7], view.total_length, int(view.dst), now)
+
+    def _forward(self, skb: SkBuff, ttl: int, flags: int, total_length: int, dst: int, now: float) -> None:
         """ip_forward: TTL, route, MTU, then out through the neighbour layer (RFC 1812 5.2-5.3)."""
         stats = self.stats
         stack = self.stack
-        if view.ttl <= 1:
+        if ttl <= 1:
             stats.InHdrErrors += 1  # Linux counts expiring datagrams as header errors
             self.send_icmp_error(TIME_EXCEEDED, TTL_EXCEEDED_IN_TRANSIT, skb.data, now)
             return
-        dst = view.dst
         entry = stack.route_cache.lookup(dst, now)
         if entry is None:
             stats.InNoRoutes += 1
@@ -248,14 +295,24 @@ class IPv4Layer:
             self.send_icmp_error(DEST_UNREACH, NET_UNREACH, skb.data, now)
             return
         mtu = entry.pmtu
-        if view.total_length > mtu and view.dont_fragment:
+        if total_length > mtu and flags & IP_DF:
             stats.FragFails += 1
             self.send_icmp_error(DEST_UNREACH, FRAG_NEEDED, skb.data, now, next_hop_mtu=mtu)
             return
-        skb.make_writable()  # skb_cow: the one copy a forwarded frame costs
-        decrement_ttl(skb.buffer, skb.data_offset)
+        skb.make_writable()  # skb_cow: a received frame is read-only
+        # ip_decrease_ttl: the checksum patched in place (RFC 1624 eqn. 3), not recomputed;
+        # a wrong checksum stays wrong, as a router does not launder corruption.
+        buffer = skb.buffer
+        offset = skb.data_offset
+        old_word = (ttl << 8) | buffer[offset + 9]
+        checksum = (~((buffer[offset + 10] << 8) | buffer[offset + 11]) & 0xFFFF) + (~old_word & 0xFFFF) + old_word - 0x100
+        checksum = (checksum & 0xFFFF) + (checksum >> 16)
+        checksum = ~((checksum & 0xFFFF) + (checksum >> 16)) & 0xFFFF
+        buffer[offset + 8] = ttl - 1
+        buffer[offset + 10] = checksum >> 8
+        buffer[offset + 11] = checksum & 0xFF
         stats.ForwDatagrams += 1
-        if view.total_length > mtu:
+        if total_length > mtu:
             rewritten = IPv4View(skb.data)
             self._fragment_and_send(rewritten.header(), rewritten.payload, device, entry.next_hop, mtu, now)
             return

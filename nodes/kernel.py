@@ -67,6 +67,7 @@ class Kernel:
         self.stack.now = self.clock()
         self.hosts: dict[str, str] = dict(config.get("hosts") or {})
         self.ports: dict[str, DataPort] = {}
+        self._wired: list[tuple[DataPort, NetDevice]] = []  # (port, device) pairs: the tx flush walks these
         self.loop = EventLoop(self.clock)
         self._configure(config)
         self.control = ControlServer(self.context, config["control"], self._handlers())
@@ -91,6 +92,7 @@ class Kernel:
             if endpoint:
                 port = DataPort(self.context, endpoint, spec.get("attachment") or f"{self.name}:{device.name}", now=now)
                 self.ports[device.name] = port
+                self._wired.append((port, device))
                 self.loop.add_reader(port.socket, lambda port=port, device=device: self._nic_readable(port, device))
         for route in config.get("routes") or []:
             stack.add_route(route)
@@ -105,16 +107,19 @@ class Kernel:
         """The NIC's "interrupt": move frames from the wire into the rx ring.
 
         With NAPI, read only while the ring has room (what does not fit stays
-        queued on the wire, bounded by its high-water mark); without NAPI,
-        drain everything and process each frame at once.
+        queued on the wire, bounded by its high-water mark; the frames of a
+        message that overflow the ring are dropped as rx_missed_errors, as a
+        NIC drops what arrives at a full ring); without NAPI, drain everything
+        and process each batch at once.
         """
         stack = self.stack
         napi = stack.napi.enabled
-        socket = port.socket
+        recv = port.socket.recv
         counters = port.counters
-        while not napi or device.rx_space() > 0:
+        ring = device.rx_ring
+        while not napi or len(ring) < device.rx_ring_size:
             try:
-                message = socket.recv(zmq.NOBLOCK)
+                message = recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
             if not message:
@@ -126,8 +131,8 @@ class Kernel:
                 device.stats.rx_errors += 1
                 continue
             counters["rx_packets"] += len(frames)
-            for frame in frames:
-                stack.receive(device, frame)
+            counters["rx_bytes"] += len(message) - 2 * len(frames)
+            stack.receive_many(device, frames)
             if not napi:
                 stack.poll(self.clock())
                 self._flush_tx()
@@ -144,8 +149,7 @@ class Kernel:
         self._flush_tx()
 
     def _flush_tx(self) -> None:
-        for name, port in self.ports.items():
-            device = self.stack.devices[name]
+        for port, device in self._wired:
             if device.tx_queue:
                 dropped = port.send_frames(device.tx_drain())
                 if dropped:

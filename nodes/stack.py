@@ -200,6 +200,13 @@ class Stack:
             return True
         return False
 
+    def receive_many(self, device: NetDevice, frames: list[bytes]) -> int:
+        """Several frames arrived on `device` at once (one message from the wire); returns how many fit the ring."""
+        accepted = device.rx_enqueue_many(frames)
+        if accepted:
+            self.napi.schedule(device)
+        return accepted
+
     def poll(self, now: float) -> int:
         """One NET_RX softirq round (bounded by netdev_budget unless NAPI is off)."""
         self.now = now
@@ -215,26 +222,24 @@ class Stack:
             self.link_stats.runt_frames += 1
             device.stats.rx_errors += 1
             return
-        skb = SkBuff.from_frame(frame, dev=device.name, now=self.now)
-        destination = frame[0:6]
-        if device.loopback:
-            skb.pkt_type = PACKET_HOST
-        elif destination == device.mac:
-            skb.pkt_type = PACKET_HOST
+        if device.loopback or frame[0:6] == device.mac:
+            pkt_type = PACKET_HOST
         elif frame[0] & 1:
-            if destination == BROADCAST_MAC:
-                skb.pkt_type = PACKET_BROADCAST
+            if frame[0:6] == BROADCAST_MAC:
+                pkt_type = PACKET_BROADCAST
             else:
-                skb.pkt_type = PACKET_MULTICAST
+                pkt_type = PACKET_MULTICAST
                 device.stats.multicast += 1
         else:
             # A NIC's filter drops unicast for other stations; a switch flooding unknown
             # unicast makes these common, so they are counted apart from errors.
-            skb.pkt_type = PACKET_OTHERHOST
             self.link_stats.otherhost_frames += 1
             return
+        # The frame wrapped without a copy, its Ethernet header already pulled.
+        skb = SkBuff(frame, HEADER_LENGTH, len(frame), device.name, self.now)
+        skb.mac_header = 0
+        skb.pkt_type = pkt_type
         ethertype = frame[12:14]
-        skb.pull(HEADER_LENGTH)
         if ethertype == _ETH_IP:
             skb.protocol = ETH_P_IP
             self.ipv4.receive(skb, self.now)
@@ -268,11 +273,8 @@ class Stack:
 
     def dev_queue_xmit(self, device: NetDevice, skb: SkBuff, dst_mac: bytes, ethertype: bytes = _ETH_IP) -> None:
         """Push the Ethernet header and queue the frame on the device."""
-        header = skb.push(HEADER_LENGTH)
-        header[0:6] = dst_mac
-        header[6:12] = device.mac
-        header[12:14] = ethertype
-        skb.reset_mac_header()
+        skb.push(HEADER_LENGTH)[0:14] = dst_mac + device.mac + ethertype
+        skb.mac_header = skb.data_offset  # skb_reset_mac_header
         if device.loopback:
             self.loopback_xmit_frame(skb.tobytes())
         else:

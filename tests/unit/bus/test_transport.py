@@ -365,3 +365,26 @@ def test_data_port_says_hello_then_sends_batches_under_its_attachment_name(conte
     finally:
         port.close()
         router.close()
+
+
+def test_frame_batcher_extend_is_append_for_each_frame():
+    by_append: list[bytes] = []
+    by_extend: list[bytes] = []
+    one = FrameBatcher(lambda m: by_append.append(m) or True, max_bytes=3000)
+    other = FrameBatcher(lambda m: by_extend.append(m) or True, max_bytes=3000)
+    frames = [bytes([i]) * (200 + 150 * i) for i in range(8)]
+    one.append(b"x" * 100)
+    other.append(b"x" * 100)
+    for frame in frames:
+        one.append(frame)
+    assert other.extend(frames) == sum(map(len, frames))
+    assert len(other) == len(one)
+    one.flush()
+    other.flush()
+    assert by_extend == by_append and len(by_append) > 1  # split at max_bytes the same way
+
+
+def test_frame_batcher_extend_refuses_a_frame_too_long_for_the_prefix():
+    batcher = FrameBatcher(lambda m: True, max_bytes=1 << 20)
+    with pytest.raises(ValueError):
+        batcher.extend([bytes(10), bytes(0x10000)])

@@ -86,3 +86,19 @@ def test_loopback_has_127_0_0_1_slash_8():
     described = lo.describe()
     assert described["name"] == "lo" and "LOOPBACK" in described["flags"]
     assert described["addresses"] == [{"address": "127.0.0.1", "prefix_length": 8, "broadcast": "127.255.255.255"}]
+
+
+def test_batch_enqueue_takes_what_fits_and_counts_the_rest_as_rx_missed_errors():
+    dev = device(rx_ring_size=4)
+    dev.rx_enqueue(b"first")
+    assert dev.rx_enqueue_many([bytes([i]) for i in range(5)]) == 3
+    assert list(dev.rx_ring) == [b"first", b"\x00", b"\x01", b"\x02"]
+    assert dev.stats.rx_missed_errors == 2
+    assert dev.rx_enqueue_many([b"late"]) == 0 and dev.stats.rx_missed_errors == 3
+
+
+def test_batch_enqueue_on_a_down_device_counts_every_frame_as_rx_dropped():
+    dev = device()
+    dev.carrier = False
+    assert dev.rx_enqueue_many([b"a", b"b", b"c"]) == 0
+    assert dev.stats.rx_dropped == 3 and not dev.rx_ring
