@@ -123,6 +123,25 @@ def unpack_frames(message: bytes | bytearray | memoryview) -> list[bytes]:
     return frames
 
 
+def count_frames(message: bytes | bytearray | memoryview) -> int:
+    """How many frames a data-plane message holds, checked like `unpack_frames` but without copying any.
+
+    What a NIC with a full ring needs: the frames are dropped, only counted.
+    """
+    end = len(message)
+    offset = 0
+    count = 0
+    try:
+        while offset < end:
+            offset += 2 + _length_at(message, offset)[0]
+            count += 1
+    except struct.error:
+        raise BatchError(f"truncated length prefix at offset {offset} of {end}") from None
+    if offset != end:
+        raise BatchError(f"last frame claims {offset - end} bytes beyond the {end}-byte message")
+    return count
+
+
 class FrameBatcher:
     """Frames queued during one event-loop pass, sent as few messages as possible by `flush`.
 

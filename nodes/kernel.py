@@ -32,7 +32,7 @@ from typing import Any
 import zmq
 
 from bus.runtime import EventLoop, Lifecycle, prepare_process
-from bus.transport import BatchError, ControlServer, DataPort, Deferred, unpack_frames
+from bus.transport import BatchError, ControlServer, DataPort, Deferred, count_frames, unpack_frames
 
 from .nic import NetDevice
 from .probes import PingSession, TracerouteSession
@@ -46,6 +46,10 @@ log = logging.getLogger("netemu.kernel")
 
 # A probe or ping never blocks the loop; the control reply is sent when it finishes.
 MAX_PING_COUNT = 10_000
+# With NAPI, messages read from one NIC per loop pass (each up to bus.transport.MAX_BATCH_BYTES):
+# enough to keep the wire's queue short under any flood, few enough that control and
+# timers still get their turn between passes.
+NAPI_MESSAGES_PER_PASS = 64
 
 
 class Kernel:
@@ -106,22 +110,56 @@ class Kernel:
     def _nic_readable(self, port: DataPort, device: NetDevice) -> None:
         """The NIC's "interrupt": move frames from the wire into the rx ring.
 
-        With NAPI, read only while the ring has room (what does not fit stays
-        queued on the wire, bounded by its high-water mark; the frames of a
-        message that overflow the ring are dropped as rx_missed_errors, as a
-        NIC drops what arrives at a full ring); without NAPI, drain everything
-        and process each batch at once.
+        With NAPI, read at most `NAPI_MESSAGES_PER_PASS` messages: frames that
+        find the ring full are dropped and counted as rx_missed_errors, as a
+        NIC drops what arrives at a full ring. Reading on while dropping keeps
+        the wire's queue short, so a flooded node's memory and the latency
+        behind a flood stay bounded (ZeroMQ would otherwise queue up to its
+        high-water mark of large batches, hundreds of MiB, seconds of backlog).
+        Without NAPI, drain everything and process each message at once.
         """
         stack = self.stack
-        napi = stack.napi.enabled
         recv = port.socket.recv
         counters = port.counters
+        stats = device.stats
+        if not stack.napi.enabled:
+            self._receive_to_completion(port, device)
+            return
         ring = device.rx_ring
-        while not napi or len(ring) < device.rx_ring_size:
+        for _ in range(NAPI_MESSAGES_PER_PASS):
             try:
                 message = recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
+            if not message:
+                continue
+            try:
+                if len(ring) >= device.rx_ring_size:
+                    dropped = count_frames(message)
+                    stats.rx_missed_errors += dropped
+                    counters["rx_packets"] += dropped
+                    counters["rx_bytes"] += len(message) - 2 * dropped
+                    continue
+                frames = unpack_frames(message)
+            except BatchError:
+                counters["rx_malformed_batches"] += 1
+                stats.rx_errors += 1
+                continue
+            counters["rx_packets"] += len(frames)
+            counters["rx_bytes"] += len(message) - 2 * len(frames)
+            stack.receive_many(device, frames)
+
+    def _receive_to_completion(self, port: DataPort, device: NetDevice) -> None:
+        """Without NAPI: every readable message processed as it arrives, a ring's worth at a time."""
+        stack = self.stack
+        recv = port.socket.recv
+        counters = port.counters
+        size = device.rx_ring_size
+        while True:
+            try:
+                message = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
             if not message:
                 continue
             try:
@@ -132,10 +170,10 @@ class Kernel:
                 continue
             counters["rx_packets"] += len(frames)
             counters["rx_bytes"] += len(message) - 2 * len(frames)
-            stack.receive_many(device, frames)
-            if not napi:
+            for start in range(0, len(frames), size):
+                stack.receive_many(device, frames[start:start + size] if len(frames) > size else frames)
                 stack.poll(self.clock())
-                self._flush_tx()
+            self._flush_tx()
 
     def _softirq(self) -> None:
         """End of every loop pass: timers due, one NAPI round, transmit queues to the wire."""

@@ -22,6 +22,7 @@ from bus.transport import (
     DataPort,
     FrameBatcher,
     cleanup_endpoint,
+    count_frames,
     endpoint_path,
     ipc_endpoint,
     pack_frames,
@@ -388,3 +389,17 @@ def test_frame_batcher_extend_refuses_a_frame_too_long_for_the_prefix():
     batcher = FrameBatcher(lambda m: True, max_bytes=1 << 20)
     with pytest.raises(ValueError):
         batcher.extend([bytes(10), bytes(0x10000)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_count_frames_agrees_with_unpack_frames(message):
+    try:
+        expected = len(unpack_frames(message))
+    except BatchError:
+        with pytest.raises(BatchError):
+            count_frames(message)
+    else:
+        assert count_frames(message) == expected
+    batch = pack_frames([message, b"", message[:7]])
+    assert count_frames(batch) == 3
