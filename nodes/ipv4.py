@@ -36,14 +36,16 @@ from .wire.icmp import (
     TIME_EXCEEDED,
     TTL_EXCEEDED_IN_TRANSIT,
 )
-from .wire.ipv4 import IP_DF, IPv4Header, IPv4View, header_checksum_ok, iter_options
+from .wire.ipv4 import IP_DF, IPv4Header, IPv4View, decrement_ttl, header_checksum_ok, iter_options
 
 if TYPE_CHECKING:
     from .stack import Stack
 
 LIMITED_BROADCAST = 0xFFFFFFFF
 
-_unpack_header = struct.Struct("!BBHHHBBHII").unpack_from  # the 20-byte header without options
+# The 20-byte header without options, as nodes/wire/ipv4.py lays it out: ip_rcv's
+# fast path unpacks it once instead of building a view (the codec could own this).
+_unpack_header = struct.Struct("!BBHHHBBHII").unpack_from
 _int_new = int.__new__
 
 
@@ -300,17 +302,7 @@ class IPv4Layer:
             self.send_icmp_error(DEST_UNREACH, FRAG_NEEDED, skb.data, now, next_hop_mtu=mtu)
             return
         skb.make_writable()  # skb_cow: a received frame is read-only
-        # ip_decrease_ttl: the checksum patched in place (RFC 1624 eqn. 3), not recomputed;
-        # a wrong checksum stays wrong, as a router does not launder corruption.
-        buffer = skb.buffer
-        offset = skb.data_offset
-        old_word = (ttl << 8) | buffer[offset + 9]
-        checksum = (~((buffer[offset + 10] << 8) | buffer[offset + 11]) & 0xFFFF) + (~old_word & 0xFFFF) + old_word - 0x100
-        checksum = (checksum & 0xFFFF) + (checksum >> 16)
-        checksum = ~((checksum & 0xFFFF) + (checksum >> 16)) & 0xFFFF
-        buffer[offset + 8] = ttl - 1
-        buffer[offset + 10] = checksum >> 8
-        buffer[offset + 11] = checksum & 0xFF
+        decrement_ttl(skb.buffer, skb.data_offset)
         stats.ForwDatagrams += 1
         if total_length > mtu:
             rewritten = IPv4View(skb.data)
