@@ -20,6 +20,7 @@ else (the receive-livelock experiment).
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -455,6 +456,9 @@ def run(config: dict[str, Any]) -> int:
     """Entry point of a node process (called in a forked child or by `main`)."""
     lifecycle = prepare_process(config)
     kernel = Kernel(config, lifecycle)
+    # What exists now lives as long as the node: keep the collector's full
+    # passes (pauses of milliseconds in a big heap) from walking it again.
+    gc.freeze()
     log.info("%s: up with %d interface(s)", kernel.name, len(kernel.ports))
     try:
         kernel.serve()
