@@ -6,14 +6,24 @@ framing, control channel), seeds 002/003 (NAPI, receive livelock) and
 
 This is the only place in a node with I/O and a clock. Each loop pass:
 poll the NIC sockets and the control socket once; a readable NIC's frames
-go into its rx ring ("DMA"), at most what the ring has room for; then one
+go into its rx ring ("DMA"), and those that meet a full ring are dropped
+(rx_missed_errors), as a NIC without flow control drops them; then one
 NET_RX softirq round (`Stack.poll`, bounded by `netdev_budget`), due
 timers, and the devices' tx queues flushed onto the wire as batches. While
 frames wait in a ring the poll does not sleep, but control requests and
 timers still get their turn between rounds: that is NAPI's promise. With
 `net.core.napi = 0` every readable socket is drained and every frame
 processed to completion as it arrives, so a flood can starve everything
-else (the receive-livelock experiment).
+else (the receive-livelock experiment, tests/integration/test_napi_flood.py).
+
+Where the time of a ping goes (bench/node.py measures it): per hop, the
+same ZeroMQ hand-offs as a bare relay (application thread to I/O thread to
+socket and back up on the other side) plus our Python per packet, ~10 us
+warm. On the 2-vCPU VMs we run on, any code runs 3-10x slower after a few
+milliseconds of doing something else (caches, branch predictors, vCPU
+scheduling), so an idle node's first packet costs ~100-300 us here: the
+loop does not wait for anything, it runs cold. Less Python per packet is
+the lever we have (see the fast paths in ipv4.py, stack.py, nic.py).
 
 `python -m nodes.kernel CONFIG.json` starts one by hand; the launcher calls
 `run(config)` in a process forked from its zygote.
