@@ -83,3 +83,24 @@ def test_a_malformed_batch_is_counted_and_the_next_one_still_read(wired_kernel):
     kernel._nic_readable(port, device)
     assert port.counters["rx_malformed_batches"] == 1 and device.stats.rx_errors == 1
     assert len(device.rx_ring) == 2
+
+
+def test_a_node_coming_up_says_hello_and_announces_nothing(tmp_path):
+    context = zmq.Context()
+    data = ipc_endpoint(tmp_path, "dev.data")
+    device = context.socket(zmq.ROUTER)
+    device.setsockopt(zmq.LINGER, 0)
+    device.bind(data)
+    kernel = Kernel({"name": "h1", "control": ipc_endpoint(tmp_path, "h1.ctl"),
+                     "interfaces": [{"name": "eth0", "mac": MAC, "ip": "10.0.0.1/24", "endpoint": data,
+                                     "attachment": "h1:eth0"}]}, context=context)
+    try:
+        for _ in range(3):
+            kernel.loop.run_once(0)
+        assert device.poll(2000) and device.recv_multipart() == [b"h1:eth0", b""]
+        assert not device.poll(200)  # no gratuitous ARP (Linux's default arp_notify = 0)
+        assert kernel.stack.devices["eth0"].stats.tx_packets == 0
+    finally:
+        kernel.close()
+        device.close()
+        context.term()
