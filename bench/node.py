@@ -48,7 +48,6 @@ import zmq
 
 from bus.transport import ControlClient, count_frames, ipc_endpoint, pack_frames
 from nodes.wire.addresses import IPv4Address
-from nodes.wire.icmp import IcmpMessage
 from nodes.wire.ipv4 import IPPROTO_UDP, IPv4Header
 from nodes.wire.udp import UdpHeader
 

@@ -168,6 +168,8 @@ class Kernel:
         recv = port.socket.recv
         counters = port.counters
         size = device.rx_ring_size
+        if stack.rx_pending:
+            stack.poll(self.clock())  # what NAPI left in the ring when it was switched off
         while True:
             try:
                 message = recv(zmq.NOBLOCK)

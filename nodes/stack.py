@@ -39,7 +39,7 @@ from .neigh import (
 from .nic import InterfaceAddress, NapiScheduler, NetDevice, make_loopback
 from .route import Fib, Route
 from .route_cache import RouteCache
-from .skbuff import PACKET_BROADCAST, PACKET_HOST, PACKET_MULTICAST, PACKET_OTHERHOST, SkBuff
+from .skbuff import PACKET_BROADCAST, PACKET_HOST, PACKET_MULTICAST, SkBuff
 from .sysctl import Sysctl
 from .udp import UdpLayer
 from .wire.addresses import BROADCAST_MAC, ZERO_MAC, IPv4Address, MacAddress, prefix_mask
