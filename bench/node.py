@@ -160,8 +160,8 @@ def _kernel_config(directory: str, name: str, kind: str, interfaces: list[dict[s
 
 # ---------------------------------------------------------------------- ping
 
-def ping_rtts(count: int = PING_COUNT, interval: float = PING_INTERVAL) -> list[float]:
-    """RTT samples (s) of the kernel's own ping from h1 to h2 across one switch."""
+def ping_rtts(count: int = PING_COUNT, interval: float = PING_INTERVAL) -> tuple[list[float], float]:
+    """RTT samples (s) of the kernel's own ping from h1 to h2 across one switch, and h2's CPU time per echo (s)."""
     with tempfile.TemporaryDirectory(prefix="netemu-bench-") as directory:
         switch = _Device("switch", directory)
         hosts = {"h1": "10.0.0.1", "h2": "10.0.0.2"}
@@ -170,20 +170,24 @@ def ping_rtts(count: int = PING_COUNT, interval: float = PING_INTERVAL) -> list[
             for name in ("h1", "h2"):
                 interface = _interface("eth0", MAC[name], f"{hosts[name]}/24", switch.data, name)
                 kernels.append(_Kernel(_kernel_config(directory, name, "host", [interface], hosts=hosts)))
-            h1 = kernels[0]
+            h1, h2 = kernels
             # Warm up: ARP resolved, the switch has learnt both stations.
             h1.control.request("ping", {"dst": "h2", "count": 5, "interval": 0.02}, timeout=10)
+            responder = psutil.Process(h2.process.pid)
+            cpu_before = sum(responder.cpu_times()[:2])
             result = h1.control.request("ping", {"dst": "h2", "count": count, "interval": interval,
                                                  "size": PING_SIZE, "timeout": 1.0}, timeout=count * interval + 15)
+            cpu = sum(responder.cpu_times()[:2]) - cpu_before
         finally:
             for kernel in kernels:
                 kernel.stop()
             switch.stop()
-    return [reply["rtt_ms"] / 1000.0 for reply in result["replies"]]
+    return [reply["rtt_ms"] / 1000.0 for reply in result["replies"]], cpu / max(1, result["received"])
 
 
-def paced_relay_rtts(size: int, count: int, period: float) -> list[float]:
-    """RTT samples (s) through a bare relay to an echo and back, one round trip started every `period`."""
+def paced_relay_rtts(size: int, count: int, period: float) -> tuple[list[float], float]:
+    """RTT samples (s) through a bare relay to an echo and back, one round trip started every `period`;
+    and the echo process's CPU time per round trip (s)."""
     with tempfile.TemporaryDirectory(prefix="netemu-bench-") as directory:
         endpoint, relay = baseline._start_relay(directory)
         echo = baseline._fork.Process(target=baseline._echo, args=(endpoint, b"b"))
@@ -197,6 +201,8 @@ def paced_relay_rtts(size: int, count: int, period: float) -> list[float]:
             for _ in range(20):  # warm-up
                 dealer.send(frame)
                 dealer.recv()
+            responder = psutil.Process(echo.pid)
+            cpu_before = sum(responder.cpu_times()[:2])
             next_start = time.perf_counter()
             for _ in range(count):
                 next_start += period
@@ -207,6 +213,7 @@ def paced_relay_rtts(size: int, count: int, period: float) -> list[float]:
                 dealer.send(frame)
                 dealer.recv()
                 samples.append(time.perf_counter() - start)
+            cpu = sum(responder.cpu_times()[:2]) - cpu_before
             dealer.send(b"quit")  # to the relay
             relay.join(5)
         finally:
@@ -217,17 +224,19 @@ def paced_relay_rtts(size: int, count: int, period: float) -> list[float]:
             if relay.is_alive():
                 relay.terminate()
                 relay.join(5)
-    return samples
+    return samples, cpu / count
 
 
 def ping_rows() -> list[Row]:
     pings: list[float] = []
     paced: list[float] = []
     back_to_back: list[float] = []
-    ping_medians, paced_medians, b2b_medians = [], [], []
+    ping_medians, paced_medians, b2b_medians, echo_cpu, bare_echo_cpu = [], [], [], [], []
     for _ in range(PING_ROUNDS):
-        round_ping = ping_rtts()
-        round_paced = paced_relay_rtts(PING_FRAME, PING_COUNT, PING_INTERVAL)
+        round_ping, cpu_per_echo = ping_rtts()
+        echo_cpu.append(cpu_per_echo)
+        round_paced, bare_cpu_per_echo = paced_relay_rtts(PING_FRAME, PING_COUNT, PING_INTERVAL)
+        bare_echo_cpu.append(bare_cpu_per_echo)
         round_b2b = baseline.relay_rtt(PING_FRAME, PING_COUNT)
         pings += round_ping
         paced += round_paced
@@ -244,6 +253,9 @@ def ping_rows() -> list[Row]:
             "bare relay RTT p99, same pacing"),
         Row("ping RTT across a switch, median (vs back to back)", ping_median, "us",
             statistics.median(b2b_medians) * 1e6, "bare relay RTT, back to back"),
+        Row("echo responder CPU per echo", statistics.median(echo_cpu) * 1e6, "us",
+            statistics.median(bare_echo_cpu) * 1e6, "bare echo process, same pacing",
+            "user+system time of the answering process (its ZeroMQ I/O thread included) per echo"),
     ]
 
 

@@ -306,7 +306,8 @@ class EventLoop:
             callback = readers.get(source) if not isinstance(source, int) else self._fd_readers.get(source)
             if callback is not None:
                 callback()
-        if self._timers:
+        timers = self._timers
+        if timers and timers[0][0] <= clock():
             self.run_due_timers(clock())
         for hook in self._end_of_pass:
             hook()

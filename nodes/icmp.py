@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .ipv4 import Datagram
-from .skbuff import PACKET_HOST
+from .skbuff import PACKET_BROADCAST, PACKET_HOST, PACKET_MULTICAST
 from .wire.addresses import IPv4Address
 from .wire.errors import WireError
 from .wire.icmp import (
@@ -42,6 +42,7 @@ from .wire.ipv4 import IPPROTO_ICMP
 if TYPE_CHECKING:
     from .stack import Stack
 
+_LINK_BROADCAST = (PACKET_BROADCAST, PACKET_MULTICAST)  # Datagram.is_broadcast, without the call
 XRLIM_BURST_FACTOR = 6  # Linux: a peer may burst six errors before the rate applies
 MAX_PEERS = 4096  # per-destination limiter state kept (oldest forgotten first)
 
@@ -188,7 +189,7 @@ class IcmpLayer:
         sysctl = self.stack.sysctl
         if sysctl["net.ipv4.icmp_echo_ignore_all"]:
             return
-        if datagram.is_broadcast or datagram.dst in self.stack.ipv4.broadcast_addresses:
+        if datagram.pkt_type in _LINK_BROADCAST or datagram.dst in self.stack.ipv4.broadcast_addresses:
             if sysctl["net.ipv4.icmp_echo_ignore_broadcasts"]:
                 return
             source = None  # answer from the address of the interface, not the broadcast address

@@ -335,14 +335,15 @@ class IPv4Layer:
             raise OSError(failure[1], "No route to host" if failure[1] == errno.EHOSTUNREACH else "Permission denied")
         if src is None:
             src = entry.src if entry.src is not None else (dst if route_type == "local" else 0)
+        if identification is None:
+            identification = self._identification = (self._identification + 1) & 0xFFFF  # next_identification
         header = IPv4Header(
-            IPv4Address.from_wire(src), IPv4Address.from_wire(dst), protocol,
-            ttl if ttl is not None else stack.sysctl["net.ipv4.ip_default_ttl"],
-            identification if identification is not None else self.next_identification(),
+            _int_new(IPv4Address, src), _int_new(IPv4Address, dst), protocol,
+            ttl if ttl is not None else stack.sysctl["net.ipv4.ip_default_ttl"], identification,
             dont_fragment=dont_fragment, tos=tos,
         )
         device = stack.lo if route_type == "local" else stack.devices.get(entry.dev)
-        if device is None or not device.running:
+        if device is None or not (device.admin_up and device.carrier):
             stats.OutDiscards += 1
             raise OSError(errno.ENETUNREACH, "Network is unreachable")
         mtu = device.mtu if route_type == "local" else entry.pmtu
@@ -354,12 +355,14 @@ class IPv4Layer:
             self._fragment_and_send(header, memoryview(payload), device, entry.next_hop, mtu, now,
                                     broadcast=route_type == "broadcast")
             return
-        skb = SkBuff.alloc(len(payload), MAX_HEADER, dev=device.name, now=now)
-        skb.put_data(payload)
-        header.build_into(skb.push(20), 0, len(payload))
-        skb.reset_network_header()
+        skb = SkBuff.from_payload(payload, MAX_HEADER, dev=device.name, now=now)
+        header.build_into(skb.push(20), 0, length - 20)
+        skb.network_header = skb.data_offset  # skb_reset_network_header
         stats.OutOctets += length
-        self._send(skb, device, entry.next_hop, route_type, now)
+        if route_type == "unicast" and not device.loopback:
+            stack.neigh_output(device, entry.next_hop, skb, now)  # the common case of _send
+        else:
+            self._send(skb, device, entry.next_hop, route_type, now)
 
     def _send(self, skb: SkBuff, device: Any, next_hop: int, route_type: str, now: float) -> None:
         stack = self.stack

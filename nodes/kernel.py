@@ -30,6 +30,7 @@ the lever we have (see the fast paths in ipv4.py, stack.py, nic.py).
 """
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -83,8 +84,10 @@ class Kernel:
         self.hosts: dict[str, str] = dict(config.get("hosts") or {})
         self.ports: dict[str, DataPort] = {}
         self._wired: list[tuple[DataPort, NetDevice]] = []  # (port, device) pairs: the tx flush walks these
+        self._stack_deadline: float | None = None  # stack.next_timer() as the last pass left it
         self.loop = EventLoop(self.clock)
         self._configure(config)
+        self._stack_deadline = self.stack.next_timer()
         self.control = ControlServer(self.context, config["control"], self._handlers())
         self.loop.add_reader(self.control.socket, self.control.handle_pending)
         self.loop.add_end_of_pass(self._softirq)
@@ -108,7 +111,7 @@ class Kernel:
                 port = DataPort(self.context, endpoint, spec.get("attachment") or f"{self.name}:{device.name}", now=now)
                 self.ports[device.name] = port
                 self._wired.append((port, device))
-                self.loop.add_reader(port.socket, lambda port=port, device=device: self._nic_readable(port, device))
+                self.loop.add_reader(port.socket, functools.partial(self._nic_readable, port, device))
         for route in config.get("routes") or []:
             stack.add_route(route)
         for entry in config.get("arp") or []:
@@ -194,12 +197,15 @@ class Kernel:
         """End of every loop pass: timers due, one NAPI round, transmit queues to the wire."""
         stack = self.stack
         now = self.clock()
-        next_timer = stack.next_timer()
+        # The stack's earliest deadline as the last pass left it (asked once a pass): a
+        # timer armed since, by a control request, is seen at the end of this pass.
+        next_timer = self._stack_deadline
         if next_timer is not None and next_timer <= now:
             stack.tick(now)
         if stack.rx_pending:
             stack.poll(now)
         self._flush_tx()
+        self._stack_deadline = stack.next_timer()
 
     def _flush_tx(self) -> None:
         for port, device in self._wired:
@@ -227,7 +233,7 @@ class Kernel:
             else:
                 now = clock()
                 timeout = loop.next_timeout_ms(now)
-                next_timer = stack.next_timer()
+                next_timer = self._stack_deadline
                 if next_timer is not None:
                     timeout = min(timeout, max(0, math.ceil((next_timer - now) * 1000)))
             loop.run_once(timeout)

@@ -121,6 +121,21 @@ class SkBuff:
         return cls(bytearray(headroom + size), headroom, headroom, dev, now)
 
     @classmethod
+    def from_payload(cls, payload: "bytes | bytearray | memoryview", headroom: int, *, dev: str | None = None,
+                     now: float = 0.0) -> "SkBuff":
+        """A buffer holding a copy of `payload` after `headroom` bytes (alloc_skb, skb_reserve, skb_put_data).
+
+        What a locally generated datagram starts as; one step instead of
+        `alloc` then `put_data`, as this is on every packet a node sends.
+        """
+        size = len(payload)
+        if headroom < 0:
+            raise SkbuffError(f"cannot allocate headroom={headroom}")
+        buffer = bytearray(headroom + size)
+        buffer[headroom:] = payload
+        return cls(buffer, headroom, headroom + size, dev, now)
+
+    @classmethod
     def from_frame(cls, frame: "bytes | bytearray | memoryview", *, dev: str | None = None,
                    now: float = 0.0) -> "SkBuff":
         """Wrap a received Ethernet frame without copying it; data starts at the MAC header.

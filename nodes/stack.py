@@ -335,10 +335,16 @@ class Stack:
         heapq.heappush(self._timers, (when, next(self._timer_sequence), callback))
 
     def next_timer(self) -> float | None:
-        deadlines = [d for d in (self.neigh.next_timer(), self.ipv4.next_timer()) if d is not None]
+        """The earliest deadline at which `tick` has work, or None (the kernel asks once per loop pass)."""
+        earliest = self.neigh.next_timer()
+        deadline = self.ipv4.next_timer()
+        if deadline is not None and (earliest is None or deadline < earliest):
+            earliest = deadline
         if self._timers:
-            deadlines.append(self._timers[0][0])
-        return min(deadlines) if deadlines else None
+            deadline = self._timers[0][0]
+            if earliest is None or deadline < earliest:
+                earliest = deadline
+        return earliest
 
     def tick(self, now: float) -> None:
         """Run every timer due at `now`."""

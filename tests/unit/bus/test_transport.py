@@ -403,3 +403,24 @@ def test_count_frames_agrees_with_unpack_frames(message):
         assert count_frames(message) == expected
     batch = pack_frames([message, b"", message[:7]])
     assert count_frames(batch) == 3
+
+
+def test_data_port_sends_a_lone_frame_as_one_framed_message_and_counts_it(context, tmp_path):
+    endpoint = ipc_endpoint(tmp_path, "d.data")
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(endpoint)
+    port = DataPort(context, endpoint, "h1:eth0")
+    try:
+        assert router.poll(2000) and router.recv_multipart() == [b"h1:eth0", b""]
+        assert port.send_frames([memoryview(b"m" * 70)]) == 0
+        assert port.send_frames(iter([b"i" * 60])) == 0
+        for expected in (b"m" * 70, b"i" * 60):
+            assert router.poll(2000)
+            identity, message = router.recv_multipart()
+            assert unpack_frames(message) == [expected]
+        assert port.counters["tx_packets"] == 2 and port.counters["tx_bytes"] == 130
+        assert port.batcher.messages == 2 and port.batcher.frames == 2 and len(port.batcher) == 0
+    finally:
+        port.close()
+        router.close()

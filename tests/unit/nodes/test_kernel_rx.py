@@ -104,3 +104,13 @@ def test_a_node_coming_up_says_hello_and_announces_nothing(tmp_path):
         kernel.close()
         device.close()
         context.term()
+
+
+def test_a_stack_timer_armed_during_a_pass_runs_on_the_next_one(wired_kernel):
+    kernel, _ = wired_kernel
+    fired = []
+    kernel.loop.run_once(0)
+    kernel.stack.call_at(kernel.clock(), fired.append)  # as a control request would, between passes
+    kernel.loop.run_once(0)  # the pass in which it was armed: the deadline is learnt at its end
+    kernel.loop.run_once(0)
+    assert len(fired) == 1

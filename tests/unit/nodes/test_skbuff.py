@@ -300,3 +300,17 @@ def test_slots_reject_unknown_attributes():
 def test_repr_mentions_sizes():
     text = repr(SkBuff.from_frame(b"abc", dev="eth0"))
     assert "len=3" in text and "eth0" in text and "ro" in text
+
+
+def test_from_payload_is_alloc_then_put_data():
+    payload = memoryview(b"payload bytes")
+    made = SkBuff.from_payload(payload, 40, dev="eth0", now=2.5)
+    reference = SkBuff.alloc(len(payload), 40, dev="eth0", now=2.5)
+    reference.put_data(payload)
+    for field in ("data_offset", "tail", "end", "dev", "tstamp", "headroom", "tailroom"):
+        assert getattr(made, field) == getattr(reference, field)
+    assert made.tobytes() == b"payload bytes" and made.writable
+    made.push(4)[:] = b"head"
+    assert made.tobytes() == b"headpayload bytes"
+    with pytest.raises(SkbuffError):
+        SkBuff.from_payload(b"x", -1)
