@@ -50,7 +50,9 @@ def _flood_frames() -> list[bytes]:
     """Valid datagrams to a closed UDP port of r1 (each costs a full receive path) and some junk."""
     source, destination = IPv4Address("10.0.1.99"), IPv4Address("10.0.1.1")
     ethernet = bytes.fromhex(R1_ETH0.replace(":", "")) + FLOODER_MAC + b"\x08\x00"
-    udp = UdpHeader(40000, 9).build(bytes(200), source, destination)
+    # Near full-size frames: a batch holds fewer of them, so the backlog left after
+    # the NAPI-less flood (bounded by ZeroMQ's high-water mark in messages) drains sooner.
+    udp = UdpHeader(40000, 9).build(bytes(1200), source, destination)
     valid = ethernet + IPv4Header(source, destination, IPPROTO_UDP, 64, 1).build(udp)
     junk = bytearray(valid)
     junk[24] ^= 0xFF  # a broken IPv4 header checksum: InCsumErrors
