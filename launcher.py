@@ -323,6 +323,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_capture(args: argparse.Namespace) -> int:
     from bus.transport import ControlClient, ControlError
+    from control.render import capture_stopped
 
     try:
         info = _find_emulation(args.name)
@@ -334,7 +335,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
     with ControlClient(processes[args.segment]["control"], timeout=3.0) as client:
         try:
             if args.stop:
-                print(f"capture of {args.segment} stopped: {client.call('capture_stop')}")
+                print(capture_stopped(args.segment, client.call("capture_stop")))
             elif args.file:
                 print(f"capturing {args.segment} to {client.call('capture_start', path=str(Path(args.file).resolve()))}")
             else:

@@ -4,7 +4,7 @@ Before changing this file, read control/emulation.py, control/supervisor.py,
 control/zygote.py and /work/shared/reference/baselines.md.
 
 Each size is one switch tree generated in memory (`generate: switch_tree`,
-at most 32 ports per switch, like topologies/generated_500.yaml) run with
+at most 32 hosts per switch, like topologies/generated_500.yaml) run with
 the scenario API:
 
 * ready: `Emulation.start()`, from the call until every process answers and
@@ -52,7 +52,7 @@ MININET_STOP_100 = 2.7
 
 
 def topology(nodes: int) -> Topology:
-    """`nodes` hosts on one switch tree with at most 32 ports per switch."""
+    """`nodes` hosts on one switch tree with at most 32 hosts (33 ports with the uplink) per switch."""
     depth, fanout = (1, 2) if nodes <= 16 else (1, 4) if nodes <= 112 else (2, 4)
     text = f"""name: bench-launch-{nodes}
 generate:

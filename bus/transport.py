@@ -379,7 +379,9 @@ class ControlTimeout(ControlError, TimeoutError):
 
 def _reply_error(exception: BaseException) -> dict[str, Any]:
     code = getattr(exception, "errno", None)
-    return {"ok": False, "error": str(exception) or type(exception).__name__, "errno": code if isinstance(code, int) else None}
+    # An OSError's errno travels in its own field: the text is its strerror, not "[Errno N] ...".
+    text = exception.strerror if isinstance(exception, OSError) and exception.strerror else str(exception)
+    return {"ok": False, "error": text or type(exception).__name__, "errno": code if isinstance(code, int) else None}
 
 
 class Deferred:

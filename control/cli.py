@@ -299,7 +299,7 @@ class NetemuShell(cmd.Cmd):
         if len(words) != 2:
             raise CommandError("usage: capture SEGMENT FILE.pcap | capture SEGMENT stop")
         if words[1] == "stop":
-            self.out(f"capture of {words[0]} stopped: {self.net.stop_capture(words[0])}")
+            self.out(render.capture_stopped(words[0], self.net.stop_capture(words[0])))
         else:
             self.out(f"capturing {words[0]} to {self.net.capture(words[0], words[1])}")
 
@@ -353,7 +353,7 @@ class NetemuShell(cmd.Cmd):
         options = _traceroute_parser().parse_args(args)
         result = node.request("traceroute", {"dst": options.destination, "max_hops": options.max_hops,
                                              "probes": options.probes, "wait": options.wait},
-                              timeout=options.max_hops * (options.wait + 0.5) + 5)
+                              timeout=options.max_hops * options.probes * (options.wait + 0.5) + 5)
         self.out(*render.traceroute(result, options.destination))
 
     def node_ip(self, node: Any, args: list[str]) -> None:
@@ -463,10 +463,14 @@ class NetemuShell(cmd.Cmd):
             raise CommandError("usage: sysctl [-a] | sysctl NAME | sysctl -w NAME=VALUE")
 
     def node_counters(self, node: Any, args: list[str]) -> None:
+        """`counters [-a]`: the non-zero counters of each group (`-a`: every one, like /proc/net/snmp)."""
+        if args not in ([], ["-a"]):
+            raise CommandError("usage: <node> counters [-a]")
         counters = node.call("counters")
         for group in ("Ip", "Icmp", "Udp", "arp_cache", "softnet", "route_cache", "link"):
             values = counters.get(group) or {}
-            self.out(f"{group}: " + " ".join(f"{key}={value}" for key, value in values.items() if value))
+            shown = " ".join(f"{key}={value}" for key, value in values.items() if value or args)
+            self.out(f"{group}: {shown or '(all zero)'}")
 
     node_netstat = node_counters
 
@@ -476,7 +480,7 @@ class NetemuShell(cmd.Cmd):
                  "<node> ip [-s] addr|link|route|neigh [show]   (ip route show cache|table local)",
                  "<node> ip route add|del DST [via GW] [dev DEV] [metric N]",
                  "<node> ip link set DEV up|down|mtu N   <node> ip neigh flush [dev DEV]",
-                 "<node> sysctl [-a | NAME | -w NAME=VALUE]   <node> counters")
+                 "<node> sysctl [-a | NAME | -w NAME=VALUE]   <node> counters [-a]")
 
 
 def _display_params(params: dict[str, Any]) -> dict[str, str]:

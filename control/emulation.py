@@ -160,7 +160,7 @@ class NodeHandle:
     def traceroute(self, destination: str, max_hops: int = 30, probes: int = 3, wait: float = 2.0) -> list[Hop]:
         """`traceroute -m MAX_HOPS -q PROBES -w WAIT DESTINATION`: one Hop per TTL."""
         result = self.request("traceroute", {"dst": destination, "max_hops": max_hops, "probes": probes,
-                                             "wait": wait}, timeout=max_hops * (wait + 0.5) + 5.0)
+                                             "wait": wait}, timeout=max_hops * probes * (wait + 0.5) + 5.0)
         return [Hop(hop["hop"], hop["address"], [p["rtt_ms"] if p else None for p in hop["probes"]],
                     [p["mark"] for p in hop["probes"] if p and "mark" in p])
                 for hop in result["hops"]]
@@ -458,7 +458,8 @@ class Emulation:
             raise KeyError(f"no segment {segment!r}")
         return self.supervisor.call(segment, "capture_start", path=str(Path(path).resolve()))
 
-    def stop_capture(self, segment: str) -> str | None:
+    def stop_capture(self, segment: str) -> dict[str, Any] | None:
+        """Finish `segment`'s capture: {"path", "frames"}, or None when none was running."""
         return self.supervisor.call(segment, "capture_stop")
 
     def wait_for(self, predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> T:

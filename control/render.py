@@ -206,6 +206,14 @@ def traceroute(result: Mapping[str, Any], name: str | None = None) -> list[str]:
     return lines
 
 
+def capture_stopped(segment: str, result: Mapping[str, Any] | None) -> str:
+    """What `capture SEG stop` says: how many frames went to which file, or that none was running."""
+    if not result:
+        return f"no capture was running on {segment}"
+    frames = result["frames"]
+    return f"capture of {segment} stopped: {frames} frame{'' if frames == 1 else 's'} in {result['path']}"
+
+
 def table(rows: list[list[str]], headers: list[str]) -> list[str]:
     """A plain aligned text table."""
     widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]

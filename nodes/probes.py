@@ -212,21 +212,26 @@ class TracerouteSession:
         self._send_hop(now)
 
     def _send_hop(self, now: float) -> None:
+        self.current = [None] * self.probes
+        self._send_probe(now, 0)
+
+    def _send_probe(self, now: float, index: int) -> None:
+        """One probe at a time, the next when this one is answered or timed out
+        (`traceroute -N 1`): each probe gets its own round trip, and a hop's
+        replies cannot share one receive pass and so one timestamp."""
         self.generation += 1
         generation = self.generation
-        self.current = [None] * self.probes
-        self.outstanding.clear()
-        for index in range(self.probes):
-            port = self.port
-            self.port += 1
-            self.outstanding[port] = (self.ttl, index, now)
-            try:
-                self.endpoint.sendto(self.data, self.destination, port, now, ttl=self.ttl)
-            except OSError as error:
-                self.send_error = error.strerror or str(error)
-                self._finish(now)
-                return
-        self.stack.call_at(now + self.wait, lambda when: self._hop_timeout(when, generation))
+        self.outstanding.clear()  # a reply after its probe's wait is ignored, as traceroute does
+        port = self.port
+        self.port += 1
+        self.outstanding[port] = (self.ttl, index, now)
+        try:
+            self.endpoint.sendto(self.data, self.destination, port, now, ttl=self.ttl)
+        except OSError as error:
+            self.send_error = error.strerror or str(error)
+            self._finish(now)
+            return
+        self.stack.call_at(now + self.wait, lambda when: self._probe_timeout(when, generation, index))
 
     def _icmp_error(self, message: IcmpMessage, quoted: QuotedDatagram, datagram: "Datagram", now: float) -> None:
         if self.done:
@@ -245,11 +250,16 @@ class TracerouteSession:
                 entry["mark"] = _TRACEROUTE_MARK.get(message.code, f"!<{message.code}>")
                 self.reached = True  # traceroute stops after a hop reports unreachable
         self.current[index] = entry
-        if not self.outstanding:
-            self._complete_hop(now)
+        self._next_probe(now, index)
 
-    def _hop_timeout(self, now: float, generation: int) -> None:
+    def _probe_timeout(self, now: float, generation: int, index: int) -> None:
         if not self.done and generation == self.generation:
+            self._next_probe(now, index)
+
+    def _next_probe(self, now: float, index: int) -> None:
+        if index + 1 < self.probes:
+            self._send_probe(now, index + 1)
+        else:
             self._complete_hop(now)
 
     def _complete_hop(self, now: float) -> None:

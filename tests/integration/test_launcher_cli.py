@@ -125,9 +125,10 @@ def test_detached_emulation_lifecycle_up_status_capture_down(base):
         assert h1.request("ping", {"dst": "h2", "count": 2, "interval": 0.1, "timeout": 1.0})["received"] == 2
     stopped = netemu("capture", "lan1", "--stop", env=env)
     assert stopped.returncode == 0
-    assert stopped.stdout.startswith("capture of lan1 stopped")
     assert pcap.read_bytes()[:4] in PCAP_MAGIC_NS
-    assert len([p for p in rdpcap(str(pcap)) if p.haslayer(ICMP)]) == 4
+    frames = rdpcap(str(pcap))
+    assert stopped.stdout == f"capture of lan1 stopped: {len(frames)} frames in {pcap}\n"
+    assert len([p for p in frames if p.haslayer(ICMP)]) == 4
 
     down = netemu("down", "cli-life", env=env)
     assert down.returncode == 0, down.stderr

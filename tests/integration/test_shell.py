@@ -176,6 +176,11 @@ def test_counters_show_nonzero_snmp_counters(net):
     ok(net, "h1 ping -c 1 h2\n")
     counters = ok(net, "r1 counters\n")
     assert re.search(r"ForwDatagrams=\d+", counters[0]), counters
+    assert [line.split(":")[0] for line in counters] == ["Ip", "Icmp", "Udp", "arp_cache", "softnet", "route_cache", "link"]
+    assert all("=" in line or line.endswith(": (all zero)") for line in counters), counters
+    assert not any("=0 " in line or line.endswith("=0") for line in counters), counters
+    everything = ok(net, "r1 counters -a\n")
+    assert "FragFails=0" in everything[0] and "vlan_tagged=0" in everything[-1]
 
 
 # -- faults ----------------------------------------------------------------------------------
@@ -236,8 +241,10 @@ def test_capture_start_and_stop(net):
             ping_h1_h2(net, expect=True)
         finally:
             stopped = ok(net, "capture lan2 stop\n")
-        assert stopped[0].startswith("capture of lan2 stopped")
-        assert len([p for p in rdpcap(str(path)) if p.haslayer(ICMP)]) == 4
+        frames = rdpcap(str(path))
+        assert stopped == [f"capture of lan2 stopped: {len(frames)} frames in {path}"]
+        assert len([p for p in frames if p.haslayer(ICMP)]) == 4
+    assert ok(net, "capture lan2 stop\n") == ["no capture was running on lan2"]
 
 
 def test_stats_lists_frame_counters_per_port(net):
@@ -259,14 +266,15 @@ BAD_LINES = [
     ("h1 ping -x h2", "*** ping: unrecognized arguments: -x"),
     ("h1 ping", "*** ping: the following arguments are required: destination"),
     ("h1 ping -c many h2", "*** ping: argument -c: invalid int value: 'many'"),
-    ("h1 ping -c 1 nosuchhost", "nosuchhost: Name or service not known"),
+    ("h1 ping -c 1 nosuchhost", "*** error: nosuchhost: Name or service not known"),
     ("h1", "*** usage: h1 COMMAND (one of: ping, traceroute, ip, sysctl, counters, netstat, arp, route)"),
+    ("h1 counters -z", "*** usage: <node> counters [-a]"),
     ("h1 frob", "*** h1: unknown command 'frob' (one of: ping, traceroute, ip, sysctl, counters, netstat, arp, route)"),
     ("h1 ip", "*** usage: ip addr|link|route|neigh ..."),
     ("h1 ip frob", "*** ip: unknown object 'frob' (addr, link, route, neigh)"),
     ("h1 ip route add 10.9.0.0/16 via", "*** ip route: incomplete arguments 'via'"),
     ("h1 ip link set eth0 sideways", "*** ip link set: unknown setting 'sideways'"),
-    ("h1 sysctl -w net.ipv4.no_such_knob=1", "net.ipv4.no_such_knob: unknown sysctl"),
+    ("h1 sysctl -w net.ipv4.no_such_knob=1", "*** error: net.ipv4.no_such_knob: unknown sysctl"),
     ("link", "*** usage: link A B up|down|set KEY=VALUE..."),
     ("link h1 eth0 sideways", "*** link: unknown action 'sideways' (up, down, set)"),
     ("link h1 eth7 down", "*** error: h1 has no interface or segment 'eth7' (a direct p2p link or a segment it is on)"),

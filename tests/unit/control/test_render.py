@@ -407,3 +407,11 @@ def test_table_left_aligns_columns_to_the_widest_cell_without_trailing_blanks():
 
 def test_table_without_rows_is_its_header():
     assert render.table([], ["segment", "port"]) == ["segment  port"]
+
+
+def test_capture_stopped_says_how_many_frames_went_where():
+    assert render.capture_stopped("lan1", {"path": "/tmp/a.pcap", "frames": 4}) == \
+        "capture of lan1 stopped: 4 frames in /tmp/a.pcap"
+    assert render.capture_stopped("lan1", {"path": "/tmp/a.pcap", "frames": 1}) == \
+        "capture of lan1 stopped: 1 frame in /tmp/a.pcap"
+    assert render.capture_stopped("lan2", None) == "no capture was running on lan2"

@@ -154,6 +154,48 @@ def test_traceroute_lists_each_hop_then_the_destination():
     assert not h1.udp.bindings  # the probe socket is closed
 
 
+def _udp_probes(net):
+    """(time, ttl, destination port) of every UDP datagram h1 puts on lan1."""
+    sent = []
+
+    def tap(segment, frame):
+        if segment == "lan1" and frame[12:14] == b"\x08\x00" and frame[23] == 17 and frame[26:30] == bytes([10, 0, 1, 10]):
+            sent.append((net.now, frame[22], int.from_bytes(frame[36:38], "big")))
+
+    net.taps.append(tap)
+    return sent
+
+
+def test_traceroute_sends_a_hops_probes_one_after_the_other():
+    net, h1, r1, h2 = host_router_host()
+    sent = _udp_probes(net)
+    results = []
+    TracerouteSession(h1, H2, results.append, probes=3, wait=1.0).start(net.now)
+    net.run(10)
+    assert [ttl for _, ttl, _ in sent] == [1, 1, 1, 2, 2, 2]
+    assert [port for _, _, port in sent] == list(range(33434, 33440))
+    times = [when for when, _, _ in sent]
+    assert all(later > earlier for earlier, later in zip(times, times[1:]))  # each after the previous reply
+    assert all(probe["rtt_ms"] > 0 for hop in results[0]["hops"] for probe in hop["probes"])
+
+
+def test_traceroute_waits_for_each_probe_of_a_silent_hop():
+    net, h1, r1, h2 = host_router_host()
+    sent = _udp_probes(net)
+    # r1 answers nothing with TTL exceeded: hop 1 is "* * *", each probe after the last one's wait.
+    net.drop = lambda segment, frame: segment == "lan1" and frame[12:14] == b"\x08\x00" and frame[23] == 1 \
+        and frame[34] == 11
+    results = []
+    began = net.now
+    TracerouteSession(h1, H2, results.append, probes=3, wait=1.0).start(net.now)
+    net.run(10)
+    (result,) = results
+    assert result["hops"][0] == {"hop": 1, "address": None, "probes": [None, None, None]}
+    first, second, third = (round(when - began, 6) for when, ttl, _ in sent if ttl == 1)
+    assert first < 0.001 and (second, third) == (1.0, 2.0)  # the first waited for ARP; then one per wait
+    assert result["hops"][1]["address"] == "10.0.2.10" and result["reached"] is True
+
+
 def test_no_route_on_the_host_is_enetunreach():
     net = Network()
     h1 = net.node("h1")
