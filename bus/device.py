@@ -40,7 +40,8 @@ import zmq
 
 from .runtime import EventLoop, Lifecycle, prepare_process
 from .shaping import LinkParamError, LinkParams, Shaper
-from .transport import BatchError, ControlError, ControlServer, FrameBatcher, cleanup_endpoint, unpack_frames
+from .transport import (DATA_HIGH_WATER_MARK, BatchError, ControlError, ControlServer, FrameBatcher, cleanup_endpoint,
+                        unpack_frames)
 
 log = logging.getLogger("netemu.bus")
 
@@ -52,9 +53,10 @@ UPLINK_KEEPALIVE = 5.0
 CAPTURE_FLUSH_INTERVAL = 0.1
 # Kept per direction internally (rx = node -> device, tx = device -> node);
 # `Port.stats` merges each reason across directions and the two shapers.
-PORT_COUNTERS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "rx_dropped_malformed", "rx_dropped_mtu",
-                 "rx_dropped_down", "tx_dropped_mtu", "tx_dropped_down", "tx_dropped_queue", "tx_dropped_unreachable",
-                 "filtered")
+# What went out (tx packets/bytes, refused by a full queue) is counted by the
+# port's FrameBatcher, which sees every send.
+PORT_COUNTERS = ("rx_packets", "rx_bytes", "rx_dropped_malformed", "rx_dropped_mtu", "rx_dropped_down",
+                 "tx_dropped_mtu", "tx_dropped_down", "tx_dropped_queue", "tx_dropped_unreachable", "filtered")
 
 
 def _frame_count(message: bytes) -> int:
@@ -75,8 +77,8 @@ class Port:
     """One attachment of the device: its link parameters, two shapers, output batch and counters."""
 
     __slots__ = ("name", "identity", "params", "up", "mtu", "max_untagged", "max_tagged", "ingress", "egress",
-                 "attached", "uplink", "out", "dirty", "send_failure", "ingress_timer", "egress_timer",
-                 *PORT_COUNTERS)
+                 "attached", "uplink", "out", "dirty", "send_failure", "tx_dropped_seen", "ingress_timer",
+                 "egress_timer", *PORT_COUNTERS)
 
     def __init__(self, name: str, params: LinkParams, seed: int) -> None:
         self.name = name
@@ -89,6 +91,7 @@ class Port:
         self.out: FrameBatcher | None = None
         self.dirty = False
         self.send_failure = ""
+        self.tx_dropped_seen = 0  # out.dropped already sorted into the tx_dropped_* counters
         self.ingress_timer = self.egress_timer = float("inf")
         for counter in PORT_COUNTERS:
             setattr(self, counter, 0)
@@ -115,7 +118,8 @@ class Port:
                       + egress["dropped_down"] + egress["dropped_queue"] + egress["dropped_loss"])
         return {
             "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
-            "tx_packets": self.tx_packets, "tx_bytes": self.tx_bytes,
+            "tx_packets": self.out.frames if self.out is not None else 0,
+            "tx_bytes": self.out.payload if self.out is not None else 0,
             "rx_dropped": rx_dropped, "tx_dropped": tx_dropped,
             "dropped_malformed": self.rx_dropped_malformed,
             "dropped_mtu": self.rx_dropped_mtu + self.tx_dropped_mtu,
@@ -153,7 +157,7 @@ class Device:
         self.capture: Any = None
         self.capture_path: str | None = None
         self.counters = {"rx_messages": 0, "malformed_batches": 0, "dropped_unknown_port": 0,
-                         "refused_ports": 0, "tx_messages": 0}
+                         "refused_ports": 0}
         self._refused: set[bytes] = set()
         self._dirty: list[Port] = []
         self._wall_offset_ns = time.time_ns() - int(clock() * 1e9)
@@ -161,6 +165,8 @@ class Device:
         self.control_endpoint = config["control"]
         self.data = self.context.socket(zmq.ROUTER)
         self.data.setsockopt(zmq.LINGER, 0)
+        self.data.setsockopt(zmq.SNDHWM, DATA_HIGH_WATER_MARK)
+        self.data.setsockopt(zmq.RCVHWM, DATA_HIGH_WATER_MARK)
         # Sends to a gone peer or into a full queue must fail loudly so we can count them.
         self.data.setsockopt(zmq.ROUTER_MANDATORY, 1)
         # A restarted node reconnects under the same name: let the new pipe take over.
@@ -221,6 +227,8 @@ class Device:
         socket = self.context.socket(zmq.DEALER)
         socket.setsockopt(zmq.ROUTING_ID, port.identity)
         socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.SNDHWM, DATA_HIGH_WATER_MARK)
+        socket.setsockopt(zmq.RCVHWM, DATA_HIGH_WATER_MARK)
         socket.connect(uplink["endpoint"])
         port.uplink = socket
 
@@ -452,17 +460,14 @@ class Device:
         for port in dirty:
             port.dirty = False
             out = port.out
-            pending = len(out)  # type: ignore[arg-type]
-            payload = out.pending_payload_bytes  # type: ignore[union-attr]
-            sent = out.flush()  # type: ignore[union-attr]
-            if sent == pending:
-                port.tx_packets += sent
-                port.tx_bytes += payload
-                self.counters["tx_messages"] += 1
+            out.flush()  # type: ignore[union-attr]
+            dropped = out.dropped  # type: ignore[union-attr]
+            if dropped == port.tx_dropped_seen:
                 continue
-            # Part or all of it did not go: count what was lost, and why.
-            port.tx_packets += sent
-            lost = pending - sent
+            # Part or all of this pass's output did not go (here or when a batch
+            # filled up during the pass): count what was lost, and why.
+            lost = dropped - port.tx_dropped_seen
+            port.tx_dropped_seen = dropped
             if port.send_failure == "unreachable":
                 port.tx_dropped_unreachable += lost
                 self._detach(port)
@@ -493,7 +498,9 @@ class Device:
         return [port.describe() for port in self.ports.values()]
 
     def stats(self) -> dict[str, Any]:
-        return {"device": dict(self.counters), "ports": {port.name: port.stats() for port in self.ports.values()}}
+        messages = sum(port.out.messages for port in self.ports.values() if port.out is not None)
+        return {"device": {**self.counters, "tx_messages": messages},
+                "ports": {port.name: port.stats() for port in self.ports.values()}}
 
     def set_port(self, port: str, **params: Any) -> dict[str, Any]:
         """Change a port's canonical link parameters at run time (both directions, like TCLink)."""

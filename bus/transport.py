@@ -35,6 +35,12 @@ MAX_FRAME_LENGTH = 0xFFFF  # the length prefix is 2 bytes
 # A message holds at most this many bytes of frames, so a long backlog still
 # leaves in pieces the receiver can interleave with other work.
 MAX_BATCH_BYTES = 256 * 1024
+# ZeroMQ's queue on each side of a data pipe, in messages (each up to
+# MAX_BATCH_BYTES of frames). The emulated queue is the port's `queue` (tc's
+# limit); this is the wire behind it, so it stays small: 64 messages bound
+# what a frozen or slow peer can pile up to 16 MiB a side (ZeroMQ's default,
+# 1000, allowed 250 MiB and seconds of hidden backlog).
+DATA_HIGH_WATER_MARK = 64
 HELLO = b""
 
 _LENGTH = struct.Struct("!H")
@@ -150,9 +156,13 @@ class FrameBatcher:
     waits); under load everything queued in the pass shares one message.
     `send(message) -> bool` returns False when the message could not be queued
     (peer's high-water mark reached); its frames are then counted in `dropped`.
+    `messages`, `frames`, `payload` (bytes of the frames, without length
+    prefixes) and `dropped` count every send, including the ones `append`
+    makes on its own when a batch reaches `max_bytes`: owners read their
+    transmit counters from here.
     """
 
-    __slots__ = ("_send", "_parts", "_frames", "_bytes", "max_bytes", "messages", "frames", "dropped")
+    __slots__ = ("_send", "_parts", "_frames", "_bytes", "max_bytes", "messages", "frames", "payload", "dropped")
 
     def __init__(self, send: Callable[[bytes], bool], max_bytes: int = MAX_BATCH_BYTES) -> None:
         self._send = send
@@ -162,15 +172,11 @@ class FrameBatcher:
         self.max_bytes = max_bytes
         self.messages = 0
         self.frames = 0
+        self.payload = 0
         self.dropped = 0
 
     def __len__(self) -> int:
         return self._frames
-
-    @property
-    def pending_payload_bytes(self) -> int:
-        """Bytes of the frames queued, without their length prefixes."""
-        return self._bytes - 2 * self._frames
 
     def append(self, frame: bytes | memoryview) -> None:
         """Queue one frame (flushing first if the pending message would grow past `max_bytes`)."""
@@ -229,6 +235,7 @@ class FrameBatcher:
         if self._send(message):
             self.messages += 1
             self.frames += count
+            self.payload += len(message) - 2 * count
             return count
         self.dropped += count
         return 0
@@ -254,8 +261,7 @@ class DataPort:
     """
 
     KEEPALIVE_INTERVAL = 5.0
-    # Messages, not frames: with batching one message carries many frames.
-    HIGH_WATER_MARK = 1000
+    HIGH_WATER_MARK = DATA_HIGH_WATER_MARK
 
     def __init__(self, context: zmq.Context, endpoint: str, attachment: str, *, now: float | None = None) -> None:
         self.endpoint = endpoint
@@ -303,15 +309,16 @@ class DataPort:
     def queue(self, frame: bytes | memoryview) -> None:
         """Queue a frame; it leaves at the next `flush()` (same loop pass)."""
         self.batcher.append(frame)
-        self.counters["tx_bytes"] += len(frame)
 
     def flush(self) -> None:
-        """Send what `queue` collected as one message (or a few if large)."""
-        pending = len(self.batcher)
-        if pending:
-            sent = self.batcher.flush()
-            self.counters["tx_packets"] += sent
-            self.counters["tx_dropped"] += pending - sent
+        """Send what `queue` collected as one message (or a few if large); update the tx counters."""
+        batcher = self.batcher
+        if batcher._frames:
+            batcher.flush()
+        counters = self.counters
+        counters["tx_packets"] = batcher.frames
+        counters["tx_bytes"] = batcher.payload
+        counters["tx_dropped"] = batcher.dropped
 
     def send_frames(self, frames: Iterable[bytes | memoryview]) -> int:
         """Queue and flush `frames` at once; returns how many were dropped (queue full)."""
@@ -322,19 +329,17 @@ class DataPort:
         if len(frames) == 1 and not batcher._frames and len(frames[0]) <= MAX_FRAME_LENGTH:
             # A lone frame, the latency path (an echo, a SYN): straight out, no batch to build.
             frame = frames[0]
-            counters["tx_bytes"] += len(frame)
             if self._send_message(_PREFIX[len(frame)] + frame):
-                counters["tx_packets"] += 1
                 batcher.messages += 1
-                batcher.frames += 1
+                counters["tx_packets"] = batcher.frames = batcher.frames + 1
+                counters["tx_bytes"] = batcher.payload = batcher.payload + len(frame)
                 return 0
-            counters["tx_dropped"] += 1
-            batcher.dropped += 1
+            counters["tx_dropped"] = batcher.dropped = batcher.dropped + 1
             return 1
-        before = counters["tx_dropped"]
-        counters["tx_bytes"] += batcher.extend(frames)
+        before = batcher.dropped
+        batcher.extend(frames)
         self.flush()
-        return counters["tx_dropped"] - before
+        return batcher.dropped - before
 
     def receive(self, max_messages: int = 256) -> list[bytes]:
         """Drain up to `max_messages` waiting messages without blocking; returns their frames."""

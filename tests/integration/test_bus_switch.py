@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+import psutil
 import pytest
 
 from bus.testing import DeviceProcess, FakeNic, make_frame, short_run_dir
@@ -237,3 +238,31 @@ def test_a_restarted_nic_with_the_same_name_is_reattached(switch):
         device.wait_attached(3)
         h1.send(frame)
         assert again.recv() == [frame]
+
+
+def test_a_port_that_stops_reading_holds_a_bounded_backlog_and_the_rest_is_dropped_and_counted(switch):
+    device, (h1, h2, h3) = switch
+    h2.send(make_frame(BROADCAST, H2, size=60))  # the switch learns h2
+    assert h1.recv() and h3.recv()
+    switch_process = psutil.Process(device.process.pid)
+    rss_before = switch_process.memory_info().rss
+    batch = [make_frame(H2, H1, size=1514)] * 170  # about one 256 KiB message
+    deadline = time.monotonic() + 10
+    while h1.port.counters["tx_packets"] < 400 * 170 and time.monotonic() < deadline:
+        # ~100 MB toward h2, which reads nothing (a frozen node); h1 backs off when its own queue is full
+        if h1.port.send_frames(batch):
+            time.sleep(0.002)
+    offered = h1.port.counters["tx_packets"]
+    assert offered >= 400 * 170
+    while device.port_stats("h1:eth0")["rx_packets"] < offered and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grown = switch_process.memory_info().rss - rss_before
+    to_h2 = device.port_stats("h2:eth0")
+    assert device.port_stats("h1:eth0")["rx_packets"] == offered
+    assert to_h2["dropped_queue"] > 0
+    assert to_h2["tx_packets"] + to_h2["dropped_queue"] == offered  # every frame sent or counted
+    assert grown < 48 * 1024 * 1024, f"the switch grew by {grown / 2**20:.0f} MiB holding h2's backlog"
+    delivered = 0
+    while frames := h2.recv_for(0.2):
+        delivered += len(frames)
+    assert delivered == to_h2["tx_packets"]  # what the switch counts as sent is what h2 gets

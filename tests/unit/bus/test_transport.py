@@ -121,6 +121,16 @@ def test_frame_batcher_counts_frames_of_a_refused_message_as_dropped():
     assert batcher.dropped == 2 and batcher.frames == 0
 
 
+def test_frame_batcher_counts_the_sends_append_makes_when_a_batch_fills_up():
+    verdicts = iter([True, False, True])  # the second message finds the queue full
+    batcher = FrameBatcher(lambda m: next(verdicts), max_bytes=3000)
+    for size in (1500, 1400, 1000, 1800, 1500):
+        batcher.append(bytes(size))  # 1500+1400 | 1000+1800 | 1500: two sends happen inside append
+    assert (batcher.messages, batcher.frames, batcher.payload, batcher.dropped) == (1, 2, 2900, 2)
+    assert batcher.flush() == 1
+    assert (batcher.messages, batcher.frames, batcher.payload, batcher.dropped) == (2, 3, 4400, 2)
+
+
 def test_frame_batcher_passes_packed_messages_through_unchanged():
     sent: list[bytes] = []
     batcher = FrameBatcher(lambda m: sent.append(m) or True)
@@ -403,6 +413,22 @@ def test_count_frames_agrees_with_unpack_frames(message):
         assert count_frames(message) == expected
     batch = pack_frames([message, b"", message[:7]])
     assert count_frames(batch) == 3
+
+
+def test_data_port_counts_every_message_of_a_large_batch_sent_or_refused(context, tmp_path):
+    port = DataPort(context, ipc_endpoint(tmp_path, "d.data"), "h1:eth0")
+    try:
+        verdicts = iter([False, True, True, True])  # the first 256 KiB message finds the queue full
+        port.batcher._send = lambda message: next(verdicts)
+        frames = [bytes(1500)] * 400  # 174 frames fill a message: three messages
+        dropped = port.send_frames(frames)
+        assert dropped == port.batcher.dropped == 174
+        counters = port.counters
+        assert (counters["tx_packets"], counters["tx_dropped"], counters["tx_bytes"]) == (226, 174, 226 * 1500)
+        assert port.send_frames([bytes(60)]) == 0  # the lone-frame path adds to the same totals
+        assert (counters["tx_packets"], counters["tx_dropped"], counters["tx_bytes"]) == (227, 174, 226 * 1500 + 60)
+    finally:
+        port.close()
 
 
 def test_data_port_sends_a_lone_frame_as_one_framed_message_and_counts_it(context, tmp_path):
