@@ -306,6 +306,7 @@ class Emulation:
         try:
             assert supervisor.run_dir is not None
             self.plan = build_plan(self.topology, str(supervisor.run_dir.path), seed=self.seed)
+            self.plan.write_hosts_file()
             self._start_group("segments", self.plan.devices)
             self._start_group("nodes", self.plan.nodes)
             self._wait_attached([i.attachment for i in self.topology.interfaces()]

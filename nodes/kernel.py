@@ -30,6 +30,7 @@ the lever we have (see the fast paths in ipv4.py, stack.py, nic.py).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import json
@@ -81,7 +82,8 @@ class Kernel:
         knobs.update(config.get("sysctl") or {})
         self.stack = Stack(self.name, Sysctl(knobs), random.Random(config.get("seed")))
         self.stack.now = self.clock()
-        self.hosts: dict[str, str] = dict(config.get("hosts") or {})
+        self.hosts: dict[str, str] = dict(config.get("hosts") or {})  # extra names, before the file's
+        self.hosts_file: str | None = config.get("hosts_file")
         self.ports: dict[str, DataPort] = {}
         self._wired: list[tuple[DataPort, NetDevice]] = []  # (port, device) pairs: the tx flush walks these
         self._stack_deadline: float | None = None  # stack.next_timer() as the last pass left it
@@ -398,16 +400,21 @@ class Kernel:
         self.stack.announce(dev)
 
     def resolve(self, name: str) -> IPv4Address:
-        """A topology name or a dotted quad (the emulated /etc/hosts)."""
+        """A dotted quad, or a name from the emulation's hosts file (getaddrinfo's order)."""
         text = str(name)
-        if text in self.hosts:
-            return IPv4Address(self.hosts[text])
-        if text == "localhost":
-            return IPv4Address("127.0.0.1")
         try:
             return IPv4Address(text)
         except WireError:
-            raise OSError(-2, f"{text}: Name or service not known") from None
+            pass
+        address = self.hosts.get(text)
+        if address is None and self.hosts_file:
+            address = lookup_hosts_file(self.hosts_file, text)
+        if address is None and text.casefold() == "localhost":
+            address = "127.0.0.1"
+        if address is not None:
+            with contextlib.suppress(WireError):
+                return IPv4Address(address)
+        raise OSError(-2, f"{text}: Name or service not known")
 
     def op_ping(self, dst: str, count: int = 3, size: int = 56, interval: float = 1.0, timeout: float = 2.0,
                 ttl: int | None = None, dont_fragment: bool = False) -> Deferred:
@@ -470,6 +477,24 @@ class Kernel:
         if endpoint is None:
             raise OSError(9, f"no UDP socket bound to {address}:{port}")
         endpoint.close()
+
+
+def lookup_hosts_file(path: str, name: str) -> str | None:
+    """The address of `name` in an /etc/hosts-format file, or None.
+
+    As glibc's files backend: read at every lookup, `#` starts a comment,
+    names and aliases match without regard to case, the first line wins.
+    """
+    wanted = name.casefold()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                fields = line.partition("#")[0].split()
+                if len(fields) >= 2 and any(alias.casefold() == wanted for alias in fields[1:]):
+                    return fields[0]
+    except OSError:
+        return None
+    return None
 
 
 def run(config: dict[str, Any]) -> int:

@@ -20,7 +20,7 @@ RUN = "/tmp/netemu-1000/two-lans"
 SWITCH_KEYS = {"name", "kind", "data", "control", "aging_time", "max_entries", "seed", "capture",
                "defaults", "ports", "uplinks", "parent_pid", "log_level"}
 HUB_KEYS = SWITCH_KEYS - {"aging_time", "max_entries"}
-NODE_KEYS = {"name", "kind", "control", "syscall", "interfaces", "routes", "arp", "sysctl", "hosts",
+NODE_KEYS = {"name", "kind", "control", "syscall", "interfaces", "routes", "arp", "sysctl", "hosts_file",
              "parent_pid", "log_level"}
 INTERFACE_KEYS = {"name", "mac", "ip", "mtu", "endpoint", "attachment"}
 ROUTE_KEYS = {"dst", "gateway", "dev", "metric", "src"}
@@ -82,7 +82,8 @@ def test_node_config_matches_design(plan, two_lans):
     assert config["routes"] == [{"dst": "0.0.0.0/0", "gateway": "10.0.2.1", "dev": None, "metric": 0, "src": None}]
     assert config["arp"] == [{"ip": "10.0.2.1", "mac": "02:00:00:00:02:01", "dev": "eth0"}]
     assert config["sysctl"] == {"net.ipv4.ip_forward": 0, "net.ipv4.icmp_ratelimit": 1000}
-    assert config["hosts"] == two_lans.hosts
+    assert config["hosts_file"] == f"{RUN}/hosts" == plan.hosts_file
+    assert plan.hosts == two_lans.hosts
     assert plan["r1"].config["sysctl"]["net.ipv4.ip_forward"] == 1
     assert [i["attachment"] for i in plan["r1"].config["interfaces"]] == ["r1:eth0", "r1:eth1"]
 
@@ -167,3 +168,12 @@ def test_sysctls_are_checked_against_the_kernel_registry():
     assert check_sysctl("net.ipv4.ip_forward", True) == 1
     with pytest.raises(SysctlError, match="did you mean net.ipv4.ip_forward"):
         check_sysctl("net.ipv4.ip_forwrd", 1)
+
+
+def test_the_hosts_file_lists_localhost_then_every_topology_name(two_lans, tmp_path):
+    plan = build_plan(two_lans, tmp_path)
+    plan.write_hosts_file()
+    lines = (tmp_path / "hosts").read_text().splitlines()
+    assert lines[0] == "127.0.0.1\tlocalhost"
+    assert lines[1:] == [f"{address}\t{name}" for name, address in two_lans.hosts.items()]
+    assert "h2" in two_lans.hosts and f"{two_lans.hosts['h2']}\th2" in lines
