@@ -163,7 +163,8 @@ class DeviceProcess:
 
     @property
     def socket_files(self) -> list[Path]:
-        return [Path(self.config[key][len("ipc://"):]) for key in ("data", "control")]
+        return [Path(self.config[key][len("ipc://"):]) for key in ("data", "control")
+                if self.config[key].startswith("ipc://")]
 
     def start(self, timeout: float = 10.0) -> "DeviceProcess":
         self.config_path.write_text(json.dumps(self.config))

@@ -1,6 +1,7 @@
 """A switch process with fake NICs: learning, filtering, MTU, malformed input, link state, uplinks."""
 from __future__ import annotations
 
+import socket
 import time
 
 import psutil
@@ -266,3 +267,24 @@ def test_a_port_that_stops_reading_holds_a_bounded_backlog_and_the_rest_is_dropp
     while frames := h2.recv_for(0.2):
         delivered += len(frames)
     assert delivered == to_h2["tx_packets"]  # what the switch counts as sent is what h2 gets
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_switch_on_a_tcp_endpoint_carries_frames_like_on_ipc(run_dir):
+    # tcp:// is how nodes on other machines will attach; here it stays on loopback.
+    endpoint = f"tcp://127.0.0.1:{_free_tcp_port()}"
+    with DeviceProcess("switch", run_dir, name="tsw", data=endpoint) as device:
+        with FakeNic(endpoint, "h1:eth0") as h1, FakeNic(endpoint, "h2:eth0") as h2:
+            device.wait_attached(2)
+            hello = make_frame(BROADCAST, H1, b"over tcp", size=60)
+            h1.send(hello)
+            assert h2.recv() == [hello]
+            reply = make_frame(H1, H2, b"back", size=1514)
+            h2.send(reply)
+            assert h1.recv() == [reply]
+            assert device.port_stats("h1:eth0")["tx_packets"] == 1
