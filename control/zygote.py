@@ -11,6 +11,8 @@ and a forked ZeroMQ context is unusable in the child; the zygote itself never
 creates a context nor starts a thread, so its forks are clean. It pre-imports
 zmq, msgpack and the target modules it is given (`bus.switch`,
 `nodes.kernel`...); a module that fails to import is reported, not fatal.
+A preloaded module may define `zygote_warm_up()`, run once before the first
+fork (see `warm_up`); it must not start a thread nor open a ZeroMQ context.
 
 Protocol: a stream of msgpack maps over a Unix socketpair inherited as
 `--fd`. Requests carry an `id` echoed in the reply::
@@ -102,6 +104,25 @@ def preload(modules: list[str]) -> tuple[list[str], dict[str, str]]:
         else:
             loaded.append(name)
     return loaded, failed
+
+
+def warm_up(modules: list[str]) -> dict[str, str]:
+    """Call `zygote_warm_up()` of each loaded module that defines one; {module: error} for the failures.
+
+    Code that runs before the fork is specialised (PEP 659 rewrites bytecode
+    in place) in pages every child then shares; run in each child instead,
+    the same rewriting makes a private copy of those pages in every one.
+    """
+    failed = {}
+    for name in modules:
+        hook = getattr(sys.modules.get(name), "zygote_warm_up", None)
+        if not callable(hook):
+            continue
+        try:
+            hook()
+        except Exception as exc:  # a warm-up is an optimisation: never fatal
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    return failed
 
 
 def _exit_code(result: object) -> int:
@@ -588,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     loaded, failed = preload(modules)
     for name, error in failed.items():
         print(f"zygote: could not preload {name}: {error}", file=sys.stderr)
+    for name, error in warm_up(loaded).items():
+        print(f"zygote: the warm-up of {name} failed: {error}", file=sys.stderr)
     if threading.active_count() > 1:
         print("zygote: a preloaded module started a thread; forks may misbehave", file=sys.stderr)
     # Objects that exist now are shared with every child: keep the collector

@@ -47,6 +47,7 @@ import zmq
 from bus.runtime import EventLoop, Lifecycle, prepare_process
 from bus.transport import BatchError, ControlServer, DataPort, Deferred, count_frames, unpack_frames
 
+from .memnet import warm_up
 from .nic import NetDevice
 from .probes import PingSession, TracerouteSession
 from .route import Route
@@ -495,6 +496,11 @@ def lookup_hosts_file(path: str, name: str) -> str | None:
     except OSError:
         return None
     return None
+
+
+def zygote_warm_up() -> dict[str, int]:
+    """Called by control/zygote.py before it forks any node: see nodes/memnet.py `warm_up`."""
+    return warm_up()
 
 
 def run(config: dict[str, Any]) -> int:

@@ -8,7 +8,7 @@ from nodes.wire.addresses import IPv4Address
 from nodes.wire.icmp import DEST_UNREACH, HOST_UNREACH, TIME_EXCEEDED, IcmpMessage
 from nodes.wire.ipv4 import IPPROTO_ICMP, IPPROTO_UDP, IPv4Header
 
-from .netsim import host_router_host
+from nodes.memnet import host_router_host
 
 H1 = IPv4Address("10.0.1.10")
 H2 = IPv4Address("10.0.2.10")

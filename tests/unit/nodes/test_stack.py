@@ -14,7 +14,7 @@ from nodes.wire.icmp import IcmpMessage
 from nodes.wire.ipv4 import IPPROTO_UDP, IPv4Header
 from nodes.wire.udp import UdpHeader
 
-from .netsim import Network, host_router_host
+from nodes.memnet import Network, host_router_host
 
 H2 = IPv4Address("10.0.2.10")
 

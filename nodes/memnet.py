@@ -3,6 +3,12 @@
 A segment is a shared wire (a hub): every frame a device transmits reaches
 every other device on it after `latency` seconds. `run(until)` does what the
 kernel loops and bus devices would: NAPI rounds, moving frames, timers.
+
+Tests use it to run whole networks in microseconds. The zygote runs
+`warm_up` once before it forks the nodes: CPython 3.11 rewrites a function's
+bytecode in place as it specialises it (PEP 659), and in a forked node every
+page written is a private copy, so code specialised in the zygote is code
+every node shares instead of copying (measured: 0.10-0.15 MiB less PSS a node).
 """
 from __future__ import annotations
 
@@ -12,9 +18,10 @@ import random
 from typing import Callable
 
 from nodes.nic import NetDevice
+from nodes.probes import PingSession, TracerouteSession
 from nodes.stack import Stack
 from nodes.sysctl import Sysctl
-from nodes.wire.addresses import MacAddress
+from nodes.wire.addresses import IPv4Address, MacAddress
 
 
 class Network:
@@ -116,3 +123,32 @@ def host_router_host(mtu_right: int = 1500) -> tuple[Network, Stack, Stack, Stac
     h1.add_route({"dst": "default", "gateway": "10.0.1.1"})
     h2.add_route({"dst": "default", "gateway": "10.0.2.1"})
     return net, h1, r1, h2
+
+
+def warm_up() -> dict[str, int]:
+    """A node's everyday paths, a few dozen times each: ARP, pings both ways (one
+    fragmented over a smaller MTU), a traceroute, UDP delivery and port unreachable.
+    Returns what answered, so a test can tell the paths really ran."""
+    net, h1, r1, h2 = host_router_host(mtu_right=1400)
+    replies: list[dict] = []
+    for stack, destination, size in ((h1, "10.0.2.10", 56), (h2, "10.0.1.10", 56), (h1, "10.0.1.1", 56),
+                                     (h1, "10.0.2.10", 3000)):
+        PingSession(stack, IPv4Address(destination), replies.append, count=20, interval=0.01, size=size).start(net.now)
+        net.run(1.0)
+    traces: list[dict] = []
+    TracerouteSession(h1, IPv4Address("10.0.2.10"), traces.append, wait=0.5).start(net.now)
+    net.run(5.0)
+    server = h2.udp.bind(0, 9)
+    client = h1.udp.bind(0, 0)
+    for _ in range(20):
+        client.sendto(b"warm", int(IPv4Address("10.0.2.10")), 9, net.now)
+        client.sendto(b"nobody", int(IPv4Address("10.0.2.10")), 10, net.now)  # port unreachable
+        net.run(0.01)
+    datagrams = 0
+    while server.recvfrom() is not None:
+        datagrams += 1
+    server.close()
+    client.close()
+    return {"echo_replies": sum(result["received"] for result in replies),
+            "traceroute_hops": len(traces[0]["hops"]) if traces else 0,
+            "udp_datagrams": datagrams}
