@@ -272,10 +272,7 @@ class DataPort:
         self.socket.setsockopt(zmq.SNDHWM, self.HIGH_WATER_MARK)
         self.socket.setsockopt(zmq.RCVHWM, self.HIGH_WATER_MARK)
         self.socket.connect(endpoint)
-        self.counters = {
-            "tx_packets": 0, "tx_bytes": 0, "tx_dropped": 0,
-            "rx_packets": 0, "rx_bytes": 0, "rx_malformed_batches": 0,
-        }
+        self.rx = {"rx_packets": 0, "rx_bytes": 0, "rx_malformed_batches": 0}  # the tx side is the batcher's
         self.batcher = FrameBatcher(self._send_message)
         self._last_hello = time.monotonic() if now is None else now
         self.hello()
@@ -310,31 +307,31 @@ class DataPort:
         """Queue a frame; it leaves at the next `flush()` (same loop pass)."""
         self.batcher.append(frame)
 
-    def flush(self) -> None:
-        """Send what `queue` collected as one message (or a few if large); update the tx counters."""
+    @property
+    def counters(self) -> dict[str, int]:
+        """Like `ip -s link`: tx from the batcher (which sees every send), rx counted by `receive`."""
         batcher = self.batcher
-        if batcher._frames:
-            batcher.flush()
-        counters = self.counters
-        counters["tx_packets"] = batcher.frames
-        counters["tx_bytes"] = batcher.payload
-        counters["tx_dropped"] = batcher.dropped
+        return {"tx_packets": batcher.frames, "tx_bytes": batcher.payload, "tx_dropped": batcher.dropped, **self.rx}
+
+    def flush(self) -> None:
+        """Send what `queue` collected as one message (or a few if large)."""
+        if self.batcher._frames:
+            self.batcher.flush()
 
     def send_frames(self, frames: Iterable[bytes | memoryview]) -> int:
         """Queue and flush `frames` at once; returns how many were dropped (queue full)."""
         if not isinstance(frames, list):
             frames = list(frames)
-        counters = self.counters
         batcher = self.batcher
         if len(frames) == 1 and not batcher._frames and len(frames[0]) <= MAX_FRAME_LENGTH:
             # A lone frame, the latency path (an echo, a SYN): straight out, no batch to build.
             frame = frames[0]
             if self._send_message(_PREFIX[len(frame)] + frame):
                 batcher.messages += 1
-                counters["tx_packets"] = batcher.frames = batcher.frames + 1
-                counters["tx_bytes"] = batcher.payload = batcher.payload + len(frame)
+                batcher.frames += 1
+                batcher.payload += len(frame)
                 return 0
-            counters["tx_dropped"] = batcher.dropped = batcher.dropped + 1
+            batcher.dropped += 1
             return 1
         before = batcher.dropped
         batcher.extend(frames)
@@ -345,7 +342,7 @@ class DataPort:
         """Drain up to `max_messages` waiting messages without blocking; returns their frames."""
         frames: list[bytes] = []
         recv = self.socket.recv
-        counters = self.counters
+        counters = self.rx
         for _ in range(max_messages):
             try:
                 message = recv(zmq.NOBLOCK)

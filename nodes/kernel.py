@@ -139,7 +139,7 @@ class Kernel:
         """
         stack = self.stack
         recv = port.socket.recv
-        counters = port.counters
+        counters = port.rx
         stats = device.stats
         if not stack.napi.enabled:
             self._receive_to_completion(port, device)
@@ -172,7 +172,7 @@ class Kernel:
         """Without NAPI: every readable message processed as it arrives, a ring's worth at a time."""
         stack = self.stack
         recv = port.socket.recv
-        counters = port.counters
+        counters = port.rx
         size = device.rx_ring_size
         if stack.rx_pending:
             stack.poll(self.clock())  # what NAPI left in the ring when it was switched off

@@ -201,7 +201,7 @@ class TracerouteSession:
         self.endpoint.on_receive = lambda data, source, datagram: None
         self.port = self.BASE_PORT
         self.hops: list[dict] = []
-        self.outstanding: dict[int, tuple[int, int, float]] = {}  # dst port -> (ttl, probe index, sent at)
+        self.waiting: tuple[int, int, float] | None = None  # the probe in flight: (dst port, index, sent at)
         self.current: list[dict | None] = []
         self.reached = False
         self.done = False
@@ -221,10 +221,9 @@ class TracerouteSession:
         replies cannot share one receive pass and so one timestamp."""
         self.generation += 1
         generation = self.generation
-        self.outstanding.clear()  # a reply after its probe's wait is ignored, as traceroute does
         port = self.port
         self.port += 1
-        self.outstanding[port] = (self.ttl, index, now)
+        self.waiting = (port, index, now)  # a reply after its probe's wait is ignored, as traceroute does
         try:
             self.endpoint.sendto(self.data, self.destination, port, now, ttl=self.ttl)
         except OSError as error:
@@ -238,10 +237,10 @@ class TracerouteSession:
             return
         transport = quoted.transport_bytes
         port = (transport[2] << 8) | transport[3]
-        probe = self.outstanding.pop(port, None)
-        if probe is None:
+        if self.waiting is None or self.waiting[0] != port:
             return
-        ttl, index, sent = probe
+        _, index, sent = self.waiting
+        self.waiting = None
         entry: dict[str, Any] = {"address": str(datagram.src), "rtt_ms": round((now - sent) * 1000.0, 3)}
         if message.type == DEST_UNREACH:
             if message.code == PORT_UNREACH:
