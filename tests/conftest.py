@@ -1,11 +1,36 @@
-"""Shared pytest configuration."""
+"""Shared pytest configuration and fixtures.
+
+* `run_dir`: a private short directory under /tmp for ipc endpoints (removed after).
+* `require_tool(name)`: the path of a Debian tool the suite needs (tshark, ping,
+  iperf3). Missing, it skips the test with a reason on a developer machine and
+  FAILS it under CI=true, where `.ci/run` must have installed it (`make deps`).
+* Waiting for a condition: `tests.waiting.wait_for`.
+"""
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
+from bus.testing import short_run_dir
+
 pytest_plugins = ["pytester"]
+
+# The Debian package that provides each tool (what `make deps` installs).
+TOOL_PACKAGES = {"tshark": "tshark", "ping": "iputils-ping", "iperf3": "iperf3"}
+
+
+def require_tool(name: str) -> str:
+    """The path of the program `name`; skips (locally) or fails (CI=true) when it is missing."""
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    package = TOOL_PACKAGES.get(name, name)
+    reason = f"{name} is not installed (as root: `make deps`, or `apt-get install -y {package}`)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and a required tool is missing: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -15,6 +40,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
-def require_root():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces / TAP devices)")
+def run_dir():
+    """A private directory under /tmp, short enough for ipc socket paths; removed afterwards."""
+    with short_run_dir() as path:
+        yield path

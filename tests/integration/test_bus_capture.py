@@ -1,7 +1,6 @@
 """Capture on a running device: what the segment carried, readable by scapy (and tshark if present)."""
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 
@@ -9,18 +8,13 @@ import pytest
 from scapy.utils import rdpcap
 
 from bus.pcap import read_pcap
-from bus.testing import DeviceProcess, FakeNic, make_frame, short_run_dir
+from bus.testing import DeviceProcess, FakeNic, make_frame
 from bus.transport import ControlError
+from tests.conftest import require_tool
 
 pytestmark = pytest.mark.timeout(30)
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
-
-
-@pytest.fixture
-def run_dir():
-    with short_run_dir() as path:
-        yield path
 
 
 def carried_frames() -> list[bytes]:
@@ -84,13 +78,13 @@ def test_second_capture_start_is_refused_while_one_runs(run_dir):
         assert device.call("status")["capture"] is None
 
 
-@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed on this machine")
 def test_tshark_reads_the_capture(run_dir):
+    tshark = require_tool("tshark")
     path = run_dir / "t.pcap"
     with DeviceProcess("hub", run_dir, name="hub", capture=str(path)) as device, \
             FakeNic(device.data, "h1:eth0") as h1, FakeNic(device.data, "h2:eth0") as h2:
         device.wait_attached(2)
         h1.send(*carried_frames())
         assert len(h2.recv(3)) == 3
-    result = subprocess.run(["tshark", "-r", str(path)], capture_output=True, text=True, timeout=20)
+    result = subprocess.run([tshark, "-r", str(path)], capture_output=True, text=True, timeout=20)
     assert result.returncode == 0 and len(result.stdout.strip().splitlines()) == 3

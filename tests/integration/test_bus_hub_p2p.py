@@ -3,15 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from bus.testing import DeviceProcess, FakeNic, make_frame, short_run_dir
+from bus.testing import DeviceProcess, FakeNic, make_frame
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def run_dir():
-    with short_run_dir() as path:
-        yield path
 
 
 def test_hub_repeats_every_frame_to_every_other_port_even_known_unicast(run_dir):

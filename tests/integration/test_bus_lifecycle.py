@@ -13,15 +13,9 @@ import psutil
 import pytest
 import zmq
 
-from bus.testing import DeviceProcess, FakeNic, make_frame, short_run_dir
+from bus.testing import DeviceProcess, FakeNic, make_frame
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def run_dir():
-    with short_run_dir() as path:
-        yield path
 
 
 @pytest.mark.parametrize("kind", ["switch", "hub", "p2p"])

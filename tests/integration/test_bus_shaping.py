@@ -7,17 +7,11 @@ import time
 
 import pytest
 
-from bus.testing import DeviceProcess, FakeNic, make_frame, short_run_dir
+from bus.testing import DeviceProcess, FakeNic, make_frame
 
 pytestmark = pytest.mark.timeout(60)
 
 A, B = 1, 2
-
-
-@pytest.fixture
-def run_dir():
-    with short_run_dir() as path:
-        yield path
 
 
 @pytest.fixture

@@ -7,19 +7,13 @@ import time
 import psutil
 import pytest
 
-from bus.testing import DeviceProcess, FakeNic, make_frame, short_run_dir
+from bus.testing import DeviceProcess, FakeNic, make_frame
 from bus.transport import ControlError
 
 pytestmark = pytest.mark.timeout(30)
 
 H1, H2, H3 = 1, 2, 3
 BROADCAST = "ff:ff:ff:ff:ff:ff"
-
-
-@pytest.fixture
-def run_dir():
-    with short_run_dir() as path:
-        yield path
 
 
 @pytest.fixture

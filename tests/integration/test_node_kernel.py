@@ -9,7 +9,7 @@ import msgpack
 import pytest
 import zmq
 
-from bus.testing import DeviceProcess, FakeNic, short_run_dir
+from bus.testing import DeviceProcess, FakeNic
 from nodes.wire.addresses import IPv4Address
 from nodes.wire.ipv4 import IPPROTO_UDP, IPv4Header
 from nodes.wire.udp import UdpHeader
@@ -19,12 +19,6 @@ from .kernels import KernelProcess, interface
 pytestmark = pytest.mark.timeout(60)
 
 MAC = {name: f"02:00:00:00:00:{index:02x}" for index, name in enumerate(["h1", "h2", "h3", "r1a", "r1b"], start=1)}
-
-
-@pytest.fixture
-def run_dir():
-    with short_run_dir() as path:
-        yield path
 
 
 @pytest.fixture

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import struct
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,8 @@ from bus.pcap import (
     read_pcap_header,
     repair_pcap,
 )
+from tests.conftest import require_tool
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -117,14 +117,14 @@ def test_scapy_reads_count_contents_and_nanosecond_timestamps(tmp_path):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed (apt-get install tshark)")
 def test_tshark_reads_our_file(tmp_path):
+    tshark = require_tool("tshark")
     path = tmp_path / "tshark.pcap"
     with PcapWriter(path) as writer:
         writer.write(ARP_FRAME, T0)
         writer.write(ARP_FRAME, T0 + 5)
     result = subprocess.run(
-        ["tshark", "-r", str(path), "-T", "fields", "-e", "frame.time_epoch", "-e", "arp.dst.proto_ipv4",
+        [tshark, "-r", str(path), "-T", "fields", "-e", "frame.time_epoch", "-e", "arp.dst.proto_ipv4",
          "-e", "frame.len"],
         capture_output=True, text=True, timeout=25, env={**os.environ, "HOME": str(tmp_path)},
     )
@@ -400,13 +400,18 @@ _CHILD = textwrap.dedent("""
 """)
 
 
+CHILD_RECORD = RECORD_HEADER_LENGTH + 300               # each record the child writes
+
+
 def run_writer_and_signal(tmp_path: Path, sig: int, flush_records: int) -> Path:
     path = tmp_path / "killed.pcap"
     code = _CHILD.format(repo=str(REPO), path=str(path), flush_records=flush_records)
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     try:
         assert child.stdout.readline() == b"ready\n"
-        time.sleep(0.05)                                 # let it write for a while
+        # the writer has flushed more records than the test needs to see
+        wait_for(lambda: path.exists() and path.stat().st_size >= FILE_HEADER_LENGTH + (flush_records + 1) * CHILD_RECORD,
+                 timeout=10, interval=0.005)
         child.send_signal(sig)
         child.wait(timeout=10)
     finally:
