@@ -22,12 +22,11 @@ import errno as errno_codes
 import os
 import struct
 import time
-from typing import Any, Callable, Iterable
+from collections import deque
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import msgpack
 import zmq
-
-from nodes.wire.errors import WireError
 
 # AF_UNIX sun_path is 108 bytes including the terminating NUL.
 MAX_IPC_PATH = 107
@@ -82,11 +81,20 @@ def cleanup_endpoint(endpoint: str) -> None:
 
 # ----------------------------------------------------------------- frame batches
 
-class BatchError(WireError):
-    """A data-plane message whose length prefixes do not add up to its size."""
+class BatchError(ValueError):
+    """A data-plane message whose length prefixes do not add up to its size.
+
+    The bus's own error (the bus imports nothing of `nodes/`): a `ValueError`
+    like the codecs' `WireError`, with the same `protocol` ("batch") and
+    `reason` attributes. Every receiver catches it by name, drops the whole
+    message and counts it (`malformed_batches` on a device,
+    `rx_malformed_batches` on a NIC); it never escapes an event loop.
+    """
 
     def __init__(self, reason: str) -> None:
-        super().__init__("batch", reason)
+        super().__init__(f"batch: {reason}")
+        self.protocol = "batch"
+        self.reason = reason
 
 
 def pack_frames(frames: Iterable[bytes | bytearray | memoryview]) -> bytes:
@@ -499,6 +507,25 @@ class ControlServer:
             cleanup_endpoint(self.endpoint)
 
 
+def _encode_request(op: str, args: Mapping[str, Any] | None) -> bytes:
+    """The request body. It travels as ``[b"", body]``: the empty delimiter is the
+    envelope a REQ would send, so REP servers answer a DEALER too."""
+    return msgpack.packb({**(args or {}), "op": op}, use_bin_type=True)
+
+
+def _decode_reply(endpoint: str, op: str, payload: bytes) -> Any:
+    """The `result` of a reply body; raises ControlError for ``ok: false`` or garbage."""
+    try:
+        reply = msgpack.unpackb(payload, raw=False)
+    except Exception as exc:
+        raise ControlError(f"{endpoint}: undecodable reply to {op!r}: {exc}", None, op) from None
+    if not isinstance(reply, dict) or "ok" not in reply:
+        raise ControlError(f"{endpoint}: malformed reply to {op!r}: {reply!r}", None, op)
+    if not reply["ok"]:
+        raise ControlError(str(reply.get("error", "unknown error")), reply.get("errno"), op)
+    return reply.get("result")
+
+
 class ControlClient:
     """Calls ops on one process's control endpoint; never blocks longer than `timeout` seconds.
 
@@ -529,12 +556,11 @@ class ControlClient:
     def request(self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
         """Like `call`, with the arguments as a dict and an optional per-call timeout."""
         timeout = self.timeout if timeout is None else timeout
-        payload = msgpack.packb({**(args or {}), "op": op}, use_bin_type=True)
+        payload = _encode_request(op, args)
         socket = self._connect()
         deadline = time.monotonic() + timeout
         try:
-            # Empty delimiter first: the envelope a REQ would send, so REP servers answer too.
-            socket.send_multipart([b"", payload], zmq.NOBLOCK)
+            socket.send_multipart([b"", payload], zmq.NOBLOCK)  # the envelope: see _encode_request
         except zmq.Again:
             self._reset()
             raise ControlTimeout(f"{self.endpoint}: cannot queue {op!r} (peer not accepting)", errno_codes.ETIMEDOUT, op) from None
@@ -546,15 +572,7 @@ class ControlClient:
             parts = socket.recv_multipart(zmq.NOBLOCK)
             if parts and parts[-1]:
                 break
-        try:
-            reply = msgpack.unpackb(parts[-1], raw=False)
-        except Exception as exc:
-            raise ControlError(f"{self.endpoint}: undecodable reply to {op!r}: {exc}", None, op) from None
-        if not isinstance(reply, dict) or "ok" not in reply:
-            raise ControlError(f"{self.endpoint}: malformed reply to {op!r}: {reply!r}", None, op)
-        if not reply["ok"]:
-            raise ControlError(str(reply.get("error", "unknown error")), reply.get("errno"), op)
-        return reply.get("result")
+        return _decode_reply(self.endpoint, op, parts[-1])
 
     def _reset(self) -> None:
         if self._socket is not None:
@@ -569,3 +587,91 @@ class ControlClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @staticmethod
+    def fan_out(requests: Sequence[tuple[str, str, Mapping[str, Any] | None]], timeout: float, *,
+                context: zmq.Context | None = None, on_reply: Callable[[int, Any], None] | None = None,
+                skip: Callable[[int], bool] | None = None, abort: Callable[[], bool] | None = None,
+                retry_interval: float | None = None, window: int = 256) -> list[Any]:
+        """Send every ``(endpoint, op, args)`` at once; the outcomes, in the order of `requests`.
+
+        An outcome is the reply's result, or the ControlError it stands for (an
+        ``ok: false`` reply, garbage, or a ControlTimeout for a request not
+        answered by `timeout`, skipped or aborted): never raised, so one dead
+        process does not hide the answers of the others. One DEALER per request
+        in flight, at most `window` at once (sockets cost file descriptors), one
+        poller; a request unanswered after `retry_interval` goes again on a fresh
+        socket (for peers that may not be bound yet). `on_reply(index, outcome)`
+        runs as each answer arrives; `skip(index)` drops a request (e.g. its
+        process exited); `abort()` ends the wait early.
+        """
+        context = context if context is not None else zmq.Context.instance()
+        outcomes: list[Any] = [None] * len(requests)
+        answered = [False] * len(requests)
+        bodies = [_encode_request(op, args) for _, op, args in requests]
+        waiting = deque(range(len(requests)))
+        in_flight: dict[zmq.Socket, tuple[int, float]] = {}
+        poller = zmq.Poller()
+        deadline = time.monotonic() + timeout
+        polls_briefly = skip is not None or abort is not None
+
+        def send(index: int) -> None:
+            sock = context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RECONNECT_IVL, 20)  # the endpoint may not be bound yet
+            sock.connect(requests[index][0])
+            sock.send_multipart([b"", bodies[index]])
+            in_flight[sock] = (index, time.monotonic())
+            poller.register(sock, zmq.POLLIN)
+
+        def drop(sock: zmq.Socket) -> int:
+            poller.unregister(sock)
+            sock.close(linger=0)
+            return in_flight.pop(sock)[0]
+
+        try:
+            while waiting or in_flight:
+                now = time.monotonic()
+                if now >= deadline or (abort is not None and abort()):
+                    break
+                while waiting and len(in_flight) < window:
+                    index = waiting.popleft()
+                    if skip is None or not skip(index):
+                        send(index)
+                for sock, (index, sent_at) in list(in_flight.items()):
+                    if skip is not None and skip(index):
+                        drop(sock)
+                    elif retry_interval is not None and now - sent_at >= retry_interval:
+                        drop(sock)
+                        send(index)
+                if not in_flight:
+                    continue
+                wait = deadline - now
+                if polls_briefly:
+                    wait = min(wait, 0.05)
+                if retry_interval is not None:
+                    wait = min(wait, retry_interval)
+                for sock, _ in poller.poll(max(1, int(wait * 1000))):
+                    try:
+                        parts = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        continue
+                    if not parts or not parts[-1]:
+                        continue
+                    index = drop(sock)
+                    endpoint, op, _ = requests[index]
+                    try:
+                        outcomes[index] = _decode_reply(endpoint, op, parts[-1])
+                    except ControlError as exc:
+                        outcomes[index] = exc
+                    answered[index] = True
+                    if on_reply is not None:
+                        on_reply(index, outcomes[index])
+        finally:
+            for sock in list(in_flight):
+                drop(sock)
+        for index, (endpoint, op, _) in enumerate(requests):
+            if not answered[index]:
+                outcomes[index] = ControlTimeout(f"{endpoint}: no reply to {op!r} within {timeout:g} s",
+                                                 errno_codes.ETIMEDOUT, op)
+        return outcomes

@@ -28,7 +28,6 @@ from bus.transport import (
     pack_frames,
     unpack_frames,
 )
-from nodes.wire.errors import WireError
 
 
 # ------------------------------------------------------------------ batches
@@ -59,10 +58,13 @@ def test_unpack_accepts_memoryview_and_returns_bytes():
     b"\x00\x03abc\x00",            # trailing half prefix after a good frame
     b"\x00\x03abc\x00\x09abcd",    # second frame truncated
 ])
-def test_malformed_batches_raise_batch_error_which_is_a_wire_error(message):
+def test_malformed_batches_raise_batch_error_a_value_error_of_the_bus(message):
     with pytest.raises(BatchError) as caught:
         unpack_frames(message)
-    assert isinstance(caught.value, WireError)
+    assert isinstance(caught.value, ValueError)
+    assert caught.value.protocol == "batch" and caught.value.reason
+    with pytest.raises(BatchError):
+        count_frames(message)
 
 
 def test_pack_refuses_a_frame_too_long_for_the_prefix():
