@@ -306,7 +306,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"name": info.name, "processes": rows, "links": links}, indent=1))
         return 0
-    from control.render import table
+    from bus.text import table
 
     print(f"emulation {info.name}: supervisor pid {info.supervisor_pid}, run directory {info.path}")
     print("\n".join(table([[r["name"], str(r["kind"]), str(r["pid"]), "yes" if r["alive"] else "NO",

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from bus.text import table as text_table
+
 OUT_DIR = Path(__file__).resolve().parent / "out"
 
 
@@ -70,12 +72,8 @@ def report(name: str, rows: list[Row], out_dir: Path = OUT_DIR) -> Path:
         (r.metric, _format(r.value), r.unit, f"{_format(r.baseline)} ({r.baseline_name})" if r.baseline_name else _format(r.baseline), f"{r.ratio:.3f}", r.target)
         for r in rows
     ]
-    widths = [max(len(h), *(len(line[i]) for line in table)) if table else len(h) for i, h in enumerate(headers)]
     print(f"\n== bench {name} ==")
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
-    print("  ".join("-" * w for w in widths))
-    for line in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)))
+    print("\n".join(text_table(table, headers, rule=True)))
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
     path.write_text(json.dumps([r.as_json() for r in rows], indent=2) + "\n")

@@ -20,7 +20,6 @@ Three layers:
 """
 from __future__ import annotations
 
-import difflib
 import heapq
 import math
 import random
@@ -29,6 +28,8 @@ from collections import deque
 from dataclasses import dataclass, fields
 from dataclasses import replace as _dataclass_replace
 from typing import Any, Mapping
+
+from .text import did_you_mean
 
 LINK_PARAM_KEYS: tuple[str, ...] = (
     "mtu", "rate", "delay", "jitter", "loss", "loss_correlation",
@@ -182,11 +183,7 @@ _PARSERS = {
 def unknown_key_error(key: Any) -> LinkParamError:
     """The error for a key that is not a link parameter, with a did-you-mean."""
     text = str(key)
-    guess = _KEY_HINTS.get(text.lower())
-    if guess is None:
-        close = difflib.get_close_matches(text.lower(), LINK_PARAM_KEYS, n=1, cutoff=0.6)
-        guess = close[0] if close else None
-    hint = f" (did you mean {guess!r}?)" if guess else f" (known: {', '.join(LINK_PARAM_KEYS)})"
+    hint = did_you_mean(text, LINK_PARAM_KEYS, _KEY_HINTS) or f" (known: {', '.join(LINK_PARAM_KEYS)})"
     return LinkParamError(text, f"unknown link parameter {text!r}{hint}")
 
 

@@ -212,11 +212,3 @@ def capture_stopped(segment: str, result: Mapping[str, Any] | None) -> str:
         return f"no capture was running on {segment}"
     frames = result["frames"]
     return f"capture of {segment} stopped: {frames} frame{'' if frames == 1 else 's'} in {result['path']}"
-
-
-def table(rows: list[list[str]], headers: list[str]) -> list[str]:
-    """A plain aligned text table."""
-    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    out += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    return out

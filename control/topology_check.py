@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections import deque
 
+from bus.text import did_you_mean
 from nodes.wire.addresses import IPv4Address
 
 from .topology_model import Interface, Node, Segment, Topology, broadcast_of, network_of
-from .topology_parse import Report, check_name, did_you_mean
+from .topology_parse import Report, check_name
 
 
 def auto_mac(address: int) -> str:

@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from bus.shaping import LINK_PARAM_KEYS
+from bus.text import did_you_mean
 from nodes.wire.addresses import IPv4Address
 
 from .topology_model import Interface, Node, Route, Segment, SegmentLink, Topology, Where, broadcast_of
 from .topology_parse import (
     DEFAULT_AGING, DEFAULT_MAX_ENTRIES, KEY_HINTS, MAX_INTERFACE_NAME_LENGTH, NAME_PATTERN, Report, check_keys,
-    check_name, did_you_mean, expect_map, parse_address, parse_link_values, parse_network, parse_routes,
+    check_name, expect_map, parse_address, parse_link_values, parse_network, parse_routes,
     parse_sysctl, type_name,
 )
 from .topology_yaml import LocatedList, LocatedMap

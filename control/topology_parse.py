@@ -9,11 +9,11 @@ raised, so a file with ten mistakes gets ten lines back.
 """
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Any, Iterable
 
 from bus.shaping import LINK_PARAM_KEYS, LinkParamError, parse_link_params
+from bus.text import did_you_mean
 from nodes.wire.addresses import IPv4Address, MacAddress, prefix_mask
 from nodes.wire.errors import WireError
 
@@ -79,17 +79,6 @@ class Report:
                 message = f"{subjects[0]} (and {len(subjects) - 1} more): {message}"
             result.append(Problem(self.file, line, path, message))
         return result
-
-
-def did_you_mean(word: Any, choices: Iterable[str], hints: dict[str, str] | None = None) -> str:
-    """`` (did you mean 'x'?)`` for a close or customary spelling, else ``''``."""
-    choices = list(choices)
-    text = str(word)
-    hint = (hints or {}).get(text.lower())
-    if hint in choices:
-        return f" (did you mean {hint!r}?)"
-    close = difflib.get_close_matches(text.lower(), choices, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def type_name(value: Any) -> str:

@@ -7,9 +7,10 @@ Where Linux has the knob, the name, unit and default are Linux's
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
+
+from bus.text import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -64,16 +65,11 @@ class SysctlError(ValueError):
         self.message = message
 
 
-def suggest(name: str) -> str:
-    close = difflib.get_close_matches(name, list(KNOBS), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
-
-
 def check(name: str, value: Any) -> int:
     """The canonical value of `name`, or SysctlError."""
     knob = KNOBS.get(name)
     if knob is None:
-        raise SysctlError(name, f"unknown sysctl{suggest(name)}")
+        raise SysctlError(name, f"unknown sysctl{did_you_mean(name, KNOBS)}")
     if isinstance(value, bool):
         value = int(value)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():

@@ -299,7 +299,7 @@ def test_bad_input_prints_a_message_and_the_session_goes_on(net, line, message):
 def test_unknown_sysctl_suggests_a_known_one(net):
     lines, failures = shell(net, "h1 sysctl -w net.ipv4.icmp_ratelimt=5\n")
     assert failures == 1
-    assert lines == ["*** error: net.ipv4.icmp_ratelimt: unknown sysctl (did you mean net.ipv4.icmp_ratelimit?)"]
+    assert lines == ["*** error: net.ipv4.icmp_ratelimt: unknown sysctl (did you mean 'net.ipv4.icmp_ratelimit'?)"]
 
 
 def test_script_mode_echoes_each_command_after_the_prompt_and_skips_comments(net):

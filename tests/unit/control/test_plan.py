@@ -166,7 +166,7 @@ def test_generated_500_plan_builds_every_process():
 def test_sysctls_are_checked_against_the_kernel_registry():
     assert "net.ipv4.ip_forward" in KNOWN_SYSCTLS
     assert check_sysctl("net.ipv4.ip_forward", True) == 1
-    with pytest.raises(SysctlError, match="did you mean net.ipv4.ip_forward"):
+    with pytest.raises(SysctlError, match=r"did you mean 'net\.ipv4\.ip_forward'"):
         check_sysctl("net.ipv4.ip_forwrd", 1)
 
 

@@ -394,21 +394,6 @@ def test_traceroute_header_with_an_address_and_a_send_error():
     ]
 
 
-# -- table -----------------------------------------------------------------------------
-
-
-def test_table_left_aligns_columns_to_the_widest_cell_without_trailing_blanks():
-    assert render.table([["h1:eth0", "lan1", ""], ["r1:eth1", "lan2", "delay=5ms"]], ["port", "segment", "shaping"]) == [
-        "port     segment  shaping",
-        "h1:eth0  lan1",
-        "r1:eth1  lan2     delay=5ms",
-    ]
-
-
-def test_table_without_rows_is_its_header():
-    assert render.table([], ["segment", "port"]) == ["segment  port"]
-
-
 def test_capture_stopped_says_how_many_frames_went_where():
     assert render.capture_stopped("lan1", {"path": "/tmp/a.pcap", "frames": 4}) == \
         "capture of lan1 stopped: 4 frames in /tmp/a.pcap"

@@ -20,7 +20,7 @@ def test_overrides_accept_bools_and_numeric_strings():
 def test_unknown_name_suggests_the_closest_knob():
     with pytest.raises(SysctlError) as error:
         check("net.ipv4.ip_forwarding", 1)
-    assert str(error.value) == "net.ipv4.ip_forwarding: unknown sysctl (did you mean net.ipv4.ip_forward?)"
+    assert str(error.value) == "net.ipv4.ip_forwarding: unknown sysctl (did you mean 'net.ipv4.ip_forward'?)"
 
 
 @pytest.mark.parametrize("value", [2, -1, "yes", 1.5])
