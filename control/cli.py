@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from bus.text import table
 from bus.transport import ControlError
 
 from . import render
@@ -202,7 +203,7 @@ class NetemuShell(cmd.Cmd):
                 shaping = ", ".join(f"{key}={value}" for key, value in _display_params(params).items())
                 rows.append([port["name"], segment, "up" if params.get("up", True) else "DOWN",
                              "yes" if port.get("attached") else "no", shaping])
-        self.out(*render.table(rows, ["port", "segment", "link", "attached", "shaping"]))
+        self.out(*table(rows, ["port", "segment", "link", "attached", "shaping"]))
 
     def do_dump(self, arg: str) -> None:
         """dump: every process with its PID, and each node's addresses."""
@@ -312,7 +313,7 @@ class NetemuShell(cmd.Cmd):
                 drops = sum(value for key, value in counters.items() if key.startswith("dropped_"))
                 rows.append([segment, port, str(counters.get("rx_packets", 0)), str(counters.get("tx_packets", 0)),
                              str(counters.get("rx_bytes", 0)), str(counters.get("tx_bytes", 0)), str(drops)])
-        self.out(*render.table(rows, ["segment", "port", "rx_pkts", "tx_pkts", "rx_bytes", "tx_bytes", "drops"]))
+        self.out(*table(rows, ["segment", "port", "rx_pkts", "tx_pkts", "rx_bytes", "tx_bytes", "drops"]))
 
     def do_exit(self, arg: str) -> bool:
         """exit: stop the emulation and leave."""
