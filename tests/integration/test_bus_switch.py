@@ -9,6 +9,7 @@ import pytest
 
 from bus.testing import DeviceProcess, FakeNic, make_frame
 from bus.transport import ControlError
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -172,7 +173,7 @@ def test_entries_age_out_with_a_short_aging_time(run_dir):
         a.recv(), c.recv()
         a.send(make_frame(2, 1, size=60))
         assert len(b.recv()) == 1 and c.recv_for(0.1) == []
-        time.sleep(0.4)
+        wait_for(lambda: "02:00:00:00:00:02" not in [row["mac"] for row in device.call("fdb")])  # aged out
         a.send(make_frame(2, 1, size=60))
         assert len(c.recv()) == 1  # forgotten: flooded again
         assert [row["mac"] for row in device.call("fdb")] == ["02:00:00:00:00:01"]
@@ -222,11 +223,12 @@ def test_a_restarted_nic_with_the_same_name_is_reattached(switch):
     h1.recv(), h3.recv()
     h2.close()
     frame = make_frame(H2, H1, size=60)
-    deadline = time.monotonic() + 5
-    while device.call("status")["attached"] == 3 and time.monotonic() < deadline:
+
+    def detached() -> bool:
         h1.send(frame)  # sends to the gone port fail, detach it and forget its stations
-        time.sleep(0.02)
-    assert device.call("status")["attached"] == 2
+        return device.call("status")["attached"] == 2
+
+    wait_for(detached, timeout=5, interval=0.02)
     assert device.port_stats("h2:eth0")["dropped_unreachable"] >= 1
     assert all(row["port"] != "h2:eth0" for row in device.call("fdb"))
     with FakeNic(device.data, "h2:eth0") as again:
@@ -242,25 +244,30 @@ def test_a_port_that_stops_reading_holds_a_bounded_backlog_and_the_rest_is_dropp
     switch_process = psutil.Process(device.process.pid)
     rss_before = switch_process.memory_info().rss
     batch = [make_frame(H2, H1, size=1514)] * 170  # about one 256 KiB message
-    deadline = time.monotonic() + 10
-    while h1.port.counters["tx_packets"] < 400 * 170 and time.monotonic() < deadline:
+
+    def offered_enough() -> bool:
         # ~100 MB toward h2, which reads nothing (a frozen node); h1 backs off when its own queue is full
         if h1.port.send_frames(batch):
             time.sleep(0.002)
+        return h1.port.counters["tx_packets"] >= 400 * 170
+
+    wait_for(offered_enough, timeout=10, interval=0)
     offered = h1.port.counters["tx_packets"]
-    assert offered >= 400 * 170
-    while device.port_stats("h1:eth0")["rx_packets"] < offered and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: device.port_stats("h1:eth0")["rx_packets"] >= offered, timeout=10)
     grown = switch_process.memory_info().rss - rss_before
     to_h2 = device.port_stats("h2:eth0")
     assert device.port_stats("h1:eth0")["rx_packets"] == offered
     assert to_h2["dropped_queue"] > 0
     assert to_h2["tx_packets"] + to_h2["dropped_queue"] == offered  # every frame sent or counted
     assert grown < 48 * 1024 * 1024, f"the switch grew by {grown / 2**20:.0f} MiB holding h2's backlog"
-    delivered = 0
-    while frames := h2.recv_for(0.2):
-        delivered += len(frames)
-    assert delivered == to_h2["tx_packets"]  # what the switch counts as sent is what h2 gets
+    delivered = [0]
+
+    def drained() -> bool:
+        delivered[0] += len(h2.recv(1, timeout=0.2))
+        return delivered[0] >= to_h2["tx_packets"]
+
+    wait_for(drained, timeout=10, interval=0)
+    assert delivered[0] + len(h2.recv_for(0.2)) == to_h2["tx_packets"]  # what the switch counts as sent is what h2 gets
 
 
 def _free_tcp_port() -> int:
