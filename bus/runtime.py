@@ -41,8 +41,14 @@ except (OSError, AttributeError):
     _PRCTL = None
 
 
-def _set_parent_death_signal(signum: int) -> bool:
-    """Ask Linux to send `signum` when our parent dies; False where prctl is unavailable."""
+def set_parent_death_signal(signum: int) -> bool:
+    """Ask Linux to send `signum` when our parent *thread* dies (prctl PR_SET_PDEATHSIG).
+
+    False where prctl is unavailable. netemu's one prctl wrapper: the zygote
+    (control.zygote) arms it for itself and each child it forks, and
+    `prepare_process` re-arms it in long-running processes. Check
+    `os.getppid()` right after: the parent may already be gone.
+    """
     if _PRCTL is None:
         return False
     return _PRCTL(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
@@ -185,7 +191,7 @@ def prepare_process(config: dict[str, Any]) -> Lifecycle:
     lifecycle = Lifecycle(str(config.get("name", "?")), config.get("parent_pid"))
     lifecycle.install_signal_handlers()
     if lifecycle.parent_pid is not None:
-        _set_parent_death_signal(signal.SIGTERM)
+        set_parent_death_signal(signal.SIGTERM)
         lifecycle.check_parent()
     return lifecycle
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
-import msgpack
+import psutil
 import zmq
 
 from bus.shaping import parse_link_params
@@ -82,41 +83,9 @@ def call_concurrently(requests: list[tuple[str, str, dict[str, Any]]], timeout: 
     """Send every (endpoint, op, args) at once and wait for all replies; results in order.
 
     A failed request yields its ControlError (not raised), so one dead node
-    does not hide the answers of the others.
+    does not hide the answers of the others. (`ControlClient.fan_out`.)
     """
-    context = context if context is not None else zmq.Context.instance()
-    sockets = []
-    poller = zmq.Poller()
-    results: list[Any] = [None] * len(requests)
-    pending: dict[zmq.Socket, int] = {}
-    try:
-        for index, (endpoint, op, args) in enumerate(requests):
-            sock = context.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(endpoint)
-            sock.send_multipart([b"", msgpack.packb({**args, "op": op}, use_bin_type=True)])
-            sockets.append(sock)
-            poller.register(sock, zmq.POLLIN)
-            pending[sock] = index
-        deadline = time.monotonic() + timeout
-        while pending:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            for sock, _ in poller.poll(max(1, int(remaining * 1000))):
-                index = pending.pop(sock)
-                poller.unregister(sock)
-                reply = msgpack.unpackb(sock.recv_multipart()[-1], raw=False)
-                if reply.get("ok"):
-                    results[index] = reply.get("result")
-                else:
-                    results[index] = ControlError(str(reply.get("error")), reply.get("errno"), requests[index][1])
-        for sock, index in pending.items():
-            results[index] = ControlError(f"{requests[index][0]}: no reply within {timeout:g} s", None, requests[index][1])
-    finally:
-        for sock in sockets:
-            sock.close(linger=0)
-    return results
+    return ControlClient.fan_out(requests, timeout, context=context)
 
 
 class NodeHandle:
@@ -132,7 +101,9 @@ class NodeHandle:
 
     @property
     def pid(self) -> int | None:
-        return self.emulation.supervisor[self.name].pid
+        """The kernel process's pid; None once it has exited (until `restart()`)."""
+        handle = self.emulation.supervisor[self.name]
+        return handle.pid if handle.alive else None
 
     @property
     def addresses(self) -> list[str]:
@@ -291,6 +262,7 @@ class Emulation:
         self.progress = progress
         self.crashes: list[ExitEvent] = []
         self._user_on_crash = on_crash
+        self._expected_crashes: set[str] = set()
         self.supervisor = Supervisor(self.name, run_dir, on_crash=self._on_crash, topology=self.topology_path,
                                      keep_logs=keep_logs, handle_signals=handle_signals)
         self.plan: Plan | None = None
@@ -379,8 +351,48 @@ class Emulation:
 
     def _on_crash(self, event: ExitEvent) -> None:
         self.crashes.append(event)
+        if event.name not in self._expected_crashes:
+            print(crash_line(self.name, event), file=sys.stderr, flush=True)
         if self._user_on_crash is not None:
             self._user_on_crash(event)
+
+    def expect_crash(self, name: str) -> None:
+        """Say that process `name` (a node or segment) is meant to exit on its own from now on.
+
+        Its exits are still listed in `crashes`, but they print nothing and do
+        not fail the pytest fixture's test (`kill()` needs no such call: an exit
+        asked for is not a crash).
+        """
+        if name not in self.supervisor.processes:
+            known = ", ".join(sorted(self.supervisor.processes))
+            raise KeyError(f"no process {name!r} in emulation {self.name!r} (processes: {known})")
+        self._expected_crashes.add(name)
+
+    def unexpected_crashes(self, settle: float = 1.0) -> list[ExitEvent]:
+        """The crashes nobody expected (neither `kill()` nor `expect_crash()`).
+
+        First waits up to `settle` seconds until every process that has
+        already died is reported, so a crash just before the call counts.
+        """
+        deadline = time.monotonic() + settle
+        while time.monotonic() < deadline and self._unreported_exits():
+            time.sleep(0.01)
+        self.supervisor.wait_crash_reports(max(0.0, deadline - time.monotonic()))
+        return [event for event in self.crashes if event.name not in self._expected_crashes]
+
+    def _unreported_exits(self) -> list[str]:
+        """Processes the supervisor still thinks alive that no longer run."""
+        gone = []
+        for name, handle in self.supervisor.processes.items():
+            if not handle.alive or handle.pid is None:
+                continue
+            try:
+                if psutil.Process(handle.pid).status() != psutil.STATUS_ZOMBIE:
+                    continue
+            except psutil.Error:
+                pass
+            gone.append(name)
+        return gone
 
     # -- handles --------------------------------------------------------------
 
@@ -435,6 +447,11 @@ class Emulation:
         group_a, group_b = list(group_a), list(group_b)
         for name in group_a + group_b:
             self[name]  # noqa: B018 - validates the names before anything changes
+        if not group_a or not group_b:
+            raise ValueError("partition: each group needs at least one node")
+        if both := sorted(set(group_a) & set(group_b)):
+            # A node on both sides would block its own peers' addresses and be cut off from everyone.
+            raise ValueError(f"partition: {', '.join(both)} cannot be on both sides (the groups must not overlap)")
         blocked: dict[str, set[str]] = {}
         for mine, theirs in ((group_a, group_b), (group_b, group_a)):
             addresses = {address for name in theirs for address in self.nodes[name].addresses}
@@ -498,11 +515,36 @@ class Emulation:
         return {(src, dst): results[(src, dst)] for src in names for dst in names if src != dst}
 
     def status(self) -> dict[str, Any]:
-        """Every process with its pid and state, plus per-port counters of every device."""
-        processes = {name: {"pid": h.pid, "state": h.state.value, "target": h.target, "restarts": h.restarts}
-                     for name, h in self.supervisor.processes.items()}
-        segments = [name for name in self.topology.segments if self.supervisor[name].alive]
-        stats = call_concurrently([(self.supervisor[n].control, "stats", {}) for n in segments], 5.0)
+        """Every process (pid, state, exit status, restarts; `rx_exceptions` of nodes), and the
+        per-port counters of every segment.
+
+        `pid` is None once a process has exited, `returncode`/`signal` None while it runs.
+        `rx_exceptions` is the node kernel's `softnet` counter of frames whose
+        processing raised (0 when the kernel does not count them, None when
+        the node does not answer).
+        """
+        handles = self.supervisor.processes
+        processes = {name: {"pid": h.pid if h.alive else None, "state": h.state.value, "target": h.target,
+                            "restarts": h.restarts, "returncode": h.returncode, "signal": h.signal}
+                     for name, h in handles.items()}
+        segments = [n for n in self.topology.segments if n in handles and handles[n].alive]
+        nodes = [n for n in self.topology.nodes if n in handles]
+        for name in nodes:
+            processes[name]["rx_exceptions"] = None
+        live_nodes = [n for n in nodes if handles[n].alive]
+        replies = call_concurrently([(handles[n].control, "stats", {}) for n in segments]
+                                    + [(handles[n].control, "counters", {}) for n in live_nodes], 5.0)
+        stats, counters = replies[:len(segments)], replies[len(segments):]
+        for name, reply in zip(live_nodes, counters):
+            if not isinstance(reply, Exception):
+                processes[name]["rx_exceptions"] = int((reply.get("softnet") or {}).get("rx_exceptions", 0))
         return {"name": self.name, "processes": processes,
                 "links": {n: s["ports"] for n, s in zip(segments, stats) if not isinstance(s, Exception)}}
+
+
+def crash_line(emulation: str, event: ExitEvent, lines: int = 3) -> str:
+    """The one line printed for an unexpected exit: who, how, and the last lines of its log."""
+    tail = [line.strip() for line in event.log_tail if line.strip()][-lines:]
+    said = " | ".join(" ".join(line.split()) for line in tail) if tail else "(its log is empty)"
+    return f"*** netemu {emulation}: {event.describe()} unexpectedly; last lines of its log: {said}"
 

@@ -10,6 +10,11 @@ suite with the `netemu_topology` ini option:
 
 The emulation starts before the test and is torn down after it, pass or fail.
 Marker keyword arguments go to `Emulation` (e.g. `seed=7`).
+
+Crashes are loud: a process of the emulation that exited unexpectedly fails
+the test at teardown (with its exit status and the last lines of its log),
+unless the test asked for it: `emulation["r1"].kill()`, or
+`emulation.expect_crash("r1")` for an exit the test provokes otherwise.
 """
 from __future__ import annotations
 
@@ -49,3 +54,11 @@ def emulation(request: pytest.FixtureRequest) -> Iterator["Emulation"]:  # noqa:
         topology = Path(request.config.rootpath) / topology
     with Emulation(topology, **options) as net:
         yield net
+        crashes = net.unexpected_crashes()
+    if crashes:
+        lines = [f"{len(crashes)} process(es) of emulation {net.name!r} exited unexpectedly "
+                 "(call emulation.expect_crash(NAME) if the test means it):"]
+        for event in crashes:
+            lines.append(f"  {event.describe()}; last lines of its log:")
+            lines.extend(f"    {line}" for line in event.log_tail[-10:])
+        pytest.fail("\n".join(lines), pytrace=False)

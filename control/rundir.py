@@ -336,13 +336,34 @@ class RunDir:
 
 @dataclass(frozen=True, slots=True)
 class EmulationInfo:
-    """One emulation found under the run base: live, or stale (its supervisor died)."""
+    """One emulation found under the run base: live, stale (its supervisor died), or only kept logs."""
 
     name: str
     path: Path
     supervisor_pid: int | None
     alive: bool
     state: dict[str, Any] | None
+    # Not alive, but a lock file or state.json is left: the supervisor died
+    # without tearing down (a stopped emulation leaves at most its log/ dir).
+    stale: bool = False
+
+    @property
+    def status(self) -> str:
+        """`running`, `STALE` or `stopped` (a run directory kept only for its logs)."""
+        return "running" if self.alive else "STALE" if self.stale else "stopped"
+
+    def live_processes(self) -> list[int]:
+        """Pids of the processes its state file records (zygote included) that still run."""
+        if self.state is None:
+            return []
+        records = [self.state.get("zygote") or {}] + list((self.state.get("processes") or {}).values())
+        alive = []
+        for record in records:
+            pid = record.get("pid") if isinstance(record, dict) else None
+            if isinstance(pid, int) and pid > 1 and pid != os.getpid() \
+                    and _process_matches(pid, record.get("create_time")) is not None:
+                alive.append(pid)
+        return alive
 
 
 def read_log_tail(path: str | os.PathLike[str], lines: int = 20) -> list[str]:
@@ -375,8 +396,36 @@ def list_emulations(base: str | os.PathLike[str] | None = None) -> list[Emulatio
         owner = _read_json(lock_path) or {}
         pid = owner.get("pid") if isinstance(owner.get("pid"), int) else None
         state = _read_json(path / STATE_FILE)
-        found.append(EmulationInfo(entry.name, path, pid, _lock_held(lock_path), state))
+        alive = _lock_held(lock_path)
+        stale = not alive and (state is not None or lock_path.exists())
+        found.append(EmulationInfo(entry.name, path, pid, alive, state, stale))
     return found
+
+
+def remove_run_dir(info: EmulationInfo) -> bool:
+    """Kill what a dead emulation's state file records, and remove its run directory.
+
+    False if a live supervisor owns the directory (it came back under that name).
+    """
+    try:
+        run_dir = RunDir.acquire(info.name, path=info.path)  # kills the recorded processes
+    except EmulationRunning:
+        return False
+    run_dir.release()
+    return True
+
+
+def sweep_stale(base: str | os.PathLike[str] | None = None) -> list[EmulationInfo]:
+    """Remove every stale run directory whose processes are all gone; the ones removed.
+
+    A stale directory where a recorded process still runs is left for
+    `netemu down NAME` (or `--all`), which kills it first.
+    """
+    removed = []
+    for info in list_emulations(base):
+        if info.stale and not info.live_processes() and remove_run_dir(info):
+            removed.append(info)
+    return removed
 
 
 def wait_unlocked(path: str | os.PathLike[str], timeout: float) -> bool:

@@ -10,8 +10,10 @@ socket in a reader thread, so any exit is known within milliseconds:
 on_crash's), just not on the same process from two threads at once.
 
 Control requests (`status` for readiness, `shutdown` at teardown) go to many
-processes at once through `call_many`: one DEALER per process in flight, a
-bounded window, one poller; 500 processes cost one round of polling, not 500.
+processes at once through `ControlClient.fan_out` (bus.transport): one DEALER
+per process in flight, a bounded window, one poller; 500 processes cost one
+round of polling, not 500. The value types (`ProcessHandle`, `ExitEvent`,
+`StopReport`, the errors) and the signal handling are in control.processes.
 
 Teardown order (`stop`): `shutdown` to everyone at once; at half the timeout
 SIGTERM the ones still running; at the deadline SIGKILL the rest; then stop
@@ -33,20 +35,21 @@ import queue
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import zmq
 
 from bus.transport import ControlClient
 
+from .processes import (ExitEvent, ProcessExited, ProcessHandle, ProcessState, StopReport, SupervisorError,
+                        Terminated, _defer_signals, install_signal_handlers)
 from .rundir import RunDir, check_name, process_identity, read_log_tail
-from .zygote import ZygoteClient, ZygoteError
+from .zygote_client import ZygoteClient, ZygoteError
+
+__all__ = ["DEFAULT_TARGET_MODULES", "ExitEvent", "ProcessExited", "ProcessHandle", "ProcessState", "StopReport",
+           "Supervisor", "SupervisorError", "Terminated", "ZYGOTE_NAME", "install_signal_handlers"]
 
 log = logging.getLogger(__name__)
 
@@ -54,180 +57,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TARGET_MODULES = ("bus.transport", "bus.device", "bus.switch", "bus.hub", "bus.p2p",
                           "nodes.kernel")
 ZYGOTE_NAME = "zygote"  # its log is log/zygote.log; no process may take the name
-
-
-class SupervisorError(RuntimeError):
-    """The supervisor could not do what was asked (zygote gone, bad target, ...)."""
-
-
-class ProcessExited(SupervisorError):
-    """A process exited while we were waiting for it to become ready."""
-
-    def __init__(self, event: ExitEvent) -> None:
-        tail = "\n".join("    " + line for line in event.log_tail)
-        super().__init__(f"{event.describe()} before it was ready; last lines of {event.name}'s log:\n{tail}")
-        self.event = event
-
-
-class Terminated(SystemExit):
-    """Raised in the main thread by SIGTERM/SIGHUP, so `with Supervisor(...)` unwinds and tears down."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(128 + signum)
-        self.signum = signum
-
-
-class ProcessState(str, Enum):
-    """Where a supervised process is in its life."""
-
-    STARTING = "starting"  # forked, not yet answering `status`
-    READY = "ready"  # answered `status` on its control endpoint
-    STOPPING = "stopping"  # asked to stop (shutdown op or signal)
-    EXITED = "exited"  # reaped; see returncode / signal
-
-
-@dataclass(eq=False)
-class ProcessHandle:
-    """One supervised process. The same object is reused when it is restarted."""
-
-    name: str
-    target: str
-    config: dict[str, Any]
-    log_path: Path
-    pid: int | None = None
-    state: ProcessState = ProcessState.STARTING
-    returncode: int | None = None
-    signal: int | None = None
-    restarts: int = 0
-    started_at: float = 0.0  # time.monotonic() of the fork
-    exit_expected: bool = field(default=False, repr=False)
-
-    @property
-    def alive(self) -> bool:
-        return self.state is not ProcessState.EXITED
-
-    @property
-    def control(self) -> str:
-        return self.config["control"]
-
-
-@dataclass(frozen=True, slots=True)
-class ExitEvent:
-    """A process (or the zygote) exited; `expected` if we asked it to."""
-
-    name: str
-    pid: int
-    returncode: int | None
-    signal: int | None
-    log_tail: list[str]
-    expected: bool
-    at: float  # time.monotonic()
-
-    @property
-    def crashed(self) -> bool:
-        return not self.expected
-
-    def describe(self) -> str:
-        """`h1 (pid 4242) exited with code 3` / `... was killed by SIGKILL`."""
-        if self.signal is not None:
-            try:
-                how = f"was killed by {signal.Signals(self.signal).name}"
-            except ValueError:
-                how = f"was killed by signal {self.signal}"
-        else:
-            how = f"exited with code {self.returncode}"
-        return f"{self.name} (pid {self.pid}) {how}"
-
-
-@dataclass(slots=True)
-class StopReport:
-    """How a teardown went: who needed which step."""
-
-    shutdown: list[str] = field(default_factory=list)  # stopped by the `shutdown` op
-    terminated: list[str] = field(default_factory=list)  # needed SIGTERM
-    killed: list[str] = field(default_factory=list)  # needed SIGKILL
-    leftovers: list[int] = field(default_factory=list)  # pids found after teardown (then killed)
-    duration: float = 0.0
-
-
-def call_many(context: zmq.Context, endpoints: Mapping[str, str], op: str, *, timeout: float,
-              args: Mapping[str, Any] | None = None, on_reply: Callable[[str, Any], None] | None = None,
-              skip: Callable[[str], bool] | None = None, abort: Callable[[], bool] | None = None,
-              retry_interval: float = 1.0, window: int = 256) -> dict[str, Any]:
-    """Send `{"op": op, **args}` to every endpoint at once; return {name: reply} of those that answered.
-
-    At most `window` requests are in flight (sockets cost file descriptors); a
-    request unanswered after `retry_interval` goes again on a fresh socket.
-    `skip(name)` drops a name (e.g. its process exited); `abort()` ends the wait.
-    """
-    request = msgpack.packb({"op": op, **(args or {})}, use_bin_type=True)
-    waiting = deque(endpoints)
-    in_flight: dict[zmq.Socket, tuple[str, float]] = {}
-    replies: dict[str, Any] = {}
-    poller = zmq.Poller()
-    deadline = time.monotonic() + timeout
-
-    def send(name: str) -> None:
-        sock = context.socket(zmq.DEALER)
-        sock.linger = 0
-        sock.setsockopt(zmq.RECONNECT_IVL, 20)  # the endpoint may not be bound yet
-        sock.connect(endpoints[name])
-        sock.send_multipart([b"", request])  # the envelope bus.transport.ControlClient uses
-        in_flight[sock] = (name, time.monotonic())
-        poller.register(sock, zmq.POLLIN)
-
-    def drop(sock: zmq.Socket) -> str:
-        poller.unregister(sock)
-        sock.close(linger=0)
-        return in_flight.pop(sock)[0]
-
-    try:
-        while waiting or in_flight:
-            now = time.monotonic()
-            if now >= deadline or (abort is not None and abort()):
-                break
-            while waiting and len(in_flight) < window:
-                name = waiting.popleft()
-                if skip is None or not skip(name):
-                    send(name)
-            for sock, (name, sent_at) in list(in_flight.items()):
-                if skip is not None and skip(name):
-                    drop(sock)
-                elif now - sent_at >= retry_interval:
-                    drop(sock)
-                    send(name)
-            wait = min(deadline - now, 0.05 if skip or abort else retry_interval)
-            for sock, _ in poller.poll(max(1, int(wait * 1000))):
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                    reply = msgpack.unpackb(frames[-1], raw=False)
-                except Exception:  # zmq.Again, or msgpack's several exceptions for garbage
-                    continue  # wait for the retry
-                name = drop(sock)
-                replies[name] = reply
-                if on_reply is not None:
-                    on_reply(name, reply)
-    finally:
-        for sock in list(in_flight):
-            drop(sock)
-    return replies
-
-
-def install_signal_handlers(signals: Iterable[int] = (signal.SIGTERM, signal.SIGHUP)) -> Callable[[], None]:
-    """Make `signals` raise `Terminated` in the main thread; returns a function that restores the old handlers.
-
-    SIGINT keeps Python's KeyboardInterrupt (the CLI uses it to cancel a
-    command); uncaught, both unwind `with Supervisor(...)`, which tears down.
-    """
-    def raise_terminated(signum: int, frame: object) -> None:
-        raise Terminated(signum)
-
-    previous = {signum: signal.signal(signum, raise_terminated) for signum in signals}
-
-    def restore() -> None:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    return restore
 
 
 class Supervisor:
@@ -254,7 +83,7 @@ class Supervisor:
         self._events: queue.Queue[ExitEvent] = queue.Queue()
         # on_crash runs in its own thread, so it may call restart() & co., which
         # wait for the zygote's reader thread.
-        self._crashes: queue.Queue[ExitEvent | None] = queue.Queue()
+        self._crashes: queue.Queue[ExitEvent | threading.Event | None] = queue.Queue()
         self._dispatcher: threading.Thread | None = None
         self._exit_count = 0
         self._zygote: ZygoteClient | None = None
@@ -402,18 +231,20 @@ class Supervisor:
             exits_seen = self._exit_count
             return first_exited() is not None
 
-        def on_reply(name: str, reply: Any) -> None:
+        order = list(waiting)
+
+        def on_reply(index: int, outcome: Any) -> None:  # any answer, even an error, means it listens
             nonlocal done
             with self._lock:
-                if waiting[name].state is ProcessState.STARTING:
-                    waiting[name].state = ProcessState.READY
+                if waiting[order[index]].state is ProcessState.STARTING:
+                    waiting[order[index]].state = ProcessState.READY
             done += 1
             if progress is not None:
                 progress(done, total)
 
         if first_exited() is None:
-            call_many(self._context, {n: h.control for n, h in waiting.items()}, "status",
-                      timeout=timeout, on_reply=on_reply, abort=abort)
+            ControlClient.fan_out([(waiting[n].control, "status", None) for n in order], timeout,
+                                  context=self._context, on_reply=on_reply, abort=abort, retry_interval=1.0)
         exited = first_exited()
         if exited is not None:
             raise ProcessExited(self._exit_event(exited, exited.exit_expected))
@@ -551,8 +382,9 @@ class Supervisor:
                     handle.state = ProcessState.STOPPING
         # The exit is what counts, not the reply: a process that has exited is skipped.
         phase_end = time.monotonic() + timeout / 2
-        call_many(self._context, {n: h.control for n, h in live.items()}, "shutdown",
-                  timeout=timeout / 2, skip=lambda n: not live[n].alive, retry_interval=timeout)
+        order = list(live.values())
+        ControlClient.fan_out([(h.control, "shutdown", None) for h in order], timeout / 2, context=self._context,
+                              skip=lambda index: not order[index].alive)
         self._wait_exits(live.values(), phase_end)
         report.shutdown.extend(n for n, h in live.items() if not h.alive)
         for sig, until, names in ((signal.SIGTERM, deadline, report.terminated),
@@ -623,24 +455,23 @@ class Supervisor:
         if event.crashed:
             self._crashes.put(event)
 
+    def wait_crash_reports(self, timeout: float = 1.0) -> bool:
+        """Wait until `on_crash` has been called for every crash seen so far; False on timeout."""
+        if self._dispatcher is None or not self._dispatcher.is_alive():
+            return True
+        if self._dispatcher is threading.current_thread():
+            return False  # from on_crash itself: the queue waits for us
+        done = threading.Event()
+        self._crashes.put(done)
+        return done.wait(timeout)
+
     def _dispatch_crashes(self) -> None:
         while (event := self._crashes.get()) is not None:
+            if isinstance(event, threading.Event):
+                event.set()  # a wait_crash_reports() marker: everything before it is delivered
+                continue
             if self.on_crash is not None:
                 try:
                     self.on_crash(event)
                 except Exception:
                     log.exception("%s: on_crash callback failed", self.name)
-
-
-def _defer_signals() -> tuple[Callable[[], None], list[int]]:
-    """Hold SIGINT/SIGTERM/SIGHUP during teardown so it is not cut half-way; returns (restore, received)."""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        return (lambda: None), received
-    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
-                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-
-    def restore() -> None:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    return restore, received
