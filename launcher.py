@@ -24,7 +24,7 @@ from control.emulation import Emulation, EmulationError, Hop, LinkHandle, NodeHa
 
 VERBS = {
     "up": "start a topology (TOPO.yaml [-d]); foreground gives the netemu> CLI",
-    "down": "stop a detached emulation (NAME)",
+    "down": "stop a detached emulation (NAME | --all)",
     "status": "processes, PIDs, liveness, per-link counters (NAME)",
     "check": "validate a topology file only (TOPO.yaml)",
     "attach": "interactive shell on a node (NODE) - arrives with the socket layer",
@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     down = verbs.add_parser("down", help=VERBS["down"])
     down.add_argument("name", nargs="?", help="emulation name (default: the only one running)")
+    down.add_argument("--all", action="store_true",
+                      help="stop every running emulation of this user and remove stale run directories")
 
     status = verbs.add_parser("status", help=VERBS["status"])
     status.add_argument("name", nargs="?", help="emulation name (default: list them all)")
@@ -108,9 +110,13 @@ class _Progress:
         sys.stderr.flush()
 
 
-def _on_crash(event: Any) -> None:
-    tail = "\n".join("    " + line for line in event.log_tail[-10:])
-    print(f"\n*** {event.describe()}; last lines of its log:\n{tail}", file=sys.stderr, flush=True)
+def _sweep_stale() -> None:
+    """Remove the run directories of emulations whose supervisor died and whose processes are gone."""
+    from control.rundir import sweep_stale
+
+    for info in sweep_stale():
+        print(f"netemu: removed the stale run directory of {info.name} (supervisor pid "
+              f"{info.supervisor_pid} had died) at {info.path}", file=sys.stderr)
 
 
 def _find_emulation(name: str | None) -> Any:
@@ -164,6 +170,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     topology = _load(args.topology)
     if topology is None:
         return 1
+    _sweep_stale()
     if args.detach:
         return _up_detached(args, topology)
     from control.cli import run_shell
@@ -171,7 +178,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         net = Emulation(topology, name=args.name, seed=args.seed, keep_logs=args.keep_logs,
-                        progress=_Progress(len(topology.nodes)), on_crash=_on_crash)
+                        progress=_Progress(len(topology.nodes)))  # a crash prints its own line on stderr
         net.start()
     except Exception as error:  # noqa: BLE001 - report any start failure plainly
         return _error(f"cannot start {args.name or topology.name}: {error}")
@@ -231,56 +238,86 @@ def _up_detached(args: argparse.Namespace, topology: Any) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from control.rundir import list_emulations, wait_unlocked
+    from control.rundir import list_emulations
 
+    if args.all:
+        if args.name is not None:
+            return _error("down: give a NAME or --all, not both", 2)
+        infos = list_emulations()
+        running = [i for i in infos if i.alive]
+        stale = [i for i in infos if i.stale]
+        if not running and not stale:
+            print("no emulation is running")
+            return 0
+        failed = _stop(running)
+        _remove_stale(stale)
+        return 1 if failed else 0
     try:
         info = _find_emulation(args.name)
     except LookupError as error:
-        stale = [i for i in list_emulations() if not i.alive and (args.name is None or i.name == args.name)]
+        stale = [i for i in list_emulations() if not i.alive and (args.name is None and i.stale or i.name == args.name)]
         if stale:
-            return _clean_stale(stale)
+            _remove_stale(stale)
+            return 0
         return _error(str(error))
-    pid = info.supervisor_pid
-    if pid is None:
-        return _error(f"{info.name}: no supervisor pid recorded in {info.path}")
+    return 1 if _stop([info]) else 0
+
+
+def _stop(infos: list[Any]) -> list[str]:
+    """SIGTERM the supervisor of each emulation, all at once; wait, SIGKILL the slow ones. The failures."""
+    from control.rundir import list_emulations, wait_unlocked
+
     began = time.monotonic()
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    if not wait_unlocked(info.path, 10.0):
-        os.kill(pid, signal.SIGKILL)
-        wait_unlocked(info.path, 5.0)
-        _clean_stale([i for i in list_emulations() if i.name == info.name])
-    print(f"*** {info.name} stopped in {time.monotonic() - began:.2f} s")
-    return 0
+    failed = []
+    signalled = []
+    for info in infos:
+        if info.supervisor_pid is None:
+            failed.append(info.name)
+            _error(f"{info.name}: no supervisor pid recorded in {info.path}")
+            continue
+        try:
+            os.kill(info.supervisor_pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        signalled.append(info)
+    for info in signalled:
+        if not wait_unlocked(info.path, max(0.0, began + 10.0 - time.monotonic())):
+            try:
+                os.kill(info.supervisor_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            wait_unlocked(info.path, 5.0)
+            _remove_stale([i for i in list_emulations() if i.name == info.name and not i.alive], quiet=True)
+        print(f"*** {info.name} stopped in {time.monotonic() - began:.2f} s")
+    return failed
 
 
-def _clean_stale(infos: list[Any]) -> int:
-    from control.rundir import RunDir
+def _remove_stale(infos: list[Any], quiet: bool = False) -> None:
+    from control.rundir import remove_run_dir
 
     for info in infos:
-        run_dir = RunDir.acquire(info.name, path=info.path)  # kills what the dead supervisor left
-        run_dir.release()
-        print(f"*** removed the leftovers of {info.name} (its supervisor had died)")
-    return 0
+        if remove_run_dir(info) and not quiet:  # kills what the dead supervisor left running
+            what = "the leftovers" if info.stale else "the kept logs"
+            print(f"*** removed {what} of {info.name}" + (" (its supervisor had died)" if info.stale else ""))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from control.emulation import call_concurrently
     from control.rundir import list_emulations
 
+    _sweep_stale()
     infos = list_emulations()
     if args.name is None:
         if args.json:
-            print(json.dumps([{"name": i.name, "alive": i.alive, "supervisor_pid": i.supervisor_pid,
+            print(json.dumps([{"name": i.name, "alive": i.alive, "status": i.status, "supervisor_pid": i.supervisor_pid,
                                "path": str(i.path)} for i in infos], indent=1))
             return 0
         if not infos:
             print("no emulation is running")
+        labels = {"running": "running", "STALE": "STALE (supervisor died)", "stopped": "stopped (logs kept)"}
         for info in infos:
             processes = (info.state or {}).get("processes", {})
-            print(f"{info.name:<20} {'running' if info.alive else 'STALE (supervisor died)':<24} "
+            print(f"{info.name:<20} {labels[info.status]:<24} "
                   f"supervisor {info.supervisor_pid}  {len(processes)} processes  {info.path}")
         return 0
     try:
