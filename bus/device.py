@@ -1,7 +1,8 @@
-"""What every bus device shares: ports, the data/control sockets, shaping, capture, the loop.
+"""The bus device: its sockets, its port table and the data path every kind shares.
 
 Before changing this file, read docs/design.md ("Bus device", "Data plane
-framing", "Control channel") and /work/shared/reference/baselines.md.
+framing", "Control channel", and "Measured baselines" for why the loop
+drains with NOBLOCK and forwards whole batches).
 
 A device is one single-threaded process. Per loop pass it polls once, drains
 its ROUTER data socket with NOBLOCK (each message: one NIC's batch of frames),
@@ -20,123 +21,61 @@ A port is named by its attachment (the NIC's ZeroMQ routing id, ``h1:eth0``)
 and created on hello or first frame with the config's `defaults`, or
 pre-declared in `config["ports"]`. Uplinks (`config["uplinks"]`) are ports
 whose far end is another device: we connect a DEALER to it exactly as a NIC
-would. Counters per port follow `ip -s link` where Linux has a name; drops
-are split by reason (`dropped_mtu`, `dropped_malformed`, `dropped_down`,
-`dropped_loss`, `dropped_queue`, `dropped_unreachable`).
+would.
+
+Who does what:
+
+* bus/port.py -- `Port`: link parameters, shapers, output batch, the length
+  checks and the counters (`ip -s link` names, drops split by reason);
+* bus/capture.py -- `Capture`: the pcap file of a running capture;
+* bus/device_control.py -- `DeviceControl`: the control ops (`status`,
+  `stats`, `set_port`, `capture_start`...), mixed into `Device`;
+* this module -- `Device`: sockets, creating/attaching/detaching ports,
+  uplinks, the data path above, lifecycle; `run_device` and `main`, the
+  entry points of every kind (bus/hub.py, bus/switch.py, bus/p2p.py).
+
+`Port`, `PORT_COUNTERS` and `derive_seed` stay importable from here.
 """
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
-import os
-import random
 import sys
 import time
 from typing import Any, Callable
 
 import zmq
 
+from . import ether
+from .capture import FLUSH_INTERVAL as CAPTURE_FLUSH_INTERVAL
+from .capture import Capture
+from .device_control import DeviceControl
+from .port import PORT_COUNTERS, Port, derive_seed
 from .runtime import EventLoop, Lifecycle, prepare_process
-from .shaping import LinkParamError, LinkParams, Shaper
-from .transport import (DATA_HIGH_WATER_MARK, BatchError, ControlError, ControlServer, FrameBatcher, cleanup_endpoint,
+from .shaping import LinkParams
+from .transport import (DATA_HIGH_WATER_MARK, BatchError, ControlServer, FrameBatcher, cleanup_endpoint, count_frames,
                         unpack_frames)
+
+__all__ = ["CAPTURE_FLUSH_INTERVAL", "PORT_COUNTERS", "RECEIVE_BUDGET", "UPLINK_KEEPALIVE", "Device", "Port",
+           "derive_seed", "main", "run_device"]
 
 log = logging.getLogger("netemu.bus")
 
-ETH_HEADER = 14
-VLAN_TAG = 4
 # Messages drained per readable event before timers and control get a turn (NAPI-like budget).
 RECEIVE_BUDGET = 256
 UPLINK_KEEPALIVE = 5.0
-CAPTURE_FLUSH_INTERVAL = 0.1
-# Kept per direction internally (rx = node -> device, tx = device -> node);
-# `Port.stats` merges each reason across directions and the two shapers.
-# What went out (tx packets/bytes, refused by a full queue) is counted by the
-# port's FrameBatcher, which sees every send.
-PORT_COUNTERS = ("rx_packets", "rx_bytes", "rx_dropped_malformed", "rx_dropped_mtu", "rx_dropped_down",
-                 "tx_dropped_mtu", "tx_dropped_down", "tx_dropped_queue", "tx_dropped_unreachable", "filtered")
 
 
 def _frame_count(message: bytes) -> int:
     """How many frames a message carries (a malformed one counts as one), for drop counters."""
     try:
-        return len(unpack_frames(message))
+        return count_frames(message)
     except BatchError:
         return 1
 
 
-def derive_seed(seed: int, port: str, direction: str) -> int:
-    """A stable per-shaper seed from the device seed, so a run replays exactly."""
-    digest = hashlib.sha256(f"{seed}:{port}:{direction}".encode()).digest()
-    return int.from_bytes(digest[:8], "big")
-
-
-class Port:
-    """One attachment of the device: its link parameters, two shapers, output batch and counters."""
-
-    __slots__ = ("name", "identity", "params", "up", "mtu", "max_untagged", "max_tagged", "ingress", "egress",
-                 "attached", "uplink", "out", "dirty", "send_failure", "tx_dropped_seen", "ingress_timer",
-                 "egress_timer", *PORT_COUNTERS)
-
-    def __init__(self, name: str, params: LinkParams, seed: int) -> None:
-        self.name = name
-        self.identity = name.encode()
-        self.ingress = Shaper(params, random.Random(derive_seed(seed, name, "ingress")))
-        self.egress = Shaper(params, random.Random(derive_seed(seed, name, "egress")))
-        self.set_params(params)
-        self.attached = False
-        self.uplink: zmq.Socket | None = None
-        self.out: FrameBatcher | None = None
-        self.dirty = False
-        self.send_failure = ""
-        self.tx_dropped_seen = 0  # out.dropped already sorted into the tx_dropped_* counters
-        self.ingress_timer = self.egress_timer = float("inf")
-        for counter in PORT_COUNTERS:
-            setattr(self, counter, 0)
-
-    def set_params(self, params: LinkParams) -> None:
-        self.params = params
-        self.up = params.up
-        self.mtu = params.mtu
-        self.max_untagged = params.mtu + ETH_HEADER
-        self.max_tagged = params.mtu + ETH_HEADER + VLAN_TAG
-        self.ingress.set_params(params)
-        self.egress.set_params(params)
-
-    def reseed(self, seed: int) -> None:
-        self.ingress.set_seed(derive_seed(seed, self.name, "ingress"))
-        self.egress.set_seed(derive_seed(seed, self.name, "egress"))
-
-    def stats(self) -> dict[str, Any]:
-        """Counters like `ip -s link` (rx = from the node), drops by reason merged across directions."""
-        ingress, egress = self.ingress.counters, self.egress.counters
-        rx_dropped = (self.rx_dropped_malformed + self.rx_dropped_mtu + self.rx_dropped_down
-                      + ingress["dropped_down"] + ingress["dropped_queue"] + ingress["dropped_loss"])
-        tx_dropped = (self.tx_dropped_mtu + self.tx_dropped_down + self.tx_dropped_queue + self.tx_dropped_unreachable
-                      + egress["dropped_down"] + egress["dropped_queue"] + egress["dropped_loss"])
-        return {
-            "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
-            "tx_packets": self.out.frames if self.out is not None else 0,
-            "tx_bytes": self.out.payload if self.out is not None else 0,
-            "rx_dropped": rx_dropped, "tx_dropped": tx_dropped,
-            "dropped_malformed": self.rx_dropped_malformed,
-            "dropped_mtu": self.rx_dropped_mtu + self.tx_dropped_mtu,
-            "dropped_down": self.rx_dropped_down + self.tx_dropped_down + ingress["dropped_down"] + egress["dropped_down"],
-            "dropped_loss": ingress["dropped_loss"] + egress["dropped_loss"],
-            "dropped_queue": self.tx_dropped_queue + ingress["dropped_queue"] + egress["dropped_queue"],
-            "dropped_unreachable": self.tx_dropped_unreachable,
-            "filtered": self.filtered,
-            "ingress": ingress, "egress": egress,
-        }
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "attached": self.attached, "up": self.up,
-                "uplink": self.uplink is not None, "params": self.params.to_canonical()}
-
-
-class Device:
+class Device(DeviceControl):
     """The common machinery; subclasses say where frames go by overriding `forward`."""
 
     kind = "device"
@@ -154,8 +93,7 @@ class Device:
         self.lifecycle: Lifecycle | None = None
         self.ports: dict[bytes, Port] = {}
         self.attached: list[Port] = []  # ports currently reachable, in attach order (flood order)
-        self.capture: Any = None
-        self.capture_path: str | None = None
+        self.capture: Capture | None = None
         self.counters = {"rx_messages": 0, "malformed_batches": 0, "dropped_unknown_port": 0,
                          "refused_ports": 0}
         self._refused: set[bytes] = set()
@@ -270,9 +208,6 @@ class Device:
     def port_detached(self, port: Port) -> None:
         """Hook for subclasses (the switch forgets stations behind the port)."""
 
-    def port_down(self, port: Port) -> None:
-        """Hook for subclasses, called when a port is set down."""
-
     # --------------------------------------------------------------- data path
 
     def _on_data(self) -> None:
@@ -330,11 +265,11 @@ class Device:
         if not frames:
             return
         lengths = list(map(len, frames))  # C loops: cheaper than testing each frame in Python
-        intact = min(lengths) >= ETH_HEADER and max(lengths) <= port.max_untagged
+        intact = min(lengths) >= ether.HEADER_LENGTH and max(lengths) <= port.max_untagged
         if intact:
             port.rx_bytes += len(message) - 2 * len(frames)
         else:
-            frames = self._check_frames(port, frames)
+            frames = port.check_ingress(frames)
             if not frames:
                 return
             port.rx_bytes += sum(map(len, frames))
@@ -350,28 +285,10 @@ class Device:
             shaper.offer(frame, now)
         self._schedule(port, True)
 
-    def _check_frames(self, port: Port, frames: list[bytes]) -> list[bytes]:
-        """The slow path: keep the frames that pass the length checks, count the others."""
-        good = []
-        for frame in frames:
-            length = len(frame)
-            if length < ETH_HEADER:
-                port.rx_dropped_malformed += 1
-            elif length <= port.max_untagged:
-                good.append(frame)
-            elif length <= port.max_tagged and frame[12] == 0x81 and frame[13] == 0x00:
-                good.append(frame)  # an 802.1Q tag may add 4 bytes beyond MTU + 14
-            else:
-                port.rx_dropped_mtu += 1
-        return good
-
     def _carried(self, port: Port, frames: list[bytes], now: float, packed: bytes | None) -> None:
         """Frames that made it onto the segment: capture them, then forward."""
-        capture = self.capture
-        if capture is not None:
-            timestamp = self._wall_offset_ns + int(now * 1e9)
-            for frame in frames:
-                capture.write(frame, timestamp)
+        if self.capture is not None:
+            self.capture.write(frames, now)
         self.forward(port, frames, now, packed)
 
     def forward(self, ingress: Port, frames: list[bytes], now: float, packed: bytes | None) -> None:
@@ -389,7 +306,7 @@ class Device:
             port.tx_dropped_down += len(frames)
             return
         if port.mtu < ingress_mtu:
-            frames = self._fit_egress_mtu(port, frames)
+            frames = port.fit_egress(frames)
             packed = None
             if not frames:
                 return
@@ -408,17 +325,6 @@ class Device:
         for frame in frames:
             shaper.offer(frame, now)
         self._schedule(port, False)
-
-    @staticmethod
-    def _fit_egress_mtu(port: Port, frames: list[bytes]) -> list[bytes]:
-        kept = []
-        for frame in frames:
-            length = len(frame)
-            if length <= port.max_untagged or (length <= port.max_tagged and frame[12] == 0x81 and frame[13] == 0x00):
-                kept.append(frame)
-            else:
-                port.tx_dropped_mtu += 1
-        return kept
 
     def _schedule(self, port: Port, ingress: bool) -> None:
         """Make sure a timer fires when the shaper's next frame is due."""
@@ -473,83 +379,6 @@ class Device:
                 self._detach(port)
             else:
                 port.tx_dropped_queue += lost
-
-    # ---------------------------------------------------------------- control
-
-    def _control_handlers(self) -> dict[str, Callable[..., Any]]:
-        return {"status": self.status, "ports": self.list_ports, "stats": self.stats, "set_port": self.set_port,
-                "capture_start": self.capture_start, "capture_stop": self.capture_stop,
-                "set_seed": self.set_seed, "shutdown": self.shutdown}
-
-    def _port_named(self, name: str) -> Port:
-        port = self.ports.get(str(name).encode())
-        if port is None:
-            port = next((p for p in self.ports.values() if p.name == name), None)
-        if port is None:
-            raise ControlError(f"{self.name}: no port {name!r} (ports: {', '.join(p.name for p in self.ports.values()) or 'none'})", errno.ENODEV)
-        return port
-
-    def status(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "pid": os.getpid(), "uptime": self.clock() - self.started,
-                "ports": len(self.ports), "attached": len(self.attached), "capture": self.capture_path,
-                "seed": self.seed, "data": self.data_endpoint}
-
-    def list_ports(self) -> list[dict[str, Any]]:
-        return [port.describe() for port in self.ports.values()]
-
-    def stats(self) -> dict[str, Any]:
-        messages = sum(port.out.messages for port in self.ports.values() if port.out is not None)
-        return {"device": {**self.counters, "tx_messages": messages},
-                "ports": {port.name: port.stats() for port in self.ports.values()}}
-
-    def set_port(self, port: str, **params: Any) -> dict[str, Any]:
-        """Change a port's canonical link parameters at run time (both directions, like TCLink)."""
-        target = self._port_named(port)
-        try:
-            new = target.params.replace(**params)
-        except LinkParamError as exc:
-            raise ControlError(str(exc), errno.EINVAL) from None
-        was_up = target.up
-        target.set_params(new)
-        if was_up and not new.up:
-            self.port_down(target)
-        return new.to_canonical()
-
-    def capture_start(self, path: str) -> str:
-        if self.capture is not None:
-            raise ControlError(f"{self.name}: already capturing to {self.capture_path}", errno.EBUSY)
-        from .pcap import PcapWriter  # imported here: only capturing devices pay for it
-
-        self.capture = PcapWriter(path)
-        self.capture_path = str(path)
-        self.loop.call_later(CAPTURE_FLUSH_INTERVAL, self._flush_capture, self.capture)
-        return self.capture_path
-
-    def _flush_capture(self, writer: Any) -> None:
-        if writer is self.capture:
-            writer.flush()
-            self.loop.call_later(CAPTURE_FLUSH_INTERVAL, self._flush_capture, writer)
-
-    def capture_stop(self) -> dict[str, Any] | None:
-        """Finish the capture file; returns its path and how many frames it holds (None if idle)."""
-        writer, path = self.capture, self.capture_path
-        self.capture = self.capture_path = None
-        if writer is None:
-            return None
-        writer.close()
-        return {"path": path, "frames": writer.records_written}
-
-    def set_seed(self, seed: int) -> int:
-        self.seed = int(seed)
-        for port in self.ports.values():
-            port.reseed(self.seed)
-        return self.seed
-
-    def shutdown(self) -> bool:
-        if self.lifecycle is not None:
-            self.lifecycle.request_stop("shutdown requested")
-        self.loop.stop()
-        return True
 
     # -------------------------------------------------------------- lifecycle
 

@@ -1,7 +1,8 @@
 """A hub (repeater): every frame goes out of every other attached port.
 
-Before changing this file, read bus/device.py (the port machinery this relies
-on) and IEEE 802.3 clause 9 in spirit: a repeater does not look at addresses.
+Before changing this file, read bus/device.py and bus/port.py (the data path
+and port machinery this relies on) and IEEE 802.3 clause 9 in spirit: a
+repeater does not look at addresses, so no byte of a frame is read here.
 `python -m bus.hub CONFIG.json` runs one (config: docs/design.md, "Bus device").
 """
 from __future__ import annotations

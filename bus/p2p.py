@@ -1,6 +1,6 @@
 """A point-to-point link: exactly two ports, each frame goes to the other one.
 
-Before changing this file, read bus/device.py. A third attachment is refused
+Before changing this file, read bus/device.py and bus/port.py. A third attachment is refused
 and counted (`refused_ports`, its frames in `dropped_unknown_port`), as a
 cable has two ends. `python -m bus.p2p CONFIG.json` runs one.
 """

@@ -1,8 +1,9 @@
 """An IEEE 802.1D transparent learning bridge (a switch), one process per segment.
 
 Before changing this file, read bus/fdb.py (learning, ageing, the forwarding
-decision, and the 802.1D / Linux br_fdb.c references there) and bus/device.py
-(ports, shaping, batching). `python -m bus.switch CONFIG.json` runs one;
+decision, and the 802.1D / Linux br_fdb.c references there), bus/device.py
+(the data path, batching) and bus/port.py (ports, shaping, counters); the
+addresses are read through bus/ether.py. `python -m bus.switch CONFIG.json` runs one;
 config keys beyond the common ones: `aging_time` (s, default 300) and
 `max_entries` (default 8192).
 """
@@ -12,6 +13,7 @@ import sys
 from typing import Any
 
 from .device import Device, Port, main, run_device
+from .ether import ADDRESSES, DST, SRC
 from .fdb import DEFAULT_AGING_TIME, DEFAULT_MAX_ENTRIES, FILTERED, ForwardingDatabase
 
 # How often the FDB is swept; lookups already ignore expired entries, so this
@@ -37,7 +39,7 @@ class Switch(Device):
         resolve = self.fdb.resolve
         if len(frames) == 1:
             frame = frames[0]
-            self._deliver(ingress, resolve(frame[6:12], frame[0:6], ingress, now), frames, now, packed)
+            self._deliver(ingress, resolve(frame[SRC], frame[DST], ingress, now), frames, now, packed)
             return
         # Bulk flows repeat the same (dst, src) pair frame after frame: decide once
         # per run of equal headers (learning is already fresh for this `now`).
@@ -47,10 +49,10 @@ class Switch(Device):
         decision: Any = None
         repeats: dict[str, int] = {}
         for frame in frames:
-            header = frame[:12]
+            header = frame[ADDRESSES]
             if header != last_header:
                 last_header = header
-                decision = resolve(frame[6:12], frame[0:6], ingress, now)
+                decision = resolve(frame[SRC], frame[DST], ingress, now)
                 kind = "floods" if decision is None else "filtered" if decision is FILTERED else "forwarded"
             else:
                 repeats[kind] = repeats.get(kind, 0) + 1

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 
 import zmq
 
+from .ether import TPID_8021Q
 from .transport import ControlClient, DataPort, ipc_endpoint
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +42,7 @@ def make_frame(dst: str | bytes | int, src: str | bytes | int, payload: bytes = 
     """An Ethernet II frame (optionally 802.1Q tagged) padded with zeros to `size` bytes."""
     header = mac_bytes(dst) + mac_bytes(src)
     if vlan is not None:
-        header += (0x8100).to_bytes(2, "big") + vlan.to_bytes(2, "big")
+        header += TPID_8021Q + vlan.to_bytes(2, "big")
     frame = header + ethertype.to_bytes(2, "big") + payload
     if size is not None:
         frame = frame + bytes(max(0, size - len(frame)))
