@@ -405,9 +405,31 @@ COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "check": cmd_c
             "exec": cmd_not_yet, "capture": cmd_capture, "graph": cmd_graph}
 
 
+def _reader_gone() -> int:
+    """The end of `netemu … | head`: stop quietly, as a Unix tool killed by SIGPIPE would.
+
+    Python's advice (signal module docs, "Note on SIGPIPE"): point stdout at
+    /dev/null so the interpreter's final flush does not fail again, and exit.
+    128 + SIGPIPE is the status a shell shows for a tool SIGPIPE ended.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (AttributeError, OSError, ValueError):  # not a real file (e.g. captured by a test)
+            pass
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return COMMANDS[args.verb](args)
+    try:
+        args = build_parser().parse_args(argv)
+        code = COMMANDS[args.verb](args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_gone()
+    return code
 
 
 if __name__ == "__main__":
