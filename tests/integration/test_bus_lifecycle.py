@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import msgpack
 import psutil
@@ -14,6 +13,7 @@ import pytest
 import zmq
 
 from bus.testing import DeviceProcess, FakeNic, make_frame
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -63,15 +63,16 @@ def test_device_dies_with_its_parent(run_dir):
     parent = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
     assert parent.returncode == 0, parent.stderr
     pid = int(parent.stdout.split()[0])
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+
+    def gone() -> bool:
         try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                break
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
-            break
-        time.sleep(0.05)
-    else:
+            return True
+
+    try:
+        wait_for(gone, timeout=5)
+    except TimeoutError:
         os.kill(pid, signal.SIGKILL)
         pytest.fail("device outlived its parent")
     assert not (run_dir / "orphan.data").exists() and not (run_dir / "orphan.ctl").exists()
