@@ -391,6 +391,8 @@ def _reply_error(exception: BaseException) -> dict[str, Any]:
     code = getattr(exception, "errno", None)
     # An OSError's errno travels in its own field: the text is its strerror, not "[Errno N] ...".
     text = exception.strerror if isinstance(exception, OSError) and exception.strerror else str(exception)
+    if isinstance(exception, OSError) and exception.strerror and exception.filename is not None:
+        text = f"{os.fsdecode(exception.filename)}: {text}"  # which file, as tcpdump -w or cp say it
     return {"ok": False, "error": text or type(exception).__name__, "errno": code if isinstance(code, int) else None}
 
 

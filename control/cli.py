@@ -24,6 +24,7 @@ from bus.transport import ControlError
 
 from . import render
 from .emulation import Emulation, LinkHandle
+from .topology_parse import parse_route
 
 HISTORY_FILE = Path(os.environ.get("NETEMU_HISTORY", Path.home() / ".netemu_history"))
 NODE_COMMANDS = ("ping", "traceroute", "ip", "sysctl", "counters", "netstat", "arp", "route")
@@ -45,16 +46,63 @@ class _Parser(argparse.ArgumentParser):
         raise CommandError("")
 
 
+# iputils' limits: -c 1..LONG_MAX, -s 0..INT_MAX then at most 65507 (65535 less the IP and ICMP headers),
+# -t 0..255, -i and -W 0..INT_MAX/1000 seconds.
+LONG_MAX, INT_MAX = 2**63 - 1, 2**31 - 1
+MAX_PING_SIZE = 65535 - 20 - 8
+
+
+def _iputils_integer(text: str, minimum: int, maximum: int) -> int:
+    """iputils' strtol_or_err: an integer in range, or ping's own words for what is wrong."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise CommandError(f"ping: invalid argument: '{text}'") from None
+    if not minimum <= value <= maximum:
+        raise CommandError(f"ping: invalid argument: '{text}': out of range: {minimum} <= value <= {maximum}")
+    return value
+
+
+def _iputils_seconds(text: str, what: str) -> float:
+    """-i and -W: a non-negative number of seconds (iputils says `bad timing interval` / `bad linger time`)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise CommandError(f"ping: {what}: {text}") from None
+    if not 0 <= value <= INT_MAX / 1000:  # NaN fails this too
+        raise CommandError(f"ping: {what}: {text}")
+    return value
+
+
 def _ping_parser() -> _Parser:
     parser = _Parser(prog="ping", add_help=False)
-    parser.add_argument("-c", dest="count", type=int, default=3)
-    parser.add_argument("-s", dest="size", type=int, default=56)
-    parser.add_argument("-i", dest="interval", type=float, default=1.0)
-    parser.add_argument("-W", dest="timeout", type=float, default=2.0)
-    parser.add_argument("-t", dest="ttl", type=int)
+    parser.add_argument("-c", dest="count", default="3")
+    parser.add_argument("-s", dest="size", default="56")
+    parser.add_argument("-i", dest="interval", default="1")
+    parser.add_argument("-W", dest="timeout", default="2")
+    parser.add_argument("-t", dest="ttl")
     parser.add_argument("-M", dest="pmtudisc", choices=["do", "dont", "want"])
     parser.add_argument("destination")
     return parser
+
+
+def parse_ping(args: list[str]) -> argparse.Namespace:
+    """`ping` options as iputils reads them, with iputils' messages for values out of range."""
+    options = _ping_parser().parse_args(args)
+    options.count = _iputils_integer(options.count, 1, LONG_MAX)
+    options.size = _iputils_integer(options.size, 0, INT_MAX)
+    if options.size > MAX_PING_SIZE:
+        raise CommandError(f"ping: packet size {options.size} is too large. Maximum is {MAX_PING_SIZE}")
+    options.interval = _iputils_seconds(options.interval, "bad timing interval")
+    timeout_text, options.timeout = options.timeout, _iputils_seconds(options.timeout, "bad linger time")
+    if options.timeout == 0:
+        # The node waits -W seconds for each reply: 0 would give up before any could come.
+        raise CommandError(f"ping: bad linger time: {timeout_text} (must be more than 0)")
+    if options.ttl is not None:
+        options.ttl = _iputils_integer(options.ttl, 0, 255)
+        if options.ttl == 0:
+            raise CommandError("ping: cannot set unicast time-to-live: Invalid argument")  # Linux's IP_TTL: 1..255
+    return options
 
 
 def _traceroute_parser() -> _Parser:
@@ -114,6 +162,8 @@ class NetemuShell(cmd.Cmd):
             return False
         try:
             return bool(super().onecmd(line))
+        except BrokenPipeError:
+            raise  # whoever read the output has gone: nothing more can be said (launcher.main ends quietly)
         except CommandError as error:
             self.failures += 1
             if str(error):
@@ -162,10 +212,12 @@ class NetemuShell(cmd.Cmd):
         return super().completenames(text, *ignored) + [n for n in self.net.topology.nodes if n.startswith(text)]
 
     def completedefault(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
-        words = line.split()
-        candidates: list[str] = list(self.net.topology.nodes) + list(self.net.topology.segments)
-        if words and words[0] in self.net.topology.nodes and (len(words) == 1 or (len(words) == 2 and text)):
-            candidates = list(NODE_COMMANDS)
+        before = line[:begidx].split()  # the words before the one being completed
+        topology = self.net.topology
+        if before and before[0] in topology.nodes:
+            candidates = _node_command_words(before[1:], list(topology.nodes))
+        else:
+            candidates = list(topology.nodes) + list(topology.segments)
         return [c for c in candidates if c.startswith(text)]
 
     def _node(self, name: str) -> Any:
@@ -286,7 +338,8 @@ class NetemuShell(cmd.Cmd):
         words = shlex.split(arg)
         if len(words) != 2:
             raise CommandError("usage: partition NODE[,NODE...] NODE[,NODE...]")
-        self.net.partition(words[0].split(","), words[1].split(","))
+        self.net.partition([name for name in words[0].split(",") if name],
+                           [name for name in words[1].split(",") if name])
         self.out(f"partitioned {words[0]} from {words[1]}")
 
     def do_heal(self, arg: str) -> None:
@@ -343,7 +396,7 @@ class NetemuShell(cmd.Cmd):
         handler(node, args)
 
     def node_ping(self, node: Any, args: list[str]) -> None:
-        options = _ping_parser().parse_args(args)
+        options = parse_ping(args)
         result = node.request("ping", {"dst": options.destination, "count": options.count, "size": options.size,
                                        "interval": options.interval, "timeout": options.timeout,
                                        "ttl": options.ttl, "dont_fragment": options.pmtudisc == "do"},
@@ -423,27 +476,22 @@ class NetemuShell(cmd.Cmd):
             if rest[:1] == ["cache"]:
                 self.out(*render.ip_route_cache(node.call("route_cache")))
                 return
-            table = rest[rest.index("table") + 1] if "table" in rest else "main"
-            self.out(*render.ip_route(node.call("routes", table=table), table=table))
+            table_name = rest[rest.index("table") + 1] if "table" in rest else "main"
+            self.out(*render.ip_route(node.call("routes", table=table_name), table=table_name))
             return
         if verb not in ("add", "del", "delete", "replace") or len(words) < 2:
             raise CommandError("usage: ip route [show [table main|local|all]|show cache] | "
                                "ip route add|del|replace DST [via GW] [dev DEV] [metric N] [src ADDR]")
-        spec: dict[str, Any] = {"dst": "0.0.0.0/0" if words[1] == "default" else words[1]}
-        keys = {"via": "gateway", "dev": "dev", "metric": "metric", "src": "src"}
-        rest = words[2:]
-        if len(rest) % 2:
-            raise CommandError(f"ip route: incomplete arguments {' '.join(rest)!r}")
-        for key, value in zip(rest[::2], rest[1::2]):
-            if key not in keys:
-                raise CommandError(f"ip route: unknown keyword {key!r}")
-            spec[keys[key]] = int(value) if key == "metric" else value
-        if verb == "add":
-            node.call("route_add", **spec)
-        elif verb == "replace":
-            node.call("route_add", replace=True, **spec)
+        deleting = verb in ("del", "delete")
+        route, problem = parse_route(" ".join(words[1:]), require_nexthop=not deleting)
+        if route is None:
+            raise CommandError(f"ip route: {problem}")
+        if deleting:
+            # As Linux's fib_table_delete: an unset (zero) metric matches a route of any metric.
+            node.call("route_del", dst=route.dst, gateway=route.gateway, dev=route.dev, metric=route.metric or None)
         else:
-            node.call("route_del", **{k: v for k, v in spec.items() if k != "src"})
+            node.call("route_add", dst=route.dst, gateway=route.gateway, dev=route.dev, metric=route.metric,
+                      src=route.src, replace=verb == "replace")
 
     def node_route(self, node: Any, args: list[str]) -> None:
         self.node_ip(node, ["route", *args])
@@ -482,6 +530,34 @@ class NetemuShell(cmd.Cmd):
                  "<node> ip route add|del DST [via GW] [dev DEV] [metric N]",
                  "<node> ip link set DEV up|down|mtu N   <node> ip neigh flush [dev DEV]",
                  "<node> sysctl [-a | NAME | -w NAME=VALUE]   <node> counters [-a]")
+
+
+IP_OBJECTS = {"addr": ("show", "add", "del"), "link": ("show", "set"), "route": ("show", "add", "del", "replace"),
+              "neigh": ("show", "flush", "add", "del")}
+
+
+def _node_command_words(before: list[str], nodes: list[str]) -> list[str]:
+    """What may come next after `<node> WORDS...`: Tab completion of node commands and their arguments."""
+    if not before:
+        return list(NODE_COMMANDS)
+    command, args = before[0], before[1:]
+    if command in ("ping", "traceroute"):
+        return nodes
+    if command == "ip":
+        args = [word for word in args if not word.startswith("-")]
+        if not args:
+            return list(IP_OBJECTS)
+        if len(args) == 1:
+            obj = next((name for name in IP_OBJECTS if name.startswith(args[0]) or args[0].startswith(name)), None)
+            return list(IP_OBJECTS[obj]) if obj else []
+        return []
+    if command == "sysctl" and (not args or args == ["-w"]):
+        from nodes.sysctl import KNOBS
+
+        return ([] if args else ["-a", "-w"]) + list(KNOBS)
+    if command in ("counters", "netstat") and not args:
+        return ["-a"]
+    return []
 
 
 def _display_params(params: dict[str, Any]) -> dict[str, str]:

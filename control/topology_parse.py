@@ -197,8 +197,13 @@ def parse_network(text: Any, what: str = "network") -> tuple[int, int, str]:
 ROUTE_KEYWORDS = ("via", "dev", "metric", "src")
 
 
-def parse_route(text: Any) -> tuple[Route | None, str]:
-    """One `ip route add` line: ``DST [via GW] [dev IF] [metric N] [src ADDR]``."""
+def parse_route(text: Any, require_nexthop: bool = True) -> tuple[Route | None, str]:
+    """One route of `ip route add|del|replace`: ``DST [via GW] [dev IF] [metric N] [src ADDR]``.
+
+    The one grammar of a route, for topology files and the CLI alike.
+    `require_nexthop=False` is for `ip route del`, which may name the
+    destination alone (Linux then deletes the first route to it).
+    """
     if not isinstance(text, str):
         return None, f"expected a route like 'default via 10.0.1.1', got {type_name(text)} {text!r}"
     words = text.split()
@@ -238,7 +243,7 @@ def parse_route(text: Any) -> tuple[Route | None, str]:
             return None, f"metric {value!r} is not a non-negative integer"
         else:
             route.metric = int(value)
-    if route.gateway is None and route.dev is None:
+    if require_nexthop and route.gateway is None and route.dev is None:
         return None, "a route needs 'via GATEWAY' or 'dev INTERFACE'"
     return route, ""
 

@@ -150,6 +150,17 @@ def test_ip_route_add_and_del_change_the_table(net):
     ping_h1_h2(net, expect=True)
 
 
+def test_ip_route_replace_keeps_one_route_and_del_without_metric_matches_any(net):
+    ok(net, "h1 ip route add 10.9.0.0/16 via 10.0.1.1 metric 5\n")
+    try:
+        ok(net, "h1 ip route replace 10.9.0.0/16 via 10.0.1.1 metric 5\n")
+        assert [line for line in ok(net, "h1 ip route\n") if line.startswith("10.9.")] == [
+            "10.9.0.0/16 via 10.0.1.1 dev eth0 metric 5"]
+    finally:
+        ok(net, "h1 ip route del 10.9.0.0/16\n")
+    assert not any(line.startswith("10.9.") for line in ok(net, "h1 ip route\n"))
+
+
 def test_ip_link_set_down_takes_the_interface_down_and_up_back(net):
     ok(net, "h1 ip link set eth0 down\n")
     try:
@@ -233,6 +244,13 @@ def test_partition_and_heal(net):
     ping_h1_h2(net, expect=True)
 
 
+def test_a_refused_partition_changes_nothing(net):
+    lines, failures = shell(net, "partition h1,h2 h2\n")
+    assert failures == 1 and lines == ["*** error: partition: h2 cannot be on both sides (the groups must not overlap)"]
+    ping_h1_h2(net, expect=True)
+    assert PING_OK in "\n".join(ok(net, "h1 ping -c 2 -i 0.1 10.0.1.1\n"))
+
+
 def test_capture_start_and_stop(net):
     with tempfile.TemporaryDirectory(prefix="ne-shell-") as directory:
         path = Path(directory) / "lan2.pcap"
@@ -265,14 +283,19 @@ BAD_LINES = [
     ("restart", "*** a node name is missing (nodes: h1, r1, h2)"),
     ("h1 ping -x h2", "*** ping: unrecognized arguments: -x"),
     ("h1 ping", "*** ping: the following arguments are required: destination"),
-    ("h1 ping -c many h2", "*** ping: argument -c: invalid int value: 'many'"),
+    ("h1 ping -c many h2", "*** ping: invalid argument: 'many'"),
+    ("h1 ping -s 70000 h2", "*** ping: packet size 70000 is too large. Maximum is 65507"),
+    ("h1 ping -t 300 h2", "*** ping: invalid argument: '300': out of range: 0 <= value <= 255"),
     ("h1 ping -c 1 nosuchhost", "*** error: nosuchhost: Name or service not known"),
     ("h1", "*** usage: h1 COMMAND (one of: ping, traceroute, ip, sysctl, counters, netstat, arp, route)"),
     ("h1 counters -z", "*** usage: <node> counters [-a]"),
     ("h1 frob", "*** h1: unknown command 'frob' (one of: ping, traceroute, ip, sysctl, counters, netstat, arp, route)"),
     ("h1 ip", "*** usage: ip addr|link|route|neigh ..."),
     ("h1 ip frob", "*** ip: unknown object 'frob' (addr, link, route, neigh)"),
-    ("h1 ip route add 10.9.0.0/16 via", "*** ip route: incomplete arguments 'via'"),
+    ("h1 ip route add 10.9.0.0/16 via", "*** ip route: 'via' needs a value"),
+    ("h1 ip route add 10.9.0.0/16", "*** ip route: a route needs 'via GATEWAY' or 'dev INTERFACE'"),
+    ("h1 ip route add default gw 10.0.1.1", "*** ip route: unknown word 'gw' in route (did you mean 'via'?)"),
+    ("h1 ip route add 10.9.0.1/16 dev eth0", "*** ip route: '10.9.0.1/16' has host bits set (did you mean 10.9.0.0/16?)"),
     ("h1 ip link set eth0 sideways", "*** ip link set: unknown setting 'sideways'"),
     ("h1 sysctl -w net.ipv4.no_such_knob=1", "*** error: net.ipv4.no_such_knob: unknown sysctl"),
     ("link", "*** usage: link A B up|down|set KEY=VALUE..."),
@@ -280,8 +303,12 @@ BAD_LINES = [
     ("link h1 eth7 down", "*** error: h1 has no interface or segment 'eth7' (a direct p2p link or a segment it is on)"),
     ("link r1 eth1 set delay", "*** expected KEY=VALUE, got 'delay'"),
     ("partition h1", "*** usage: partition NODE[,NODE...] NODE[,NODE...]"),
+    ("partition h1 h1", "*** error: partition: h1 cannot be on both sides (the groups must not overlap)"),
+    ("partition h1,r1 r1,h2", "*** error: partition: r1 cannot be on both sides (the groups must not overlap)"),
+    ("partition , h2", "*** error: partition: each group needs at least one node"),
     ("capture lan1", "*** usage: capture SEGMENT FILE.pcap | capture SEGMENT stop"),
     ("capture lan9 /tmp/x.pcap", "*** error: no segment 'lan9'"),
+    ("capture lan1 /no/such/dir/x.pcap", "*** error: /no/such/dir/x.pcap: No such file or directory"),
     ("pingall -c", "*** pingall: argument -c: expected one argument"),
     ("frobnicate", "*** unknown command 'frobnicate'; type help"),
 ]

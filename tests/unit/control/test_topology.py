@@ -350,3 +350,20 @@ def test_routes_parse_like_ip_route_add(text, expected):
 def test_bad_routes_say_what_is_wrong(text, problem):
     route, message = parse_route(text)
     assert route is None and message == problem
+
+
+def test_a_route_to_add_needs_a_next_hop_one_to_delete_does_not():
+    assert parse_route("10.9.0.0/16") == (None, "a route needs 'via GATEWAY' or 'dev INTERFACE'")
+    route, problem = parse_route("10.9.0.0/16", require_nexthop=False)
+    assert problem == "" and route.as_dict() == {"dst": "10.9.0.0/16", "gateway": None, "dev": None, "metric": 0,
+                                                 "src": None}
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("10.9.0.0/16 via", "'via' needs a value"),
+    ("10.9.0.1/16 dev eth0", "'10.9.0.1/16' has host bits set (did you mean 10.9.0.0/16?)"),
+    ("default gw 10.0.1.1", "unknown word 'gw' in route (did you mean 'via'?)"),
+    ("default dev eth0 metric -1", "metric '-1' is not a non-negative integer"),
+])
+def test_route_problems_a_cli_user_meets(text, problem):
+    assert parse_route(text, require_nexthop=False) == (None, problem)
