@@ -72,8 +72,9 @@ for _names, _scale in ((("s", "sec", "secs"), 1.0), (("ms", "msec", "msecs"), 1e
 _TRUE_WORDS = frozenset({"true", "yes", "on", "up", "1"})
 _FALSE_WORDS = frozenset({"false", "no", "off", "down", "0"})
 
+# The one MTU range of netemu (link parameters here, `ip link set DEV mtu N` in a node):
 MIN_MTU = 68  # RFC 791: every internet module must forward a 68-octet datagram
-MAX_MTU = 65535
+MAX_MTU = 65535  # the largest IPv4 datagram (16-bit total length)
 
 
 class LinkParamError(ValueError):
