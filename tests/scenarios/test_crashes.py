@@ -4,16 +4,22 @@ One single_lan emulation serves the module; each test brings back what it killed
 """
 from __future__ import annotations
 
+import json
 import os
+import queue
 import re
 import signal
+import subprocess
+import sys
+import threading
+import time
 
 import psutil
 import pytest
 
 from control.emulation import Emulation
 
-from .helpers import topology
+from .helpers import LAUNCHER, private_run_base, topology
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -120,3 +126,47 @@ def test_restart_brings_the_pid_back_and_clears_the_exit_status(net, h2_back):
     assert net["h2"].pid is not None
     status = net.status()["processes"]["h2"]
     assert (status["returncode"], status["signal"], status["rx_exceptions"], status["restarts"]) == (None, None, 0, restarts + 1)
+
+
+def _collect(stream, lines: queue.Queue) -> None:
+    for line in stream:
+        lines.put(line)
+
+
+def _wait_line(lines: queue.Queue, text: str, timeout: float) -> str:
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.05)
+        except queue.Empty:
+            continue
+        seen.append(line)
+        if text in line:
+            return line
+    raise AssertionError(f"{text!r} not printed within {timeout} s; got {''.join(seen)!r}")
+
+
+def test_the_netemu_cli_prints_a_crash_as_it_happens():
+    with private_run_base() as base:
+        script = base / "long.cli"
+        script.write_text("h1 ping -c 50 -i 0.2 h3\n")
+        launcher = subprocess.Popen([sys.executable, str(LAUNCHER), "up", str(topology("single_lan")), "--name",
+                                     "scn-crash-cli", "--script", str(script)], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = queue.Queue(), queue.Queue()
+            threading.Thread(target=_collect, args=(launcher.stdout, out), daemon=True).start()
+            threading.Thread(target=_collect, args=(launcher.stderr, err), daemon=True).start()
+            _wait_line(out, "netemu> h1 ping -c 50", timeout=30)
+            pid = json.loads((base / "scn-crash-cli" / "state.json").read_text())["processes"]["h2"]["pid"]
+            os.kill(pid, signal.SIGKILL)
+            line = _wait_line(err, "*** netemu scn-crash-cli: h2", timeout=2.0)
+            assert f"h2 (pid {pid}) was killed by SIGKILL unexpectedly; last lines of its log: " in line
+            assert launcher.poll() is None  # the ping still runs: reported as it happened, not at the end
+        finally:
+            launcher.terminate()
+            launcher.wait(timeout=15)
+            launcher.stdout.close()
+            launcher.stderr.close()
+        assert not (base / "scn-crash-cli").exists()
