@@ -4,19 +4,26 @@ Before changing this file, read RFC 826 ("Packet Reception"), RFC 1122
 section 2.3.2 (ARP cache validation, flooding limits, queueing), seed 001's
 arp_table section, and Linux `net/core/neighbour.c` (`neigh_timer_handler`,
 `__neigh_event_send`, `neigh_update`, `neigh_periodic_work`) with
-`net/ipv4/arp.c` (`arp_process`).
+`net/ipv4/arp.c` (`arp_process`, `arp_constructor`).
+
+Three modules, as Linux splits neighbour.h / neighbour.c / arp.c:
+`nodes/neigh_entry.py` (states, entry, knobs, counters), this one (the table:
+lookup, queueing, timers, gc, administration) and `nodes/arp.py` (effects,
+addresses that need no ARP, the rules for received ARP). Every name is
+importable from here.
 
 Sans-I/O: no clock, no sockets. Every call that involves time takes `now`
 (float seconds from the kernel's clock); calls that make things happen return
 a list of *effects* for the kernel to carry out. The API:
 
 * `lookup(ip, dev, now) -> MacAddress | None` -- the per-packet fast path.
-  A MAC means "send now" (REACHABLE, DELAY, PROBE, PERMANENT, and STALE, which
-  this call moves to DELAY). None means no usable entry: call `enqueue`.
+  A MAC means "send now" (REACHABLE, DELAY, PROBE, PERMANENT, NOARP, and
+  STALE, which this call moves to DELAY). None means no usable entry: call
+  `enqueue`.
 * `enqueue(ip, dev, packet, now) -> effects` -- park a packet (an opaque
   object) until `ip` resolves, starting resolution when needed.
 * `arp_input(arp, dev, now, pkt_type) -> effects` -- a parsed `ArpPacket`
-  received on `dev`.
+  received on `dev` (rules in `nodes/arp.py`).
 * `confirm(ip, now, dev=None)` -- upper-layer proof of reachability (a TCP ACK
   that advanced snd_una), Linux `neigh_confirm`. Takes effect at the next timer.
 * `next_timer() -> float | None` and `tick(now) -> effects` -- the kernel
@@ -25,6 +32,12 @@ a list of *effects* for the kernel to carry out. The API:
   -- `ip neigh add/replace/del/flush`; `table(now)` -- `ip -s neigh show`.
 * `local_addresses` -- a set of our IPv4 addresses (any interface, as Linux
   answers with arp_ignore=0), kept in sync by the kernel.
+* `broadcast_addresses` -- a set of the subnet broadcast addresses of our
+  interfaces (Linux's RTN_BROADCAST routes, which `inet_addr_type` sees for
+  the whole namespace), kept in sync by the kernel. 255.255.255.255 and
+  224.0.0.0/4 are known without it.
+* `params` -- `NeighParams`; `NeighParams.from_sysctl(sysctl)` builds them from
+  a node's `net.ipv4.neigh.default.*` knobs, whose table owns every default.
 
 Effects: `SendArpRequest` (broadcast while INCOMPLETE, unicast while PROBE),
 `SendArpReply`, `TransmitQueued` (packets flushed in arrival order once the MAC
@@ -35,6 +48,8 @@ coming up.
 States and transitions (Linux NUD; "used" = a `lookup` hit):
 
     (none) --enqueue--> INCOMPLETE: broadcast request now and every retrans_time
+    (none) --lookup of a broadcast/multicast address--> NOARP with the
+           broadcast MAC or 01:00:5e:xx:xx:xx (arp_constructor); ARP never changes it
     INCOMPLETE --reply/any ARP from it--> REACHABLE or STALE, queue flushed
     INCOMPLETE --mcast_solicit requests unanswered--> FAILED, queue returned
     REACHABLE --reachable_time after last confirmation, used within
@@ -43,16 +58,19 @@ States and transitions (Linux NUD; "used" = a `lookup` hit):
     DELAY --not confirmed--> PROBE: unicast request now and every retrans_time
     PROBE --reply--> REACHABLE; --ucast_solicit unanswered--> FAILED
     FAILED --enqueue--> INCOMPLETE (resolution starts again)
-    STALE/FAILED unused for gc_stale_time --> removed
+    STALE/FAILED/NOARP unused for gc_stale_time --> removed
     PERMANENT: set by `add`, never aged, evicted or changed by ARP input.
 
-ARP input follows `arp_process`: a reply unicast to us means REACHABLE; any
-other ARP from a known sender (request, broadcast reply, gratuitous) means
-STALE with the new MAC (a STALE update carrying the MAC we already have leaves
-the state alone, as `neigh_update` does). A request for one of our addresses
-creates the sender's entry (STALE) and is answered; other requests create
-nothing. Not modelled: proxy ARP, `locktime`, `arp_accept`, per-device
-parameters, gc_thresh1/2 (only the hard limit gc_thresh3).
+ARP input (`nodes/arp.py`) follows `arp_process` with default sysctls: a
+request for one of our addresses creates or overrides the sender's entry
+(STALE) and is answered; a reply unicast to us means REACHABLE; any other ARP
+(request for someone else, broadcast reply, gratuitous) only updates an entry
+we already have, to STALE. An update that would change the MAC of a valid
+entry is ignored within `locktime` of the entry's last change, unless it is
+a gratuitous ARP; an update carrying the MAC we have changes nothing but
+`confirmed` (`neigh_update`). Not modelled: proxy ARP, arp_accept and the
+other per-device conf knobs, per-device parameters, gc_thresh1/2 (only the
+hard limit gc_thresh3, at which the least recently used entry is evicted).
 """
 from __future__ import annotations
 
@@ -61,179 +79,63 @@ import heapq
 import itertools
 import os
 import random
-from collections import deque
-from dataclasses import asdict, dataclass, field
-from enum import IntEnum
 from typing import Any, Iterable
 
-from .skbuff import PACKET_HOST, PACKET_OTHERHOST
+from .arp import (
+    Effect,
+    ResolutionFailed,
+    SendArpReply,
+    SendArpRequest,
+    TransmitQueued,
+    arp_process,
+    gratuitous_arp,
+    noarp_mac,
+)
+from .neigh_entry import (
+    ADMIN_ONLY,
+    CONNECTED,
+    DELAY,
+    FAILED,
+    INCOMPLETE,
+    NOARP,
+    PERMANENT,
+    PROBE,
+    REACHABLE,
+    SEND_AS_IS,
+    STALE,
+    VALID,
+    NeighParams,
+    NeighStats,
+    Neighbour,
+    NudState,
+)
+from .skbuff import PACKET_HOST
 from .wire.addresses import BROADCAST_MAC, IPv4Address, MacAddress
-from .wire.arp import ARP_REPLY, ARP_REQUEST, ArpPacket
+from .wire.arp import ArpPacket
+
+__all__ = [
+    "DELAY", "FAILED", "INCOMPLETE", "NOARP", "PERMANENT", "PROBE", "REACHABLE", "STALE",
+    "REACHABLE_TIME_REDRAW_INTERVAL", "Effect", "NeighParams", "NeighStats", "NeighTable", "Neighbour",
+    "NudState", "ResolutionFailed", "SendArpReply", "SendArpRequest", "TransmitQueued", "gratuitous_arp",
+]
 
 # How often Linux redraws the randomised reachable_time (neigh_periodic_work).
 REACHABLE_TIME_REDRAW_INTERVAL = 300.0
 
-
-class NudState(IntEnum):
-    """Neighbour Unreachability Detection states, with Linux's NUD_* bit values."""
-
-    INCOMPLETE = 0x01
-    REACHABLE = 0x02
-    STALE = 0x04
-    DELAY = 0x08
-    PROBE = 0x10
-    FAILED = 0x20
-    PERMANENT = 0x80
-
-
-INCOMPLETE, REACHABLE, STALE = NudState.INCOMPLETE, NudState.REACHABLE, NudState.STALE
-DELAY, PROBE, FAILED, PERMANENT = NudState.DELAY, NudState.PROBE, NudState.FAILED, NudState.PERMANENT
-
-# A MAC we may send to without asking first (Linux NUD_VALID minus NOARP).
-_VALID = frozenset({REACHABLE, STALE, DELAY, PROBE, PERMANENT})
-# Valid states a lookup uses as they are (STALE also moves to DELAY).
-_SEND_AS_IS = frozenset({REACHABLE, DELAY, PROBE, PERMANENT})
-
-
-@dataclass(slots=True)
-class NeighParams:
-    """The knobs of `ip ntable` / `net.ipv4.neigh.default.*`, times in seconds."""
-
-    unres_qlen: int = 3  # packets queued per unresolved entry
-    retrans_time: float = 1.0  # between two requests for the same address
-    mcast_solicit: int = 3  # broadcast requests before INCOMPLETE gives up
-    ucast_solicit: int = 3  # unicast probes before PROBE gives up
-    base_reachable_time: float = 30.0  # REACHABLE lifetime before randomisation
-    delay_first_probe_time: float = 5.0  # DELAY before the first unicast probe
-    gc_stale_time: float = 60.0  # unused STALE/FAILED entries are removed after this
-    gc_thresh3: int = 1024  # hard limit on entries
-
-    def __post_init__(self) -> None:
-        for name in ("retrans_time", "base_reachable_time", "delay_first_probe_time", "gc_stale_time"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("unres_qlen", "mcast_solicit", "ucast_solicit"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
-        if self.gc_thresh3 < 1:
-            raise ValueError(f"gc_thresh3 must be at least 1, got {self.gc_thresh3!r}")
-
-
-@dataclass(slots=True)
-class NeighStats:
-    """Counters: the first block as in /proc/net/stat/arp_cache, the rest our own."""
-
-    entries: int = 0
-    allocs: int = 0
-    destroys: int = 0
-    lookups: int = 0
-    hits: int = 0  # lookups that found an entry in any state
-    res_failed: int = 0  # resolutions that ended in FAILED
-    rcv_probes_mcast: int = 0  # requests for our address, received broadcast
-    rcv_probes_ucast: int = 0  # requests for our address, received unicast
-    forced_gc_runs: int = 0  # inserts at gc_thresh3 that had to evict
-    unresolved_discards: int = 0  # packets dropped from a full unres queue
-    table_fulls: int = 0  # inserts refused: nothing evictable at gc_thresh3
-    # ours
-    mcast_probes_sent: int = 0  # broadcast requests (INCOMPLETE)
-    ucast_probes_sent: int = 0  # unicast requests (PROBE)
-    replies_sent: int = 0
-    rcv_from_own_address: int = 0  # ARP claiming one of our addresses as sender: dropped
-    rcv_invalid: int = 0  # bad operation, multicast sender MAC, multicast/loopback IPs: dropped
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
-@dataclass(slots=True, eq=False)
-class Neighbour:
-    """One entry: Linux struct neighbour, with seed 001's arp_table fields."""
-
-    ip: IPv4Address
-    dev: str
-    state: NudState
-    mac: MacAddress | None
-    last_used: float  # last lookup hit or enqueue (Linux n->used)
-    last_confirmed: float  # last proof of reachability (n->confirmed)
-    last_updated: float  # last change of state or address (n->updated)
-    probes: int = 0  # requests sent in the current INCOMPLETE/PROBE round
-    queue: deque = field(default_factory=deque)  # packets waiting for the MAC, oldest first
-    timer: float | None = None  # deadline of the pending timer, if any
-    timer_token: int = 0  # matches the live heap item; 0 = no timer
-
-
-# -- effects -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SendArpRequest:
-    """Ask who has `target_ip` on `dev`; `dst_mac` is the Ethernet destination (broadcast or the old MAC)."""
-
-    dev: str
-    target_ip: IPv4Address
-    dst_mac: MacAddress
-
-    def packet(self, dev_mac: MacAddress, source_ip: IPv4Address) -> ArpPacket:
-        """The request from `dev`'s MAC; the kernel picks `source_ip` (an address of `dev`, as inet_select_addr)."""
-        return ArpPacket.request(dev_mac, source_ip, self.target_ip)
-
-
-@dataclass(frozen=True, slots=True)
-class SendArpReply:
-    """Tell `target_ip` at `target_mac` (the asker) that our `sender_ip` is at `dev`'s MAC."""
-
-    dev: str
-    sender_ip: IPv4Address
-    target_ip: IPv4Address
-    target_mac: MacAddress
-
-    def packet(self, dev_mac: MacAddress) -> ArpPacket:
-        return ArpPacket.reply(dev_mac, self.sender_ip, self.target_mac, self.target_ip)
-
-
-@dataclass(frozen=True, slots=True)
-class TransmitQueued:
-    """Send `packets` (in this order) to `mac` on `dev`: they waited for resolution."""
-
-    dev: str
-    mac: MacAddress
-    packets: tuple
-
-
-@dataclass(frozen=True, slots=True)
-class ResolutionFailed:
-    """`ip` on `dev` did not resolve (or its entry was removed): these packets cannot be sent."""
-
-    dev: str
-    ip: IPv4Address
-    packets: tuple
-
-
-Effect = SendArpRequest | SendArpReply | TransmitQueued | ResolutionFailed
-
-
-def gratuitous_arp(dev_mac: MacAddress, ip: IPv4Address) -> tuple[MacAddress, ArpPacket]:
-    """Ethernet destination and packet announcing `ip` at `dev_mac` (interface up, RFC 5227 3)."""
-    return BROADCAST_MAC, ArpPacket.gratuitous(dev_mac, ip)
-
-
-def _bad_sender_ip(ip: int) -> bool:
-    # arp_process drops multicast, and we also refuse loopback and limited broadcast senders.
-    return ip >> 28 == 0xE or ip >> 24 == 127 or ip == 0xFFFFFFFF
-
-
-def _bad_target_ip(ip: int) -> bool:
-    return ip >> 28 == 0xE or ip >> 24 == 127
+# The timer heap is rebuilt once it holds more than this many items per entry (plus slack):
+# superseded items would otherwise pile up until their deadline under a flood of updates.
+_HEAP_SLACK = 64
 
 
 class NeighTable:
     """One node's ARP table (Linux arp_tbl); see the module docstring for the API."""
 
     def __init__(self, params: NeighParams | None = None, *, local_addresses: Iterable[int] = (),
-                 rng: random.Random | None = None) -> None:
+                 broadcast_addresses: Iterable[int] = (), rng: random.Random | None = None) -> None:
         """`rng` randomises reachable_time to 0.5-1.5x base as Linux does; without it the base is used exactly."""
         self.params = params if params is not None else NeighParams()
         self.local_addresses: set[int] = set(local_addresses)
+        self.broadcast_addresses: set[int] = set(broadcast_addresses)
         self.stats = NeighStats()
         self._rng = rng
         self._entries: dict[tuple[int, str], Neighbour] = {}
@@ -251,11 +153,14 @@ class NeighTable:
         stats.lookups += 1
         entry = self._entries.get((ip, dev))
         if entry is None:
-            return None
+            mac = noarp_mac(ip, self.broadcast_addresses)
+            if mac is not None:
+                self._create_noarp(ip, dev, mac, now)
+            return mac
         stats.hits += 1
         entry.last_used = now
         state = entry.state
-        if state in _SEND_AS_IS:
+        if state in SEND_AS_IS:
             return entry.mac
         if state is STALE:
             self._start_delay(entry, now)
@@ -272,6 +177,11 @@ class NeighTable:
         effects: list[Effect] = []
         entry = self._entries.get((ip, dev))
         if entry is None:
+            mac = noarp_mac(ip, self.broadcast_addresses)
+            if mac is not None:
+                self._create_noarp(ip, dev, mac, now)
+                effects.append(TransmitQueued(dev, mac, (packet,)))
+                return effects
             entry = self._create(IPv4Address(ip), dev, now, effects)
             if entry is None:
                 effects.append(ResolutionFailed(dev, IPv4Address(ip), (packet,)))
@@ -300,57 +210,65 @@ class NeighTable:
         """Record that `ip` proved reachable (e.g. it ACKed new data); on every device if `dev` is None."""
         for device in (dev,) if dev is not None else self._devs:
             entry = self._entries.get((ip, device))
-            if entry is not None and entry.state is not PERMANENT:
+            if entry is not None and entry.state not in ADMIN_ONLY:
                 entry.last_confirmed = now
 
     # -- input path --------------------------------------------------------------
 
     def arp_input(self, arp: ArpPacket, dev: str, now: float, pkt_type: int = PACKET_HOST) -> list[Effect]:
         """Learn from an ARP packet received on `dev` and answer it if it asks for one of our addresses."""
-        effects: list[Effect] = []
-        if pkt_type == PACKET_OTHERHOST:
-            return effects  # arp_rcv: not addressed to us at the link layer
-        stats = self.stats
-        operation = arp.operation
-        sender_ip, target_ip, sender_mac = arp.sender_ip, arp.target_ip, arp.sender_mac
-        if ((operation != ARP_REQUEST and operation != ARP_REPLY) or sender_mac[0] & 0x01
-                or _bad_sender_ip(sender_ip) or _bad_target_ip(target_ip)):
-            stats.rcv_invalid += 1
-            return effects
-        local = self.local_addresses
-        if sender_ip == 0:
-            # RFC 5227 probe (duplicate address detection): answer, learn nothing.
-            if operation == ARP_REQUEST and target_ip in local:
-                self._reply(dev, target_ip, IPv4Address(0), sender_mac, pkt_type, effects)
-            return effects
-        if sender_ip in local:
-            # Our own address from someone else (a conflict) or our own broadcast looped back.
-            stats.rcv_from_own_address += 1
-            return effects
-        if operation == ARP_REQUEST and target_ip in local:
-            # The asker will talk to us next: learn it (neigh_event_ns), then answer.
-            entry = self._entries.get((sender_ip, dev))
-            if entry is None:
-                entry = self._create(IPv4Address(sender_ip), dev, now, effects)
-            if entry is not None:
-                self._update(entry, sender_mac, STALE, now, effects)
-            self._reply(dev, target_ip, sender_ip, sender_mac, pkt_type, effects)
-            return effects
-        entry = self._entries.get((sender_ip, dev))
-        if entry is not None:
-            state = REACHABLE if operation == ARP_REPLY and pkt_type == PACKET_HOST else STALE
-            self._update(entry, sender_mac, state, now, effects)
-        return effects
+        return arp_process(self, arp, dev, now, pkt_type)
 
-    def _reply(self, dev: str, our_ip: int, asker_ip: int, asker_mac: MacAddress, pkt_type: int,
-               effects: list[Effect]) -> None:
-        stats = self.stats
-        if pkt_type == PACKET_HOST:
-            stats.rcv_probes_ucast += 1
+    def event_ns(self, ip: int, dev: str, mac: MacAddress, now: float, effects: list[Effect]) -> Neighbour | None:
+        """neigh_event_ns: `ip` asked for us from `mac`: create its entry if needed and set the MAC (STALE).
+
+        None when the table is full (nothing evictable)."""
+        entry = self._entries.get((ip, dev))
+        if entry is None:
+            entry = self._create(IPv4Address(ip), dev, now, effects)
+            if entry is None:
+                return None
+        self.neigh_update(entry, mac, STALE, now, effects, override=True)
+        return entry
+
+    def neigh_update(self, entry: Neighbour, mac: MacAddress, state: NudState, now: float,
+                     effects: list[Effect], *, override: bool) -> None:
+        """neigh_update for ARP input (no NEIGH_UPDATE_F_ADMIN): new MAC and state, flushing what waited.
+
+        Without `override` a valid entry keeps a different MAC it has (the locktime rule)."""
+        old = entry.state
+        if old in ADMIN_ONLY:
+            return  # PERMANENT and NOARP: only the administrator changes those
+        if state in CONNECTED:
+            entry.last_confirmed = now  # even when the update is then refused, as Linux does
+        if not isinstance(mac, MacAddress):
+            mac = MacAddress.from_wire(mac)
+        # An entry that was not valid takes the MAC as new even if the bytes match (Linux compares
+        # only against a valid entry's address).
+        changed = old not in VALID or mac != entry.mac
+        if old in VALID:
+            if changed and not override:
+                self.stats.locktime_ignored += 1
+                return
+            if not changed and state is STALE:
+                state = old  # same address, weaker news: keep the state we have
+        if state is old and not changed:
+            return  # nothing changes, so `updated` (the locktime window) does not move either
+        entry.last_updated = now
+        if changed:
+            entry.mac = mac
+            if state not in CONNECTED:
+                # A new address is not confirmed (neigh_update dates `confirmed` 2 * base back).
+                entry.last_confirmed = now - 2 * self.params.base_reachable_time
+        if state is old:
+            return
+        entry.state = state
+        entry.probes = 0
+        if state is REACHABLE:
+            self._arm(entry, now + self._reachable_time_at(now))
         else:
-            stats.rcv_probes_mcast += 1
-        stats.replies_sent += 1
-        effects.append(SendArpReply(dev, IPv4Address(our_ip), IPv4Address(asker_ip), MacAddress(asker_mac)))
+            self._arm_gc(entry)
+        self._flush_queue(entry, now, effects)
 
     # -- timers --------------------------------------------------------------------
 
@@ -405,7 +323,8 @@ class NeighTable:
                 self._solicit(entry, now, effects)
         elif state is INCOMPLETE:
             self._solicit(entry, now, effects)
-        elif state is STALE or state is FAILED:
+        elif state is STALE or state is FAILED or state is NOARP:
+            # neigh_periodic_work: unreferenced and unused for gc_stale_time.
             if now >= entry.last_used + params.gc_stale_time:
                 self._remove(entry)
             else:
@@ -448,7 +367,12 @@ class NeighTable:
         token = next(self._tokens)
         entry.timer = deadline
         entry.timer_token = token
-        heapq.heappush(self._timers, (deadline, token, entry))
+        timers = self._timers
+        heapq.heappush(timers, (deadline, token, entry))
+        if len(timers) > 2 * len(self._entries) + _HEAP_SLACK:
+            # At most one item per entry is live: drop the superseded ones (amortised O(1) per arm).
+            timers[:] = [item for item in timers if item[2].timer_token == item[1]]
+            heapq.heapify(timers)
 
     def _arm_gc(self, entry: Neighbour) -> None:
         self._arm(entry, entry.last_used + self.params.gc_stale_time)
@@ -474,25 +398,6 @@ class NeighTable:
             queue.popleft()
         queue.append(packet)
 
-    def _update(self, entry: Neighbour, mac: MacAddress, state: NudState, now: float,
-                effects: list[Effect]) -> None:
-        """neigh_update from ARP input: new MAC and state, and flush whatever waited for it."""
-        old = entry.state
-        if old is PERMANENT:
-            return  # only the administrator changes those
-        if state is STALE and old in _VALID and mac == entry.mac:
-            return  # same address, weaker news: keep the state we have
-        if state is REACHABLE:
-            entry.last_confirmed = now
-        entry.mac = MacAddress.from_wire(mac) if not isinstance(mac, MacAddress) else mac
-        entry.probes = 0
-        self._set_state(entry, state, now)
-        if state is REACHABLE:
-            self._arm(entry, now + self._reachable_time_at(now))
-        else:
-            self._arm_gc(entry)
-        self._flush_queue(entry, now, effects)
-
     def _flush_queue(self, entry: Neighbour, now: float, effects: list[Effect]) -> None:
         if entry.queue:
             effects.append(TransmitQueued(entry.dev, entry.mac, tuple(entry.queue)))
@@ -501,9 +406,10 @@ class NeighTable:
                 # Linux sends the queue through neigh_resolve_output, which uses the entry.
                 self._start_delay(entry, now)
 
-    def _create(self, ip: IPv4Address, dev: str, now: float, effects: list[Effect]) -> Neighbour | None:
+    def _create(self, ip: IPv4Address, dev: str, now: float, effects: list[Effect],
+                evict_waiting: bool = True) -> Neighbour | None:
         """A new INCOMPLETE entry without timer, evicting one first at gc_thresh3; None if the table is full."""
-        if len(self._entries) >= self.params.gc_thresh3 and not self._evict(effects):
+        if len(self._entries) >= self.params.gc_thresh3 and not self._evict(effects, evict_waiting):
             self.stats.table_fulls += 1
             return None
         # Linux dates `confirmed` far in the past so that a new entry never counts as confirmed.
@@ -515,7 +421,19 @@ class NeighTable:
         self.stats.entries += 1
         return entry
 
-    def _evict(self, effects: list[Effect]) -> bool:
+    def _create_noarp(self, ip: int, dev: str, mac: MacAddress, now: float) -> None:
+        """arp_constructor for a broadcast/multicast address: a NOARP entry holding its computed MAC.
+
+        Only an idle entry is evicted for it (a lookup returns no effects); when none is, the MAC
+        is still used, just not remembered."""
+        entry = self._create(IPv4Address(ip), dev, now, [], evict_waiting=False)
+        if entry is not None:
+            entry.state = NOARP
+            entry.mac = mac
+            entry.last_confirmed = now
+            self._arm_gc(entry)
+
+    def _evict(self, effects: list[Effect], evict_waiting: bool = True) -> bool:
         """Forced gc: remove the least recently used non-permanent entry, sparing those with queued packets."""
         self.stats.forced_gc_runs += 1
         idle: Neighbour | None = None
@@ -528,7 +446,7 @@ class NeighTable:
                     waiting = entry
             elif idle is None or entry.last_used < idle.last_used:
                 idle = entry
-        victim = idle if idle is not None else waiting
+        victim = idle if idle is not None else waiting if evict_waiting else None
         if victim is None:
             return False
         self._drop_entry(victim, effects)

@@ -49,6 +49,7 @@ KNOBS: dict[str, Knob] = _knobs(
     Knob("net.ipv4.neigh.default.base_reachable_time_ms", 30000, 1, INT_MAX, "ms an entry stays REACHABLE"),
     Knob("net.ipv4.neigh.default.delay_first_probe_time", 5, 0, INT_MAX, "seconds in DELAY before probing"),
     Knob("net.ipv4.neigh.default.gc_stale_time", 60, 1, INT_MAX, "seconds before an unused stale entry is collected"),
+    Knob("net.ipv4.neigh.default.locktime", 100, 0, INT_MAX, "1/100 s (USER_HZ): an ARP update may not change a MAC learnt this recently"),
     Knob("net.ipv4.neigh.default.gc_thresh3", 1024, 1, INT_MAX, "hard limit on neighbour entries"),
     Knob("net.core.netdev_budget", 300, 1, INT_MAX, "frames processed per NAPI softirq round"),
     Knob("net.core.dev_weight", 64, 1, INT_MAX, "frames per device per NAPI visit"),

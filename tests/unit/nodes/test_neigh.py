@@ -268,7 +268,7 @@ def test_reply_during_probe_makes_entry_reachable(clock):
     reachable_peer(table, clock)
     run_timers(table, clock, start + 40)
     table.lookup(PEER, DEV, clock.now)
-    run_timers(table, clock, start + 45.5)
+    run_timers(table, clock, start + 46.5)  # PROBE since +45: past locktime, so a new MAC is taken
     assert table.arp_input(reply(sender_mac=NEW_MAC), DEV, clock.now) == []
     entry = table.get(PEER, DEV)
     assert (entry.state, entry.mac, entry.probes) == (REACHABLE, NEW_MAC, 0)
@@ -339,13 +339,13 @@ def test_reachable_time_is_randomised_with_injected_rng(clock):
 
 def test_reachable_time_is_redrawn_after_300_seconds(clock):
     table = NeighTable(local_addresses={OUR_IP}, rng=random.Random(3))
-    reachable_peer(table, clock)
+    table.add(PEER, DEV, PEER_MAC, clock.now, state=REACHABLE)
     first = table.next_timer() - clock.now
     clock.advance(400)
-    table.arp_input(reply(), DEV, clock.now)
+    table.add(PEER, DEV, PEER_MAC, clock.now, state=REACHABLE)
     second = table.next_timer() - clock.now
     clock.advance(10)
-    table.arp_input(reply(), DEV, clock.now)
+    table.add(PEER, DEV, PEER_MAC, clock.now, state=REACHABLE)
     assert table.next_timer() - clock.now == pytest.approx(second)  # not redrawn within 300 s
     assert second != pytest.approx(first)
 
@@ -405,7 +405,7 @@ def test_request_for_another_host_creates_no_entry(clock):
 def test_request_for_another_host_updates_existing_entry(clock):
     table = make_table()
     reachable_peer(table, clock)
-    clock.advance(1)
+    clock.advance(1.5)  # past locktime
     table.arp_input(request(sender_mac=NEW_MAC, target_ip=OTHER), DEV, clock.now, pkt_type=PACKET_BROADCAST)
     entry = table.get(PEER, DEV)
     assert (entry.state, entry.mac, entry.last_updated) == (STALE, NEW_MAC, clock.now)
@@ -647,10 +647,10 @@ def test_table_full_of_permanent_entries_refuses_new_ones(clock):
     with pytest.raises(OSError) as caught:
         table.add(PEER, DEV, PEER_MAC, clock.now)
     assert caught.value.errno == errno.ENOBUFS
-    # a request for us is still answered, just not learnt
-    effects = table.arp_input(request(), DEV, clock.now, pkt_type=PACKET_BROADCAST)
-    assert effects == [SendArpReply(DEV, OUR_IP, PEER, PEER_MAC)]
+    # arp_process answers only when neigh_event_ns found or made the sender's entry
+    assert table.arp_input(request(), DEV, clock.now, pkt_type=PACKET_BROADCAST) == []
     assert table.stats.table_fulls == 3
+    assert table.stats.replies_sent == 0
 
 
 # -- counters, table view, packets -----------------------------------------------------------
@@ -668,7 +668,7 @@ def test_counters_after_a_resolution_and_a_failure(clock):
         "entries": 2, "allocs": 2, "destroys": 0, "lookups": 3, "hits": 1, "res_failed": 1,
         "rcv_probes_mcast": 1, "rcv_probes_ucast": 0, "forced_gc_runs": 0, "unresolved_discards": 0,
         "table_fulls": 0, "mcast_probes_sent": 4, "ucast_probes_sent": 0, "replies_sent": 1,
-        "rcv_from_own_address": 0, "rcv_invalid": 0,
+        "rcv_from_own_address": 0, "rcv_invalid": 0, "locktime_ignored": 0,
     }
 
 
