@@ -13,14 +13,20 @@ six). Echo replies are not limited.
 
 Echo replies and errors quoting our own echo requests go to listeners
 registered by identifier (the kernel's ping and traceroute sessions); errors
-quoting other protocols go to `ipv4.error_handlers[protocol]`.
+quoting other protocols go to the err_handler that protocol registered with
+IPv4 (`ipv4.inet_protos`), as Linux's icmp_socket_deliver does.
+
+Seams: ICMP registers with IPv4 as protocol 1 and offers `send_error` to
+every layer as `ipv4.icmp_send`; it sends through `ipv4.output` only.
+An answer that cannot be sent (no route back, link down) is counted as
+OutErrors and dropped: a received datagram never raises out of `receive`.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from .ipv4 import Datagram
+from .ipv4 import Datagram, IPv4Layer
 from .skbuff import PACKET_BROADCAST, PACKET_HOST, PACKET_MULTICAST
 from .wire.addresses import IPv4Address
 from .wire.errors import WireError
@@ -37,10 +43,8 @@ from .wire.icmp import (
     IcmpMessage,
     QuotedDatagram,
 )
-from .wire.ipv4 import IPPROTO_ICMP
-
-if TYPE_CHECKING:
-    from .stack import Stack
+from .sysctl import Sysctl
+from .wire.ipv4 import IP_OFFSET, IPPROTO_ICMP, unpack_fixed_header
 
 _LINK_BROADCAST = (PACKET_BROADCAST, PACKET_MULTICAST)  # Datagram.is_broadcast, without the call
 XRLIM_BURST_FACTOR = 6  # Linux: a peer may burst six errors before the rate applies
@@ -146,17 +150,15 @@ class GlobalLimiter:
 class IcmpLayer:
     """One node's ICMP: registered with IPv4 as protocol 1 and as its error sender."""
 
-    def __init__(self, stack: "Stack") -> None:
-        self.stack = stack
+    def __init__(self, ipv4: IPv4Layer, sysctl: Sysctl) -> None:
+        self.ipv4 = ipv4
+        self.sysctl = sysctl
         self.stats = IcmpStats()
         self.echo_listeners: dict[int, EchoListener] = {}
         self._peers: dict[int, TokenBucket] = {}
-        sysctl = stack.sysctl
         self._global = GlobalLimiter(sysctl["net.ipv4.icmp_msgs_per_sec"], sysctl["net.ipv4.icmp_msgs_burst"], 0.0)
-        ipv4 = stack.ipv4
-        ipv4.protocols[IPPROTO_ICMP] = self.receive
-        ipv4.error_handlers[IPPROTO_ICMP] = self._echo_error
-        ipv4.send_icmp_error = self.send_error
+        ipv4.add_protocol(IPPROTO_ICMP, self.receive, self._echo_error)
+        ipv4.register_icmp_sender(self.send_error)
 
     # ------------------------------------------------------------------ input
 
@@ -186,16 +188,20 @@ class IcmpLayer:
             self._dispatch_error(message, datagram, now)
 
     def _answer_echo(self, request: IcmpMessage, datagram: Datagram, now: float) -> None:
-        sysctl = self.stack.sysctl
+        """icmp_echo -> icmp_reply: a reply that cannot be routed back is counted and dropped."""
+        sysctl = self.sysctl
         if sysctl["net.ipv4.icmp_echo_ignore_all"]:
             return
-        if datagram.pkt_type in _LINK_BROADCAST or datagram.dst in self.stack.ipv4.broadcast_addresses:
+        if datagram.pkt_type in _LINK_BROADCAST or datagram.dst in self.ipv4.broadcast_addresses:
             if sysctl["net.ipv4.icmp_echo_ignore_broadcasts"]:
                 return
             source = None  # answer from the address of the interface, not the broadcast address
         else:
             source = datagram.dst
-        self._transmit(IcmpMessage.echo_reply_to(request), datagram.src, now, src=source, tos=datagram.tos)
+        try:
+            self._transmit(IcmpMessage.echo_reply_to(request), datagram.src, now, src=source, tos=datagram.tos)
+        except OSError:
+            self.stats.OutErrors += 1  # ipv4.output counted why (OutNoRoutes, OutDiscards...)
 
     def _dispatch_error(self, message: IcmpMessage, datagram: Datagram, now: float) -> None:
         """icmp_unreach and friends: hand the error to the protocol of the quoted datagram."""
@@ -206,10 +212,10 @@ class IcmpLayer:
             return
         if message.type == DEST_UNREACH and message.code == FRAG_NEEDED:
             # RFC 1191: the router told us the next-hop MTU toward the quoted destination.
-            self.stack.route_cache.update_pmtu(quoted.header.dst, message.next_hop_mtu, now)
-        handler = self.stack.ipv4.error_handlers.get(quoted.header.protocol)
-        if handler is not None:
-            handler(message, quoted, datagram, now)
+            self.ipv4.update_pmtu(quoted.header.dst, message.next_hop_mtu, now)
+        protocol = self.ipv4.inet_protos.get(quoted.header.protocol)
+        if protocol is not None:
+            protocol.err_handler(message, quoted, datagram, now)
 
     def _echo_error(self, message: IcmpMessage, quoted: QuotedDatagram, datagram: Datagram, now: float) -> None:
         """An error quoting one of our ICMP messages: find the echo session by identifier."""
@@ -235,19 +241,19 @@ class IcmpLayer:
         stats = self.stats
         if len(original) < 20:
             return False
-        src = IPv4Address.from_wire(int.from_bytes(original[12:16], "big"))
-        dst = int.from_bytes(original[16:20], "big")
-        ipv4 = self.stack.ipv4
+        version_ihl, original_tos, _, _, flags, _, protocol, _, src, dst = unpack_fixed_header(original)
+        src = IPv4Address.from_wire(src)
+        ipv4 = self.ipv4
         # RFC 1122 3.2.2: never about a datagram to a broadcast/multicast address, from an
         # invalid source, about a non-first fragment, or about an ICMP error.
         if dst in ipv4.broadcast_addresses or dst >> 28 == 0xE:
             return False
         if src == 0 or src >> 28 >= 0xE or src in ipv4.broadcast_addresses or src >> 24 == 127 and dst >> 24 != 127:
             return False
-        if ((original[6] & 0x1F) << 8) | original[7]:
+        if flags & IP_OFFSET:
             return False
-        header_length = (original[0] & 0x0F) << 2
-        if original[9] == IPPROTO_ICMP and len(original) > header_length:
+        header_length = (version_ihl & 0x0F) << 2
+        if protocol == IPPROTO_ICMP and len(original) > header_length:
             inner_type = original[header_length]
             if inner_type in ERROR_TYPES or inner_type > 18:
                 return False
@@ -264,7 +270,7 @@ class IcmpLayer:
         # The error comes from the address the datagram was sent to when that is ours
         # (port unreachable), else from our address toward the sender (icmp_send).
         source = dst if dst in ipv4.local_addresses else None
-        tos = (original[1] & 0x1E) | 0xC0  # IPTOS_PREC_INTERNETCONTROL
+        tos = (original_tos & 0x1E) | 0xC0  # IPTOS_PREC_INTERNETCONTROL
         try:
             self._transmit(message, src, now, src=source, tos=tos)
         except OSError:
@@ -273,10 +279,10 @@ class IcmpLayer:
         return True
 
     def _rate_allowed(self, kind: int, destination: int, now: float) -> bool:
-        sysctl = self.stack.sysctl
+        sysctl = self.sysctl
         if not (sysctl["net.ipv4.icmp_ratemask"] >> kind) & 1:
             return True
-        if destination >> 24 == 127 or destination in self.stack.ipv4.local_addresses:
+        if destination >> 24 == 127 or destination in self.ipv4.local_addresses:
             return True  # Linux never limits errors to itself (loopback)
         limiter = self._global
         limiter.per_sec = sysctl["net.ipv4.icmp_msgs_per_sec"]
@@ -300,12 +306,13 @@ class IcmpLayer:
         return False
 
     def _transmit(self, message: IcmpMessage, dst: int, now: float, **output_args: Any) -> None:
+        """Out through ipv4.output (which raises OSError); counted once it is on its way (icmp_out_count)."""
+        self.ipv4.output(dst, IPPROTO_ICMP, message.build(), now, **output_args)
         stats = self.stats
         stats.OutMsgs += 1
         counter = _OUT_COUNTER.get(message.type)
         if counter is not None:
             setattr(stats, counter, getattr(stats, counter) + 1)
-        self.stack.ipv4.output(dst, IPPROTO_ICMP, message.build(), now, **output_args)
 
     def free_identifier(self, preferred: int) -> int:
         """An echo identifier not in use, starting from `preferred` (ping uses its PID)."""

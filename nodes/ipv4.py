@@ -7,46 +7,69 @@ Linux equivalents: `ip_rcv`, `ip_rcv_finish`, `ip_local_deliver`,
 `ip_forward`, `ip_output`/`ip_fragment`, `ip_defrag`.
 
 Sans-I/O: this layer receives `SkBuff`s whose data starts at the IP header
-and hands datagrams down through `stack.neigh_output`; it never touches a
-socket or a clock. Upper protocols register like Linux's `inet_add_protocol`:
-`protocols[number] = handler(datagram, now)` and
-`error_handlers[number] = handler(icmp_message, quoted, now)`, which keeps
-the dependency arrow pointing down (ipv4 never imports icmp, udp or tcp).
-ICMP errors are sent through `send_icmp_error`, installed by the ICMP layer.
+and never touches a socket or a clock. Its seams, as Linux's:
+
+* up: transports register with `add_protocol(number, handler, err_handler)`,
+  Linux's `inet_add_protocol`/`struct net_protocol`; a datagram for us goes
+  to `inet_protos[number].handler(datagram, now)`, and the ICMP layer hands
+  an error quoting one of ours to `inet_protos[number].err_handler`.
+* up, for errors: `icmp_send(type, code, packet, now)`, the one way any
+  layer reports a datagram it cannot deliver; the ICMP layer installs it
+  (`register_icmp_sender`), so ipv4 never imports icmp, udp or tcp.
+* sideways, for transports: `output` (ip_queue_xmit), `route_output`
+  (ip_route_output_key: source selection) and `update_pmtu` (RFC 1191).
+* down: the three link-layer entry points given to the constructor
+  (`neigh_output`, `loopback_xmit`, `broadcast_xmit`), dst_output's targets.
+
+A datagram that cannot be sent is counted (OutNoRoutes, OutDiscards) and
+`output` raises the errno a socket would see; what a received datagram
+triggers (forwarding, echo replies, ICMP errors) is counted and dropped by
+the caller, never raised out of the receive path.
 """
 from __future__ import annotations
 
 import errno
 import struct
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from random import Random
+from typing import Callable, Mapping
 
 from .ip_fragment import FragmentationNeeded, ReassemblyQueues, fragment
+from .nic import NetDevice
+from .route import DELIVERING_TYPES, ROUTE_ERRORS, RouteType
+from .route_cache import DstEntry, RouteCache
 from .skbuff import MAX_HEADER, PACKET_BROADCAST, PACKET_HOST, PACKET_MULTICAST, SkBuff
+from .sysctl import Sysctl
 from .wire.addresses import IPv4Address
 from .wire.errors import WireError
 from .wire.icmp import (
     DEST_UNREACH,
     FRAG_NEEDED,
     FRAG_REASSEMBLY_TIME_EXCEEDED,
-    HOST_UNREACH,
     NET_UNREACH,
-    PKT_FILTERED,
     PROT_UNREACH,
     TIME_EXCEEDED,
     TTL_EXCEEDED_IN_TRANSIT,
+    IcmpMessage,
+    QuotedDatagram,
 )
-from .wire.ipv4 import IP_DF, IPv4Header, IPv4View, decrement_ttl, header_checksum_ok, iter_options
-
-if TYPE_CHECKING:
-    from .stack import Stack
+from .wire.ipv4 import (
+    IP_DF,
+    VERSION_IHL_NO_OPTIONS,
+    IPv4Header,
+    IPv4View,
+    decrement_ttl,
+    header_checksum_ok,
+    iter_options,
+    unpack_fixed_header,
+)
 
 LIMITED_BROADCAST = 0xFFFFFFFF
 
-# The 20-byte header without options, as nodes/wire/ipv4.py lays it out: ip_rcv's
-# fast path unpacks it once instead of building a view (the codec could own this).
-_unpack_header = struct.Struct("!BBHHHBBHII").unpack_from
 _int_new = int.__new__
+_UNICAST = RouteType.UNICAST
+_LOCAL = RouteType.LOCAL
+_BROADCAST = RouteType.BROADCAST
 
 
 @dataclass(slots=True)
@@ -112,44 +135,88 @@ class Datagram:
         return self.pkt_type in (PACKET_BROADCAST, PACKET_MULTICAST)
 
 
-def _route_error(route_type: str) -> tuple[int, int] | None:
-    """ICMP (code) and errno for a non-unicast route; None for a silent blackhole."""
-    if route_type == "unreachable":
-        return HOST_UNREACH, errno.EHOSTUNREACH
-    if route_type == "prohibit":
-        return PKT_FILTERED, errno.EACCES
-    return None
+Handler = Callable[[Datagram, float], None]
+ErrHandler = Callable[[IcmpMessage, QuotedDatagram, Datagram, float], None]
+
+
+class NetProtocol:
+    """struct net_protocol: what IPv4 calls for one protocol number."""
+
+    __slots__ = ("handler", "err_handler")
+
+    def __init__(self, handler: Handler, err_handler: ErrHandler) -> None:
+        self.handler = handler
+        self.err_handler = err_handler
+
+
+def _no_icmp(kind: int, code: int, original: "bytes | memoryview", now: float, *, next_hop_mtu: int = 0) -> bool:
+    return False  # no ICMP layer registered (a bare IPv4 layer in a test)
 
 
 class IPv4Layer:
     """One node's IPv4 layer; the stack owns it and calls `receive`/`output`."""
 
-    def __init__(self, stack: "Stack") -> None:
-        self.stack = stack
+    def __init__(self, sysctl: Sysctl, rng: Random, route_cache: RouteCache, devices: Mapping[str, NetDevice],
+                 loopback: NetDevice, *, neigh_output: Callable[[NetDevice, int, SkBuff, float], None],
+                 loopback_xmit: Callable[[SkBuff], None],
+                 broadcast_xmit: Callable[[NetDevice, SkBuff], None]) -> None:
+        self.sysctl = sysctl
+        self.route_cache = route_cache
+        self.devices = devices
+        self.loopback = loopback
+        self._neigh_output = neigh_output
+        self._loopback_xmit = loopback_xmit
+        self._broadcast_xmit = broadcast_xmit
         self.stats = IpStats()
-        sysctl = stack.sysctl
         self.reassembly = ReassemblyQueues(
             ipfrag_time=sysctl["net.ipv4.ipfrag_time"],
             ipfrag_high_thresh=sysctl["net.ipv4.ipfrag_high_thresh"],
             ipfrag_low_thresh=sysctl["net.ipv4.ipfrag_low_thresh"],
         )
-        self.protocols: dict[int, Callable[[Datagram, float], Any]] = {}
-        self.error_handlers: dict[int, Callable[..., Any]] = {}
-        # Installed by the ICMP layer: send_icmp_error(type, code, packet, now, *, next_hop_mtu=0).
-        self.send_icmp_error: Callable[..., Any] = lambda *args, **kwargs: None
+        self.inet_protos: dict[int, NetProtocol] = {}
+        # icmp_send(type, code, packet, now, *, next_hop_mtu=0) -> sent?; installed by the ICMP layer.
+        self.icmp_send: Callable[..., bool] = _no_icmp
         # Addresses that are ours or broadcast on some subnet: a set lookup on every datagram.
         self.local_addresses: set[int] = set()
         self.broadcast_addresses: set[int] = {LIMITED_BROADCAST}
         # Peers cut off by a partition: datagrams from or to them are dropped
         # in every path, like `iptables -A INPUT/OUTPUT/FORWARD -s/-d ADDR -j DROP`.
         self.blocked: frozenset[int] = frozenset()
-        self._identification = stack.rng.randrange(0x10000)
+        self._identification = rng.randrange(0x10000)
+
+    # ------------------------------------------------------------------ seams
+
+    def add_protocol(self, number: int, handler: Handler, err_handler: ErrHandler) -> None:
+        """inet_add_protocol: deliver datagrams of `number` to `handler`, ICMP errors about them to `err_handler`."""
+        if number in self.inet_protos:
+            raise FileExistsError(errno.EEXIST, f"IP protocol {number} is registered already")
+        self.inet_protos[number] = NetProtocol(handler, err_handler)
+
+    def del_protocol(self, number: int) -> None:
+        """inet_del_protocol."""
+        self.inet_protos.pop(number, None)
+
+    def register_icmp_sender(self, icmp_send: Callable[..., bool]) -> None:
+        """The ICMP layer offers `icmp_send` to every layer through IPv4 (Linux's icmp_send)."""
+        self.icmp_send = icmp_send
+
+    def route_output(self, dst: int, now: float) -> DstEntry:
+        """ip_route_output_key: the route toward `dst`; ENETUNREACH (counted as OutNoRoutes) when none."""
+        entry = self.route_cache.lookup(dst, now)
+        if entry is None:
+            self.stats.OutNoRoutes += 1
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+        return entry
+
+    def update_pmtu(self, dst: int, mtu: int, now: float) -> None:
+        """ipv4_update_pmtu: a frag-needed error told us the path MTU toward `dst` (RFC 1191)."""
+        self.route_cache.update_pmtu(dst, mtu, now)
 
     # ------------------------------------------------------------------ knobs
 
     @property
     def forwarding(self) -> bool:
-        return bool(self.stack.sysctl["net.ipv4.ip_forward"])
+        return bool(self.sysctl["net.ipv4.ip_forward"])
 
     def next_identification(self) -> int:
         self._identification = (self._identification + 1) & 0xFFFF
@@ -167,8 +234,8 @@ class IPv4Layer:
         stats.InReceives += 1
         data = skb.data
         length = len(data)
-        if length >= 20 and data[0] == 0x45:
-            _, tos, total_length, identification, flags, ttl, protocol, checksum, src, dst = _unpack_header(data)
+        if length >= 20 and data[0] == VERSION_IHL_NO_OPTIONS:
+            _, tos, total_length, identification, flags, ttl, protocol, checksum, src, dst = unpack_fixed_header(data)
             if total_length > length:
                 stats.InTruncatedPkts += 1
                 return
@@ -227,16 +294,10 @@ class IPv4Layer:
             stats.InDiscards += 1  # no multicast group membership yet
         elif skb.pkt_type != PACKET_HOST:
             stats.InAddrErrors += 1  # link-layer broadcast of a unicast datagram not for us
-        elif self.stack.sysctl["net.ipv4.ip_forward"]:
+        elif self.sysctl["net.ipv4.ip_forward"]:
             self._forward(skb, ttl, flags, total_length, dst, now)
         else:
             stats.InAddrErrors += 1  # a host never forwards (RFC 1122 3.3.4.1)
-
-    def local_deliver(self, skb: SkBuff, view: IPv4View, now: float) -> None:
-        """ip_local_deliver of a datagram whose network header starts `skb`'s data (checked already)."""
-        data = skb.data
-        self._local_deliver(skb, view.header_length, (data[6] << 8) | data[7], view.ttl, view.protocol, view.tos,
-                            int(view.src), int(view.dst), now)
 
     def _local_deliver(self, skb: SkBuff, header_length: int, flags: int, ttl: int, protocol: int, tos: int,
                        src: int, dst: int, now: float) -> None:
@@ -254,52 +315,47 @@ class IPv4Layer:
             header_length = view.header_length
             ttl = view.ttl
             tos = view.tos
-        handler = self.protocols.get(protocol)
-        if handler is None:
+        protocol_entry = self.inet_protos.get(protocol)
+        if protocol_entry is None:
             stats.InUnknownProtos += 1
             if skb.pkt_type == PACKET_HOST and dst not in self.broadcast_addresses:
-                self.send_icmp_error(DEST_UNREACH, PROT_UNREACH, packet, now)
+                self.icmp_send(DEST_UNREACH, PROT_UNREACH, packet, now)
             return
         stats.InDelivers += 1
-        handler(Datagram(_int_new(IPv4Address, src), _int_new(IPv4Address, dst), protocol, ttl, tos, skb.dev or "",
+        protocol_entry.handler(Datagram(_int_new(IPv4Address, src), _int_new(IPv4Address, dst), protocol, ttl, tos, skb.dev or "",
                          skb.pkt_type, packet, header_length, now), now)
 
     # ------------------------------------------------------------- forwarding
 
-    def forward(self, skb: SkBuff, view: IPv4View, now: float) -> None:
-        """ip_forward of a datagram whose network header starts `skb`'s data (checked already)."""
-        data = skb.data
-        self._forward(skb, view.ttl, (data[6] << 8) | data[7], view.total_length, int(view.dst), now)
-
     def _forward(self, skb: SkBuff, ttl: int, flags: int, total_length: int, dst: int, now: float) -> None:
         """ip_forward: TTL, route, MTU, then out through the neighbour layer (RFC 1812 5.2-5.3)."""
         stats = self.stats
-        stack = self.stack
         if ttl <= 1:
             stats.InHdrErrors += 1  # Linux counts expiring datagrams as header errors
-            self.send_icmp_error(TIME_EXCEEDED, TTL_EXCEEDED_IN_TRANSIT, skb.data, now)
+            self.icmp_send(TIME_EXCEEDED, TTL_EXCEEDED_IN_TRANSIT, skb.data, now)
             return
-        entry = stack.route_cache.lookup(dst, now)
+        entry = self.route_cache.lookup(dst, now)
         if entry is None:
             stats.InNoRoutes += 1
-            self.send_icmp_error(DEST_UNREACH, NET_UNREACH, skb.data, now)
+            self.icmp_send(DEST_UNREACH, NET_UNREACH, skb.data, now)
             return
         route_type = entry.route.type
-        if route_type != "unicast":
-            failure = _route_error(route_type)
+        if route_type is not _UNICAST:
+            # ip_error: unreachable/prohibit earn their ICMP code, a blackhole drops silently.
+            failure = ROUTE_ERRORS.get(route_type)
             stats.InDiscards += 1
-            if failure is not None:
-                self.send_icmp_error(DEST_UNREACH, failure[0], skb.data, now)
+            if failure is not None and failure.icmp_code is not None:
+                self.icmp_send(DEST_UNREACH, failure.icmp_code, skb.data, now)
             return
-        device = stack.devices.get(entry.dev)
+        device = self.devices.get(entry.dev)
         if device is None or not device.running:
             stats.InNoRoutes += 1
-            self.send_icmp_error(DEST_UNREACH, NET_UNREACH, skb.data, now)
+            self.icmp_send(DEST_UNREACH, NET_UNREACH, skb.data, now)
             return
         mtu = entry.pmtu
         if total_length > mtu and flags & IP_DF:
             stats.FragFails += 1
-            self.send_icmp_error(DEST_UNREACH, FRAG_NEEDED, skb.data, now, next_hop_mtu=mtu)
+            self.icmp_send(DEST_UNREACH, FRAG_NEEDED, skb.data, now, next_hop_mtu=mtu)
             return
         skb.make_writable()  # skb_cow: a received frame is read-only
         decrement_ttl(skb.buffer, skb.data_offset)
@@ -308,73 +364,70 @@ class IPv4Layer:
             rewritten = IPv4View(skb.data)
             self._fragment_and_send(rewritten.header(), rewritten.payload, device, entry.next_hop, mtu, now)
             return
-        stack.neigh_output(device, entry.next_hop, skb, now)
+        self._neigh_output(device, entry.next_hop, skb, now)
 
     # ----------------------------------------------------------------- output
 
     def output(self, dst: int, protocol: int, payload: "bytes | bytearray | memoryview", now: float, *,
                src: int | None = None, ttl: int | None = None, tos: int = 0, dont_fragment: bool = False,
                identification: int | None = None) -> None:
-        """ip_queue_xmit for a locally generated datagram; raises OSError with the errno a socket sees."""
+        """ip_queue_xmit for a locally generated datagram; raises OSError with the errno a socket sees.
+
+        The transports' one way out. Every failure is counted before it is
+        raised; a caller answering a received datagram catches it and drops.
+        """
         stats = self.stats
-        stack = self.stack
         stats.OutRequests += 1
         if dst in self.blocked:
             stats.FilterDrops += 1
             raise OSError(errno.EPERM, "Operation not permitted")
-        entry = stack.route_cache.lookup(dst, now)
-        if entry is None:
-            stats.OutNoRoutes += 1
-            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+        entry = self.route_output(dst, now)
         route_type = entry.route.type
-        if route_type not in ("unicast", "local", "broadcast"):
-            failure = _route_error(route_type)
+        if route_type not in DELIVERING_TYPES:
+            failure = ROUTE_ERRORS[route_type]
             stats.OutDiscards += 1
-            if failure is None:
-                return  # blackhole: silently swallowed, as Linux does
-            raise OSError(failure[1], "No route to host" if failure[1] == errno.EHOSTUNREACH else "Permission denied")
+            raise OSError(failure.errno, failure.message)  # fib_props[type].error, as Linux's sendmsg sees it
         if src is None:
-            src = entry.src if entry.src is not None else (dst if route_type == "local" else 0)
+            src = entry.src if entry.src is not None else (dst if route_type is _LOCAL else 0)
         if identification is None:
             identification = self._identification = (self._identification + 1) & 0xFFFF  # next_identification
         header = IPv4Header(
             _int_new(IPv4Address, src), _int_new(IPv4Address, dst), protocol,
-            ttl if ttl is not None else stack.sysctl["net.ipv4.ip_default_ttl"], identification,
+            ttl if ttl is not None else self.sysctl["net.ipv4.ip_default_ttl"], identification,
             dont_fragment=dont_fragment, tos=tos,
         )
-        device = stack.lo if route_type == "local" else stack.devices.get(entry.dev)
+        device = self.loopback if route_type is _LOCAL else self.devices.get(entry.dev)
         if device is None or not (device.admin_up and device.carrier):
             stats.OutDiscards += 1
             raise OSError(errno.ENETUNREACH, "Network is unreachable")
-        mtu = device.mtu if route_type == "local" else entry.pmtu
+        mtu = device.mtu if route_type is _LOCAL else entry.pmtu
         length = 20 + len(payload)
         if length > mtu:
             if dont_fragment:
                 stats.FragFails += 1
                 raise FragmentationNeeded(mtu)
             self._fragment_and_send(header, memoryview(payload), device, entry.next_hop, mtu, now,
-                                    broadcast=route_type == "broadcast")
+                                    broadcast=route_type is _BROADCAST)
             return
         skb = SkBuff.from_payload(payload, MAX_HEADER, dev=device.name, now=now)
         header.build_into(skb.push(20), 0, length - 20)
         skb.network_header = skb.data_offset  # skb_reset_network_header
         stats.OutOctets += length
-        if route_type == "unicast" and not device.loopback:
-            stack.neigh_output(device, entry.next_hop, skb, now)  # the common case of _send
+        if route_type is _UNICAST and not device.loopback:
+            self._neigh_output(device, entry.next_hop, skb, now)  # the common case of _send
         else:
             self._send(skb, device, entry.next_hop, route_type, now)
 
-    def _send(self, skb: SkBuff, device: Any, next_hop: int, route_type: str, now: float) -> None:
-        stack = self.stack
-        if route_type == "local" or device.loopback:
-            stack.loopback_xmit(skb)
-        elif route_type == "broadcast":
+    def _send(self, skb: SkBuff, device: NetDevice, next_hop: int, route_type: RouteType, now: float) -> None:
+        if route_type is _LOCAL or device.loopback:
+            self._loopback_xmit(skb)
+        elif route_type is _BROADCAST:
             self.stats.OutBcastPkts += 1
-            stack.broadcast_xmit(device, skb)
+            self._broadcast_xmit(device, skb)
         else:
-            stack.neigh_output(device, next_hop, skb, now)
+            self._neigh_output(device, next_hop, skb, now)
 
-    def _fragment_and_send(self, header: IPv4Header, payload: memoryview, device: Any, next_hop: int, mtu: int,
+    def _fragment_and_send(self, header: IPv4Header, payload: memoryview, device: NetDevice, next_hop: int, mtu: int,
                            now: float, broadcast: bool = False) -> None:
         """ip_fragment: split to the egress MTU and send each piece (RFC 791 3.2)."""
         stats = self.stats
@@ -385,7 +438,7 @@ class IPv4Layer:
             return
         stats.FragOKs += 1
         stats.FragCreates += len(pieces)
-        route_type = "broadcast" if broadcast else "unicast"
+        route_type = _BROADCAST if broadcast else _UNICAST
         for piece_header, piece in pieces:
             skb = SkBuff.alloc(len(piece), MAX_HEADER, dev=device.name, now=now)
             skb.put_data(piece)
@@ -405,11 +458,11 @@ class IPv4Layer:
         for expired in self.reassembly.tick(now):
             quoted = expired.quoted(8)
             if quoted is not None:
-                self.send_icmp_error(TIME_EXCEEDED, FRAG_REASSEMBLY_TIME_EXCEEDED, quoted, now)
+                self.icmp_send(TIME_EXCEEDED, FRAG_REASSEMBLY_TIME_EXCEEDED, quoted, now)
 
     def counters(self) -> dict[str, int]:
         stats = self.stats.as_dict()
         stats.update(self.reassembly.counters)
         stats["Forwarding"] = 1 if self.forwarding else 2  # SNMP: 1 = forwarding, 2 = not
-        stats["DefaultTTL"] = self.stack.sysctl["net.ipv4.ip_default_ttl"]
+        stats["DefaultTTL"] = self.sysctl["net.ipv4.ip_default_ttl"]
         return stats

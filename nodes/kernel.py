@@ -31,6 +31,7 @@ the lever we have (see the fast paths in ipv4.py, stack.py, nic.py).
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import gc
 import json
@@ -38,6 +39,7 @@ import logging
 import math
 import os
 import random
+import socket
 import sys
 import time
 from typing import Any
@@ -45,6 +47,7 @@ from typing import Any
 import zmq
 
 from bus.runtime import EventLoop, Lifecycle, prepare_process
+from bus.shaping import MAX_MTU, MIN_MTU
 from bus.transport import BatchError, ControlServer, DataPort, Deferred, count_frames, unpack_frames
 
 from .memnet import warm_up
@@ -82,7 +85,6 @@ class Kernel:
         knobs = {"net.ipv4.ip_forward": 1 if self.kind == "router" else 0}
         knobs.update(config.get("sysctl") or {})
         self.stack = Stack(self.name, Sysctl(knobs), random.Random(config.get("seed")))
-        self.stack.now = self.clock()
         self.hosts: dict[str, str] = dict(config.get("hosts") or {})  # extra names, before the file's
         self.hosts_file: str | None = config.get("hosts_file")
         self.ports: dict[str, DataPort] = {}
@@ -102,7 +104,7 @@ class Kernel:
 
     def _configure(self, config: dict[str, Any]) -> None:
         stack = self.stack
-        now = stack.now
+        now = self.clock()
         for spec in config.get("interfaces") or []:
             options = {key: spec[key] for key in ("rx_ring_size", "txqueuelen", "weight") if key in spec}
             device = stack.add_device(spec["name"], spec["mac"], mtu=int(spec.get("mtu", 1500)), **options)
@@ -315,10 +317,10 @@ class Kernel:
         self.stack.add_neighbour(ip, mac, dev, self.clock())
 
     def op_neigh_del(self, ip: str, dev: str) -> None:
-        self.stack._neigh_effects(self.stack.neigh.delete(IPv4Address(ip), dev), self.clock())
+        self.stack.delete_neighbour(ip, dev, self.clock())
 
     def op_neigh_flush(self, dev: str | None = None) -> None:
-        self.stack._neigh_effects(self.stack.neigh.flush(dev), self.clock())
+        self.stack.flush_neighbours(dev, self.clock())
 
     def op_route_cache(self) -> dict[str, Any]:
         return {"entries": self.stack.route_cache.show(self.clock()), "stats": self.stack.route_cache.stats()}
@@ -381,10 +383,10 @@ class Kernel:
         stack = self.stack
         device = stack.devices.get(dev)
         if device is None:
-            raise OSError(19, f"Cannot find device \"{dev}\"")
+            raise OSError(errno.ENODEV, f"Cannot find device \"{dev}\"")
         if mtu is not None:
-            if not 68 <= int(mtu) <= 65535:
-                raise OSError(22, "Invalid argument: mtu out of range 68..65535")
+            if not MIN_MTU <= int(mtu) <= MAX_MTU:
+                raise OSError(errno.EINVAL, f"Invalid argument: mtu out of range {MIN_MTU}..{MAX_MTU}")
             device.mtu = int(mtu)
             stack.fib.set_mtu(dev, int(mtu))
         if txqueuelen is not None:
@@ -396,9 +398,9 @@ class Kernel:
     def op_addr_add(self, dev: str, ip: str) -> None:
         address, prefix = parse_cidr(ip)
         if dev not in self.stack.devices:
-            raise OSError(19, f"Cannot find device \"{dev}\"")
+            raise OSError(errno.ENODEV, f"Cannot find device \"{dev}\"")
         self.stack.add_address(dev, address, prefix)
-        self.stack.announce(dev)
+        self.stack.announce(dev, self.clock())
 
     def resolve(self, name: str) -> IPv4Address:
         """A dotted quad, or a name from the emulation's hosts file (getaddrinfo's order)."""
@@ -415,7 +417,7 @@ class Kernel:
         if address is not None:
             with contextlib.suppress(WireError):
                 return IPv4Address(address)
-        raise OSError(-2, f"{text}: Name or service not known")
+        raise OSError(socket.EAI_NONAME, f"{text}: Name or service not known")
 
     def op_ping(self, dst: str, count: int = 3, size: int = 56, interval: float = 1.0, timeout: float = 2.0,
                 ttl: int | None = None, dont_fragment: bool = False) -> Deferred:
@@ -466,7 +468,7 @@ class Kernel:
     def op_udp_recv(self, port: int, address: str = "0.0.0.0") -> list[dict[str, Any]]:
         endpoint = self.stack.udp.bindings.get((IPv4Address(address), int(port)))
         if endpoint is None:
-            raise OSError(9, f"no UDP socket bound to {address}:{port}")
+            raise OSError(errno.EBADF, f"no UDP socket bound to {address}:{port}")
         received = []
         while (item := endpoint.recvfrom()) is not None:
             data, (host, source_port) = item
@@ -476,7 +478,7 @@ class Kernel:
     def op_udp_close(self, port: int, address: str = "0.0.0.0") -> None:
         endpoint = self.stack.udp.bindings.get((IPv4Address(address), int(port)))
         if endpoint is None:
-            raise OSError(9, f"no UDP socket bound to {address}:{port}")
+            raise OSError(errno.EBADF, f"no UDP socket bound to {address}:{port}")
         endpoint.close()
 
 

@@ -40,7 +40,6 @@ class Network:
         knobs = {k.replace("__", "."): v for k, v in sysctl.items()}
         knobs.setdefault("net.ipv4.ip_forward", int(router))
         stack = Stack(name, Sysctl(knobs), random.Random(len(self.stacks)))
-        stack.now = self.now
         self.stacks[name] = stack
         return stack
 
@@ -108,8 +107,6 @@ class Network:
                     stack.tick(self.now)
             self._settle()
         self.now = end
-        for stack in self.stacks.values():
-            stack.now = end
 
 
 def host_router_host(mtu_right: int = 1500) -> tuple[Network, Stack, Stack, Stack]:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable
 
+from .sysctl import KNOBS
 from .wire.addresses import IPv4Address, MacAddress, prefix_mask
 
 # Interface flags as `ip link` prints them.
@@ -33,8 +34,9 @@ IFF_LOOPBACK = "LOOPBACK"
 # asking one server at once deliver in one pass, ~7 ms of work at the back of it.
 DEFAULT_RX_RING_SIZE = 1024
 DEFAULT_TXQUEUELEN = 1000
-DEFAULT_WEIGHT = 64
-DEFAULT_NETDEV_BUDGET = 300
+# The sysctl table owns these defaults (net.core.dev_weight, net.core.netdev_budget).
+DEFAULT_WEIGHT = KNOBS["net.core.dev_weight"].default
+DEFAULT_NETDEV_BUDGET = KNOBS["net.core.netdev_budget"].default
 
 
 @dataclass(slots=True)
@@ -145,9 +147,6 @@ class NetDevice:
         self.stats.rx_missed_errors += len(frames) - room
         return room
 
-    def rx_space(self) -> int:
-        return self.rx_ring_size - len(self.rx_ring)
-
     # -- transmit side -------------------------------------------------------
 
     def tx_enqueue(self, frame: bytes) -> bool:
@@ -172,11 +171,6 @@ class NetDevice:
         self.tx_queue.clear()
         return frames
 
-    # -- addresses -----------------------------------------------------------
-
-    def primary_address(self) -> InterfaceAddress | None:
-        return self.addresses[0] if self.addresses else None
-
     def describe(self) -> dict:
         """`ip -s addr show` of this device as a plain dict."""
         return {
@@ -200,24 +194,50 @@ class NetDevice:
 
 @dataclass(slots=True)
 class SoftnetStat:
-    """`/proc/net/softnet_stat`: rounds run, frames processed, rounds cut short."""
+    """`/proc/net/softnet_stat`: rounds run, frames processed, rounds cut short.
+
+    `rx_exceptions`/`timer_exceptions` are ours: frames (timers) whose handling
+    raised something unexpected and were dropped by the last line of defence
+    (a kernel never panics on a packet). Each is a bug; the tests fail on any.
+    """
 
     processed: int = 0
     time_squeeze: int = 0  # a round ended with work left (budget or time ran out)
     rounds: int = 0
+    rx_exceptions: int = 0
+    timer_exceptions: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"processed": self.processed, "time_squeeze": self.time_squeeze, "rounds": self.rounds}
+        return {"processed": self.processed, "time_squeeze": self.time_squeeze, "rounds": self.rounds,
+                "rx_exceptions": self.rx_exceptions, "timer_exceptions": self.timer_exceptions}
+
+
+RxHandler = Callable[[NetDevice, bytes, float], object]
+ExceptionReport = Callable[[NetDevice, bytes, BaseException], None]
+
+
+def _ignore(device: NetDevice, frame: bytes, error: BaseException) -> None:
+    pass
 
 
 class NapiScheduler:
-    """The NET_RX softirq: round-robin polling of scheduled devices under a budget."""
+    """The NET_RX softirq: round-robin polling of scheduled devices under a budget.
 
-    def __init__(self, netdev_budget: int = DEFAULT_NETDEV_BUDGET, enabled: bool = True) -> None:
+    Every frame's handling runs behind an exception barrier: an unexpected
+    exception drops that frame, counts `rx_exceptions` and is reported to
+    `on_exception` (the stack logs it once per code site). With `reraise`
+    (set by the test suite) it propagates instead, so no test hides a bug.
+    """
+
+    reraise = False
+
+    def __init__(self, netdev_budget: int = DEFAULT_NETDEV_BUDGET, enabled: bool = True,
+                 on_exception: ExceptionReport = _ignore) -> None:
         self.netdev_budget = netdev_budget
         self.enabled = enabled
         self.poll_list: deque[NetDevice] = deque()
         self.stat = SoftnetStat()
+        self.on_exception = on_exception
 
     def schedule(self, device: NetDevice) -> None:
         """napi_schedule: put a device with frames on the poll list once."""
@@ -229,8 +249,8 @@ class NapiScheduler:
     def pending(self) -> bool:
         return bool(self.poll_list)
 
-    def run(self, handler: Callable[[NetDevice, bytes], object]) -> int:
-        """One softirq round; returns frames processed.
+    def run(self, handler: RxHandler, now: float) -> int:
+        """One softirq round at time `now`; returns frames processed.
 
         With NAPI off the budget is unbounded: every queued frame is handled
         before anything else gets a turn (the pre-NAPI receive path).
@@ -252,8 +272,15 @@ class NapiScheduler:
                 # handler may look at the counters (or raise).
                 stats.rx_packets += 1
                 stats.rx_bytes += len(frame)
-                handler(device, frame)
                 count += 1
+                try:  # free in CPython 3.11 unless something raises
+                    handler(device, frame, now)
+                except Exception as error:
+                    if self.reraise:
+                        raise
+                    self.stat.rx_exceptions += 1
+                    stats.rx_dropped += 1
+                    self.on_exception(device, frame, error)
             processed += count
             budget -= count
             if ring:
@@ -271,7 +298,3 @@ def make_loopback() -> NetDevice:
     lo = NetDevice(name="lo", mac=MacAddress(bytes(6)), mtu=65536, ifindex=1, loopback=True, txqueuelen=1000, rx_ring_size=1000)
     lo.addresses.append(InterfaceAddress(IPv4Address("127.0.0.1"), 8))
     return lo
-
-
-def device_table(devices: Iterable[NetDevice]) -> list[dict]:
-    return [device.describe() for device in devices]

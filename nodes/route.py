@@ -38,16 +38,52 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass, field
 from dataclasses import replace as dataclass_replace
+from enum import Enum
 from typing import Any, Iterator, Mapping
 
 from .wire.addresses import IPv4Address, parse_cidr, prefix_mask
+from .wire.icmp import HOST_UNREACH, PKT_FILTERED
 
-ROUTE_TYPES = ("unicast", "local", "broadcast", "blackhole", "unreachable", "prohibit")
+
+
+class RouteType(str, Enum):
+    """rtm_type: what a route does with a packet (a str, so "unicast" compares equal)."""
+
+    UNICAST = "unicast"
+    LOCAL = "local"
+    BROADCAST = "broadcast"
+    BLACKHOLE = "blackhole"
+    UNREACHABLE = "unreachable"
+    PROHIBIT = "prohibit"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ROUTE_TYPES = tuple(kind.value for kind in RouteType)
 SCOPES = ("global", "site", "link", "host")
-_LOCAL_TABLE_TYPES = ("local", "broadcast")
+_LOCAL_TABLE_TYPES = (RouteType.LOCAL, RouteType.BROADCAST)
+# Types a packet can be sent along; the others only fail.
+DELIVERING_TYPES = frozenset((RouteType.UNICAST, RouteType.LOCAL, RouteType.BROADCAST))
 
-# What sending to a route of that type fails with (Linux fib_props[].error).
-ROUTE_ERRORS = {"blackhole": errno.EINVAL, "unreachable": errno.EHOSTUNREACH, "prohibit": errno.EACCES}
+
+@dataclass(frozen=True, slots=True)
+class RouteError:
+    """What a route that delivers nothing does: the errno a sender gets (Linux fib_props[].error)
+    and the ICMP destination-unreachable code a forwarded datagram earns (None: dropped silently,
+    as ip_error does for a blackhole)."""
+
+    errno: int
+    icmp_code: int | None
+    message: str
+
+
+# The one mapping from a failing route type to its errors.
+ROUTE_ERRORS: dict[str, RouteError] = {
+    RouteType.BLACKHOLE: RouteError(errno.EINVAL, None, "Invalid argument"),
+    RouteType.UNREACHABLE: RouteError(errno.EHOSTUNREACH, HOST_UNREACH, "No route to host"),
+    RouteType.PROHIBIT: RouteError(errno.EACCES, PKT_FILTERED, "Permission denied"),
+}
 
 DEFAULT_MTU = 1500
 LOOPBACK_MTU = 65536
@@ -77,7 +113,7 @@ class Route:
     src: IPv4Address | None = None
     protocol: str = "boot"
     scope: str = ""
-    type: str = "unicast"
+    type: RouteType = RouteType.UNICAST  # a plain string is taken too
     table: str = ""
     mtu: int | None = None
     onlink: bool = False
@@ -86,6 +122,7 @@ class Route:
         set_ = object.__setattr__
         if self.type not in ROUTE_TYPES:
             raise _error(errno.EINVAL, f"unknown route type {self.type!r}")
+        set_(self, "type", RouteType(self.type))
         mask = prefix_mask(self.prefix_length)
         network = IPv4Address(self.network)
         if network & ~mask & 0xFFFFFFFF:
@@ -156,7 +193,8 @@ class Route:
     @property
     def error(self) -> int | None:
         """The errno a packet sent along this route fails with (blackhole/unreachable/prohibit)."""
-        return ROUTE_ERRORS.get(self.type)
+        failure = ROUTE_ERRORS.get(self.type)
+        return failure.errno if failure is not None else None
 
     def format(self, flags: tuple[str, ...] = ()) -> str:
         """One line of `ip route show`."""

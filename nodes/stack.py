@@ -16,12 +16,26 @@ softirq, which runs `netif_receive` per frame: Ethernet checks, then ARP or
 IPv4 by ethertype. Transmit: IPv4 calls `neigh_output` with an skb whose
 data starts at the IP header; the neighbour layer supplies the MAC and
 `dev_queue_xmit` pushes the Ethernet header and queues the frame.
+
+This is the composition root: it builds each layer with exactly what that
+layer needs (IPv4 gets the route cache, the devices and the three link-layer
+entry points; ICMP and UDP get IPv4 and register with it), so no layer
+reaches another through this object. Time is always an argument (`now`):
+the stack keeps no clock of its own.
+
+Every frame and every timer runs behind an exception barrier (the NAPI
+scheduler's and `tick`'s): an unexpected exception drops that frame, counts
+`softnet.rx_exceptions` (`timer_exceptions`), and is logged with its
+traceback once per code site. Each is a bug: the test suite fails on any.
 """
 from __future__ import annotations
 
+import errno
 import heapq
 import itertools
+import logging
 import random
+import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -45,11 +59,18 @@ from .udp import UdpLayer
 from .wire.addresses import BROADCAST_MAC, ZERO_MAC, IPv4Address, MacAddress, prefix_mask
 from .wire.arp import ArpPacket
 from .wire.errors import WireError
-from .wire.ethernet import ETH_P_ARP, ETH_P_IP, HEADER_LENGTH
+from .wire.ethernet import DST, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETHERTYPE, HEADER_LENGTH
 from .wire.icmp import DEST_UNREACH, HOST_UNREACH
+
+log = logging.getLogger("netemu.stack")
 
 _ETH_IP = ETH_P_IP.to_bytes(2, "big")
 _ETH_ARP = ETH_P_ARP.to_bytes(2, "big")
+_ETH_8021Q = ETH_P_8021Q.to_bytes(2, "big")
+_DST_START = DST.start
+_DST_STOP = DST.stop
+_TYPE_START = ETHERTYPE.start
+_TYPE_STOP = ETHERTYPE.stop
 
 
 @dataclass(slots=True)
@@ -84,21 +105,24 @@ class Stack:
 
     def __init__(self, name: str = "node", sysctl: Sysctl | None = None, rng: random.Random | None = None) -> None:
         self.name = name
-        self.sysctl = sysctl if sysctl is not None else Sysctl()
-        self.rng = rng if rng is not None else random.Random()
-        self.now = 0.0
+        self.sysctl = sysctl = sysctl if sysctl is not None else Sysctl()
+        self.rng = rng = rng if rng is not None else random.Random()
         self.link_stats = LinkLayerStats()
         self.devices: dict[str, NetDevice] = {}
         self.lo = make_loopback()
         self.devices["lo"] = self.lo
-        self.napi = NapiScheduler(self.sysctl["net.core.netdev_budget"], enabled=bool(self.sysctl["net.core.napi"]))
+        self.napi = NapiScheduler(sysctl["net.core.netdev_budget"], enabled=bool(sysctl["net.core.napi"]),
+                                  on_exception=self._rx_exception)
+        self._reported_sites: set[tuple[str, int]] = set()
         self.fib = Fib(loopback=True)
-        self.route_cache = RouteCache(self.fib, max_size=self.sysctl["net.ipv4.route.max_size"],
-                                      mtu_expires=float(self.sysctl["net.ipv4.route.mtu_expires"]))
-        self.neigh = NeighTable(neigh_params(self.sysctl), rng=self.rng)
-        self.ipv4 = IPv4Layer(self)
-        self.icmp = IcmpLayer(self)
-        self.udp = UdpLayer(self)
+        self.route_cache = RouteCache(self.fib, max_size=sysctl["net.ipv4.route.max_size"],
+                                      mtu_expires=float(sysctl["net.ipv4.route.mtu_expires"]))
+        self.neigh = NeighTable(neigh_params(sysctl), rng=rng)
+        self.ipv4 = IPv4Layer(sysctl, rng, self.route_cache, self.devices, self.lo,
+                              neigh_output=self.neigh_output, loopback_xmit=self.loopback_xmit,
+                              broadcast_xmit=self.broadcast_xmit)
+        self.icmp = IcmpLayer(self.ipv4, sysctl)
+        self.udp = UdpLayer(self.ipv4, rng)
         self._timers: list[tuple[float, int, Callable[[float], Any]]] = []
         self._timer_sequence = itertools.count()
         self._refresh_addresses()
@@ -129,7 +153,7 @@ class Stack:
         ip = IPv4Address(address)
         kept = [a for a in device.addresses if a.address != ip]
         if len(kept) == len(device.addresses):
-            raise OSError(99, "Cannot assign requested address")
+            raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
         device.addresses = kept
         self.fib.remove_address(dev, ip)
         self._refresh_addresses()
@@ -146,30 +170,29 @@ class Stack:
         self.ipv4.broadcast_addresses = broadcast
         self.neigh.local_addresses = set(local)
 
-    def set_link(self, dev: str, up: bool, now: float | None = None) -> None:
+    def set_link(self, dev: str, up: bool, now: float) -> None:
         """`ip link set DEV up|down`: routes follow; neighbours flushed on down; gratuitous ARP on up."""
-        now = self.now if now is None else now
         device = self.devices[dev]
         if device.admin_up == up:
             return
         device.admin_up = up
         if up:
             self.fib.link_up(dev)
-            self.announce(dev)
+            self.announce(dev, now)
         else:
             self.fib.link_down(dev)
-            self._neigh_effects(self.neigh.flush(dev), now)
+            self.neigh_effects(self.neigh.flush(dev), now)
             device.rx_ring.clear()
             device.tx_queue.clear()
 
-    def announce(self, dev: str) -> None:
+    def announce(self, dev: str, now: float) -> None:
         """Gratuitous ARP for every address of `dev` (RFC 5227 3, Linux arp_notify behaviour)."""
         device = self.devices[dev]
         if device.loopback or not device.running:
             return
         for entry in device.addresses:
             dst_mac, packet = gratuitous_arp(device.mac, entry.address)
-            self._xmit_arp(device, dst_mac, packet)
+            self._xmit_arp(device, dst_mac, packet, now)
 
     def add_route(self, spec: dict[str, Any] | Route) -> Route:
         """`ip route add`; spec in the node-config form (dst, gateway, dev, metric, src)."""
@@ -180,15 +203,22 @@ class Stack:
         return self.fib.delete(spec["dst"], gateway=spec.get("gateway"), dev=spec.get("dev"),
                                metric=spec.get("metric"))
 
-    def add_neighbour(self, ip: int | str, mac: str | MacAddress, dev: str | None = None, now: float | None = None) -> None:
+    def add_neighbour(self, ip: int | str, mac: str | MacAddress, dev: str | None, now: float) -> None:
         """`ip neigh add IP lladdr MAC dev DEV nud permanent` (dev from the connected route if omitted)."""
-        now = self.now if now is None else now
         if dev is None:
             route = self.fib.lookup(IPv4Address(ip))
             if route is None or route.dev is None:
-                raise OSError(101, "Network is unreachable")
+                raise OSError(errno.ENETUNREACH, "Network is unreachable")
             dev = route.dev
         self.neigh.add(ip, dev, mac, now)
+
+    def delete_neighbour(self, ip: int | str, dev: str, now: float) -> None:
+        """`ip neigh del IP dev DEV`: what waited for it is answered as a failed resolution."""
+        self.neigh_effects(self.neigh.delete(IPv4Address(ip), dev), now)
+
+    def flush_neighbours(self, dev: str | None, now: float) -> None:
+        """`ip neigh flush [dev DEV]`."""
+        self.neigh_effects(self.neigh.flush(dev), now)
 
     # ------------------------------------------------------------------ receive
 
@@ -209,23 +239,37 @@ class Stack:
 
     def poll(self, now: float) -> int:
         """One NET_RX softirq round (bounded by netdev_budget unless NAPI is off)."""
-        self.now = now
-        return self.napi.run(self._netif_receive)
+        return self.napi.run(self._netif_receive, now)
+
+    def _rx_exception(self, device: NetDevice, frame: bytes, error: BaseException) -> None:
+        """The barrier caught a frame's exception: log its traceback once per code site."""
+        self._report_once("frame of %d bytes on %s" % (len(frame), device.name), error, frame)
+
+    def _report_once(self, what: str, error: BaseException, frame: bytes | None = None) -> None:
+        innermost = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+        site = (innermost.filename, innermost.lineno or 0) if innermost is not None else ("?", 0)
+        if site in self._reported_sites:
+            return
+        self._reported_sites.add(site)
+        detail = f" (first 64 bytes: {bytes(frame[:64]).hex()})" if frame is not None else ""
+        log.error("%s: BUG: %s dropped by the exception barrier at %s:%d%s\n%s", self.name, what, site[0],
+                  site[1], detail, "".join(traceback.format_exception(error)).rstrip())
 
     @property
     def rx_pending(self) -> bool:
         return self.napi.pending
 
-    def _netif_receive(self, device: NetDevice, frame: bytes) -> None:
+    def _netif_receive(self, device: NetDevice, frame: bytes, now: float) -> None:
         """netif_receive_skb: classify the frame and hand it to ARP or IPv4."""
         if len(frame) < HEADER_LENGTH:
             self.link_stats.runt_frames += 1
             device.stats.rx_errors += 1
             return
-        if device.loopback or frame[0:6] == device.mac:
+        destination = frame[_DST_START:_DST_STOP]
+        if device.loopback or destination == device.mac:
             pkt_type = PACKET_HOST
-        elif frame[0] & 1:
-            if frame[0:6] == BROADCAST_MAC:
+        elif frame[_DST_START] & 1:  # the group bit
+            if destination == BROADCAST_MAC:
                 pkt_type = PACKET_BROADCAST
             else:
                 pkt_type = PACKET_MULTICAST
@@ -236,30 +280,30 @@ class Stack:
             self.link_stats.otherhost_frames += 1
             return
         # The frame wrapped without a copy, its Ethernet header already pulled.
-        skb = SkBuff(frame, HEADER_LENGTH, len(frame), device.name, self.now)
+        skb = SkBuff(frame, HEADER_LENGTH, len(frame), device.name, now)
         skb.mac_header = 0
         skb.pkt_type = pkt_type
-        ethertype = frame[12:14]
+        ethertype = frame[_TYPE_START:_TYPE_STOP]
         if ethertype == _ETH_IP:
             skb.protocol = ETH_P_IP
-            self.ipv4.receive(skb, self.now)
+            self.ipv4.receive(skb, now)
         elif ethertype == _ETH_ARP:
             skb.protocol = ETH_P_ARP
-            self._arp_receive(device, skb)
+            self._arp_receive(device, skb, now)
         else:
-            if ethertype == b"\x81\x00":
+            if ethertype == _ETH_8021Q:
                 self.link_stats.vlan_tagged += 1
             device.stats.rx_nohandler += 1
             device.stats.rx_dropped += 1
 
-    def _arp_receive(self, device: NetDevice, skb: SkBuff) -> None:
+    def _arp_receive(self, device: NetDevice, skb: SkBuff, now: float) -> None:
         try:
             packet = ArpPacket.parse(skb.data)
         except WireError:
             self.link_stats.arp_malformed += 1
             device.stats.rx_errors += 1
             return
-        self._neigh_effects(self.neigh.arp_input(packet, device.name, self.now, skb.pkt_type), self.now)
+        self.neigh_effects(self.neigh.arp_input(packet, device.name, now, skb.pkt_type), now)
 
     # ----------------------------------------------------------------- transmit
 
@@ -269,7 +313,7 @@ class Stack:
         if mac is not None:
             self.dev_queue_xmit(device, skb, mac, _ETH_IP)
         else:
-            self._neigh_effects(self.neigh.enqueue(next_hop, device.name, skb, now), now)
+            self.neigh_effects(self.neigh.enqueue(next_hop, device.name, skb, now), now)
 
     def dev_queue_xmit(self, device: NetDevice, skb: SkBuff, dst_mac: bytes, ethertype: bytes = _ETH_IP) -> None:
         """Push the Ethernet header and queue the frame on the device."""
@@ -293,12 +337,12 @@ class Stack:
         lo.stats.tx_bytes += len(frame)
         self.receive(lo, frame)
 
-    def _xmit_arp(self, device: NetDevice, dst_mac: bytes, packet: ArpPacket) -> None:
-        skb = SkBuff.alloc(28, HEADER_LENGTH, dev=device.name, now=self.now)
+    def _xmit_arp(self, device: NetDevice, dst_mac: bytes, packet: ArpPacket, now: float) -> None:
+        skb = SkBuff.alloc(28, HEADER_LENGTH, dev=device.name, now=now)
         packet.build_into(skb.put(28))
         self.dev_queue_xmit(device, skb, dst_mac, _ETH_ARP)
 
-    def _neigh_effects(self, effects: list, now: float) -> None:
+    def neigh_effects(self, effects: list, now: float) -> None:
         """Carry out what the neighbour table asked for."""
         for effect in effects:
             device = self.devices.get(effect.dev)
@@ -310,15 +354,15 @@ class Stack:
             elif isinstance(effect, SendArpRequest):
                 source = self._arp_source(device, effect.target_ip)
                 if source is not None:
-                    self._xmit_arp(device, effect.dst_mac, effect.packet(device.mac, source))
+                    self._xmit_arp(device, effect.dst_mac, effect.packet(device.mac, source), now)
             elif isinstance(effect, SendArpReply):
-                self._xmit_arp(device, effect.target_mac, effect.packet(device.mac))
+                self._xmit_arp(device, effect.target_mac, effect.packet(device.mac), now)
             elif isinstance(effect, ResolutionFailed):
                 # Linux arp_error_report: every queued packet, ours or forwarded, earns an
                 # ICMP host unreachable to its source (ours come back to us over lo).
                 for skb in effect.packets:
                     self.ipv4.stats.OutDiscards += 1
-                    self.icmp.send_error(DEST_UNREACH, HOST_UNREACH, skb.network_header_view(), now)
+                    self.ipv4.icmp_send(DEST_UNREACH, HOST_UNREACH, skb.network_header_view(), now)
 
     @staticmethod
     def _arp_source(device: NetDevice, target: int) -> IPv4Address | None:
@@ -347,18 +391,29 @@ class Stack:
         return earliest
 
     def tick(self, now: float) -> None:
-        """Run every timer due at `now`."""
-        self.now = now
+        """Run every timer due at `now`, each behind the exception barrier."""
         deadline = self.neigh.next_timer()
         if deadline is not None and deadline <= now:
-            self._neigh_effects(self.neigh.tick(now), now)
+            self._guarded(self._neigh_tick, now)
         deadline = self.ipv4.next_timer()
         if deadline is not None and deadline <= now:
-            self.ipv4.tick(now)
+            self._guarded(self.ipv4.tick, now)
         timers = self._timers
         while timers and timers[0][0] <= now:
             _, _, callback = heapq.heappop(timers)
+            self._guarded(callback, now)
+
+    def _neigh_tick(self, now: float) -> None:
+        self.neigh_effects(self.neigh.tick(now), now)
+
+    def _guarded(self, callback: Callable[[float], Any], now: float) -> None:
+        try:
             callback(now)
+        except Exception as error:
+            if NapiScheduler.reraise:
+                raise
+            self.napi.stat.timer_exceptions += 1
+            self._report_once(f"timer {getattr(callback, '__qualname__', callback)!r}", error)
 
     # ------------------------------------------------------------------- tables
 

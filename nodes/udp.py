@@ -16,18 +16,16 @@ from __future__ import annotations
 import errno
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Callable
+from random import Random
+from typing import Callable
 
-from .ipv4 import Datagram
+from .ipv4 import Datagram, IPv4Layer
 from .skbuff import PACKET_HOST, SKB_TRUESIZE_OVERHEAD
 from .wire.addresses import IPv4Address
 from .wire.errors import WireError
 from .wire.icmp import DEST_UNREACH, FRAG_NEEDED, PORT_UNREACH, IcmpMessage, QuotedDatagram
 from .wire.ipv4 import IPPROTO_UDP
 from .wire.udp import UdpHeader, checksum_ok
-
-if TYPE_CHECKING:
-    from .stack import Stack
 
 EPHEMERAL_LOW, EPHEMERAL_HIGH = 32768, 60999  # Linux net.ipv4.ip_local_port_range
 DEFAULT_RCVBUF = 212992  # Linux net.core.rmem_default
@@ -136,19 +134,19 @@ class UdpEndpoint:
 class UdpLayer:
     """One node's UDP: registered with IPv4 as protocol 17."""
 
-    def __init__(self, stack: "Stack") -> None:
-        self.stack = stack
+    def __init__(self, ipv4: IPv4Layer, rng: Random) -> None:
+        self.ipv4 = ipv4
         self.stats = UdpStats()
         self.bindings: dict[tuple[int, int], UdpEndpoint] = {}
-        self._next_ephemeral = EPHEMERAL_LOW + stack.rng.randrange(EPHEMERAL_HIGH - EPHEMERAL_LOW)
-        stack.ipv4.protocols[IPPROTO_UDP] = self.receive
-        stack.ipv4.error_handlers[IPPROTO_UDP] = self.error
+        self._next_ephemeral = EPHEMERAL_LOW + rng.randrange(EPHEMERAL_HIGH - EPHEMERAL_LOW)
+        ipv4.add_protocol(IPPROTO_UDP, self.receive, self.error)
 
     # --------------------------------------------------------------- binding
 
     def bind(self, address: int = 0, port: int = 0, *, reuse: bool = False) -> UdpEndpoint:
         """inet_bind + udp_lib_get_port; OSError EADDRINUSE / EADDRNOTAVAIL like Linux."""
-        if address and address not in self.stack.ipv4.local_addresses and address not in self.stack.ipv4.broadcast_addresses:
+        ipv4 = self.ipv4
+        if address and address not in ipv4.local_addresses and address not in ipv4.broadcast_addresses:
             raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
         if port == 0:
             port = self._ephemeral(address)
@@ -202,8 +200,8 @@ class UdpLayer:
         endpoint = self.lookup(datagram.dst, header.dst_port)
         if endpoint is None or (endpoint.peer is not None and endpoint.peer != (datagram.src, header.src_port)):
             stats.NoPorts += 1
-            if datagram.pkt_type == PACKET_HOST and datagram.dst not in self.stack.ipv4.broadcast_addresses:
-                self.stack.icmp.send_error(DEST_UNREACH, PORT_UNREACH, datagram.packet, now)
+            if datagram.pkt_type == PACKET_HOST and datagram.dst not in self.ipv4.broadcast_addresses:
+                self.ipv4.icmp_send(DEST_UNREACH, PORT_UNREACH, datagram.packet, now)
             return
         data = bytes(payload[8:header.length])
         if endpoint.deliver(data, (str(datagram.src), header.src_port), datagram):
@@ -239,16 +237,13 @@ class UdpLayer:
             raise OSError(errno.EINVAL, "Invalid argument")
         if len(data) > 0xFFFF - 8 - 20:
             raise OSError(errno.EMSGSIZE, "Message too long")
-        stack = self.stack
+        ipv4 = self.ipv4
         source = endpoint.address
         if not source:
-            entry = stack.route_cache.lookup(address, now)
-            if entry is None:
-                stack.ipv4.stats.OutNoRoutes += 1
-                raise OSError(errno.ENETUNREACH, "Network is unreachable")
+            entry = ipv4.route_output(address, now)
             source = entry.src if entry.src is not None else IPv4Address.from_wire(address)
         segment = UdpHeader(endpoint.port, port).build(data, source, address)
-        stack.ipv4.output(address, IPPROTO_UDP, segment, now, src=source, ttl=ttl)
+        ipv4.output(address, IPPROTO_UDP, segment, now, src=source, ttl=ttl)
         self.stats.OutDatagrams += 1
 
     def counters(self) -> dict[str, int]:

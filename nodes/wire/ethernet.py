@@ -23,6 +23,10 @@ ETH_P_8021Q = 0x8100
 ETH_P_IPV6 = 0x86DD
 
 HEADER_LENGTH = 14
+# Field slices of the header, for paths that look at a frame without parsing it.
+DST = slice(0, 6)
+SRC = slice(6, 12)
+ETHERTYPE = slice(12, 14)
 VLAN_HEADER_LENGTH = 18
 MIN_FRAME_LENGTH = 60  # without FCS; shorter frames are padded by the sender
 MAX_PAYLOAD = 1500

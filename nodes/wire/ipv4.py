@@ -55,6 +55,13 @@ MAX_OPTIONS_LENGTH = MAX_HEADER_LENGTH - MIN_HEADER_LENGTH
 IP_MAXPACKET = 0xFFFF
 
 _HEADER = struct.Struct("!BBHHHBBHII")
+# The fixed 20-byte header as a tuple (version_ihl, tos, total_length, identification,
+# flags_fragment, ttl, protocol, checksum, src, dst), for hot paths and for quoting:
+# ip_rcv's fast path and icmp_send unpack it once instead of building a view.
+unpack_fixed_header = _HEADER.unpack_from
+# The one's-complement sum of a header without options, from its unpacked fields:
+# divisible by 0xFFFF exactly when the checksum is right (see IPv4Header.parse).
+VERSION_IHL_NO_OPTIONS = 0x45
 _U32 = struct.Struct("!I")
 _int_new = int.__new__
 _Address = IPv4Address

@@ -74,7 +74,7 @@ def _header(total_length: int, checksum: int | None = None, version_ihl: int = 0
 
 def test_valid_datagram_without_options_is_delivered_and_counts_no_error():
     stack = _stack()
-    stack.ipv4.protocols[253] = lambda datagram, now: None
+    stack.ipv4.add_protocol(253, lambda datagram, now: None, lambda *error: None)
     counters = _receive(stack, _header(28) + bytes(8))
     assert counters["InReceives"] == 1 and counters["InDelivers"] == 1 and counters["InOctets"] == 28
     assert all(counters[name] == 0 for name in ERROR_COUNTERS)
@@ -98,7 +98,7 @@ def test_total_length_shorter_than_the_header_is_a_header_error():
 def test_ethernet_padding_past_total_length_is_trimmed_before_delivery():
     stack = _stack()
     seen = []
-    stack.ipv4.protocols[253] = lambda datagram, now: seen.append(bytes(datagram.packet))
+    stack.ipv4.add_protocol(253, lambda datagram, now: seen.append(bytes(datagram.packet)), lambda *error: None)
     datagram = _header(24) + b"data"
     _receive(stack, datagram + bytes(22))
     assert seen == [datagram]

@@ -44,7 +44,7 @@ def test_weight_limits_frames_per_device_per_visit_round_robin():
     fill(a, scheduler, 5, b"a")
     fill(b, scheduler, 3, b"b")
     order = []
-    scheduler.run(lambda dev, frame: order.append(dev.name))
+    scheduler.run(lambda dev, frame, now: order.append(dev.name), 0.0)
     assert order == ["a", "a", "b", "b", "a", "a", "b", "a"]
     assert not a.napi_scheduled and not b.napi_scheduled and not scheduler.pending
     assert a.stats.rx_packets == 5 and b.stats.rx_packets == 3
@@ -55,11 +55,11 @@ def test_netdev_budget_bounds_a_round_and_counts_time_squeeze():
     a = device("a", weight=64, rx_ring_size=100)
     fill(a, scheduler, 25)
     seen = []
-    assert scheduler.run(lambda dev, frame: seen.append(frame)) == 10
+    assert scheduler.run(lambda dev, frame, now: seen.append(frame), 0.0) == 10
     assert scheduler.pending and a.napi_scheduled
     assert scheduler.stat.time_squeeze == 1
-    assert scheduler.run(lambda dev, frame: seen.append(frame)) == 10
-    assert scheduler.run(lambda dev, frame: seen.append(frame)) == 5
+    assert scheduler.run(lambda dev, frame, now: seen.append(frame), 0.0) == 10
+    assert scheduler.run(lambda dev, frame, now: seen.append(frame), 0.0) == 5
     assert seen == [i.to_bytes(4, "big") for i in range(25)]
     assert not scheduler.pending and scheduler.stat.processed == 25 and scheduler.stat.rounds == 3
 
@@ -68,7 +68,7 @@ def test_napi_off_processes_everything_in_one_round():
     scheduler = NapiScheduler(netdev_budget=10, enabled=False)
     a = device("a", rx_ring_size=1000)
     fill(a, scheduler, 500)
-    assert scheduler.run(lambda dev, frame: None) == 500
+    assert scheduler.run(lambda dev, frame, now: None, 0.0) == 500
     assert scheduler.stat.time_squeeze == 0
 
 

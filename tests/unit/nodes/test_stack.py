@@ -110,7 +110,7 @@ def test_4000_byte_datagram_fragments_over_a_1500_576_path_and_reassembles():
 
 def test_fragments_beyond_unres_qlen_are_dropped_while_arp_resolves():
     net, h1, r1, h2 = host_router_host(mtu_right=576)
-    h1.add_neighbour("10.0.1.1", r1.devices["eth0"].mac)
+    h1.add_neighbour("10.0.1.1", r1.devices["eth0"].mac, None, net.now)
     server = h2.udp.bind(0, 6000)
     h1.udp.bind(0, 0).sendto(bytes(4000), H2, 6000, net.now)
     net.run(2)
@@ -369,7 +369,8 @@ def test_unknown_protocol_earns_protocol_unreachable():
     net, h1, r1, h2 = host_router_host()
     ping(net, h1, H2, count=1)
     errors = []
-    h1.ipv4.error_handlers[253] = lambda message, quoted, datagram, now: errors.append(message.code)
+    h1.ipv4.add_protocol(253, lambda datagram, now: None,
+                         lambda message, quoted, datagram, now: errors.append(message.code))
     h1.ipv4.output(H2, 253, b"experimental", net.now)
     net.run(1)
     assert h2.counters()["Ip"]["InUnknownProtos"] == 1
