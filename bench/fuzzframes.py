@@ -754,7 +754,8 @@ class Injector:
         self.socket.setsockopt(zmq.SNDTIMEO, 5000)   # blocking sends: the switch's queue paces us (HWM 64)
         self.socket.connect(endpoint)
         self.socket.send(b"")                         # hello: the switch makes us a port
-        self._controls = {name: ControlClient(net.supervisor[name].control, 5.0) for name in self._names}
+        self._controls = {name: ControlClient(net.supervisor[name].control, 2.0) for name in self._names}
+        self.silent: set[str] = set()  # nodes that stopped answering: not paced on any more
         self._consumed_base = dict.fromkeys(self._names, 0)
         self._restore_mtu: dict[str, int] = {}
         net.wait_for(lambda: any(p["name"] == attachment and p.get("attached")
@@ -790,14 +791,24 @@ class Injector:
 
     # -- pacing ----------------------------------------------------------------
 
-    def _consumed(self, name: str) -> int:
-        counters = self._controls[name].request("counters", {})
+    def _consumed(self, name: str) -> int | None:
+        """Frames `name` took off its rings (processed or dropped at a full ring); None if it does not answer."""
+        if name in self.silent:
+            return None
+        try:
+            counters = self._controls[name].request("counters", {})
+        except ControlError:
+            # Dead or frozen: stop pacing on it (`health` reports it, with its crash log).
+            self.silent.add(name)
+            return None
         devices = counters.get("devices", {})
         return counters["softnet"]["processed"] + sum(d.get("rx_missed_errors", 0) for d in devices.values())
 
     def _resync(self) -> None:
         for name in self._names:
-            self._consumed_base[name] = self._consumed(name) - self.stats.per_node[name]
+            consumed = self._consumed(name)
+            if consumed is not None:
+                self._consumed_base[name] = consumed - self.stats.per_node[name]
 
     def _wait_for_nodes(self, window: int) -> None:
         for name in self._names:
@@ -805,7 +816,10 @@ class Injector:
             last = None
             deadline = time.monotonic() + self.stall_timeout
             while True:
-                done = self._consumed(name) - self._consumed_base[name]
+                consumed = self._consumed(name)
+                if consumed is None:
+                    break
+                done = consumed - self._consumed_base[name]
                 if done >= target:
                     break
                 if done != last:
@@ -919,7 +933,8 @@ def health(net: Any, baseline: Baseline, rss_growth_limit: int = 64 * 1024 * 102
     """Everything wrong with the emulation after a fuzz run (empty when all is well)."""
     problems: list[str] = []
     for event in list(net.crashes):
-        problems.append(f"crash: {event.describe() if hasattr(event, 'describe') else event}")
+        tail = "\n".join("    " + line for line in getattr(event, "log_tail", None) or [])
+        problems.append(f"crash: {event.describe() if hasattr(event, 'describe') else event}" + (f"\n{tail}" if tail else ""))
     for name, handle in net.supervisor.processes.items():
         if not handle.alive:
             problems.append(f"{name}: not running")
