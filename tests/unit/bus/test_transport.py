@@ -28,6 +28,7 @@ from bus.transport import (
     pack_frames,
     unpack_frames,
 )
+from tests.waiting import wait_for
 
 
 # ------------------------------------------------------------------ batches
@@ -296,7 +297,8 @@ def test_call_times_out_against_a_silent_peer_and_recovers(context, tmp_path):
         with pytest.raises(ControlTimeout) as caught:
             client.call("status")
         elapsed = time.monotonic() - start
-        assert 0.15 <= elapsed < 1.5
+        assert elapsed >= 0.15  # it waited for its timeout...
+        assert elapsed < 2.0    # ...and came back: a timeout, not a hang (10x, for a loaded machine)
         assert isinstance(caught.value, TimeoutError) and isinstance(caught.value, ControlError)
         # Once the peer answers again (here: a live server on the same endpoint), so does the client.
         silent.close()
@@ -368,11 +370,14 @@ def test_data_port_says_hello_then_sends_batches_under_its_attachment_name(conte
         router.send_multipart([b"h1:eth0", pack_frames([b"c" * 60])])
         router.send_multipart([b"h1:eth0", b"\x00\x09short"])  # malformed: counted, skipped
         router.send_multipart([b"h1:eth0", pack_frames([b"d" * 60])])
-        deadline = time.monotonic() + 2
         received: list[bytes] = []
-        while len(received) < 2 and time.monotonic() < deadline:
+
+        def both_received() -> bool:
             if port.socket.poll(100):
-                received += port.receive()
+                received.extend(port.receive())
+            return len(received) >= 2
+
+        wait_for(both_received, timeout=5, interval=0)
         assert received == [b"c" * 60, b"d" * 60]
         assert port.counters["rx_malformed_batches"] == 1 and port.counters["rx_packets"] == 2
     finally:
