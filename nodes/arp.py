@@ -14,15 +14,12 @@ reads it and changes it only through `NeighTable.event_ns` and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Collection
+from typing import Collection, Protocol
 
-from .neigh_entry import REACHABLE, STALE
+from .neigh_entry import REACHABLE, STALE, NeighParams, NeighStats, Neighbour, NudState
 from .skbuff import PACKET_HOST, PACKET_OTHERHOST
 from .wire.addresses import BROADCAST_MAC, IPv4Address, MacAddress
 from .wire.arp import ARP_REPLY, ARP_REQUEST, ArpPacket
-
-if TYPE_CHECKING:
-    from .neigh import NeighTable
 
 LIMITED_BROADCAST = 0xFFFFFFFF
 
@@ -120,7 +117,23 @@ def _martian_target(ip: int) -> bool:
 # -- input ---------------------------------------------------------------------------
 
 
-def arp_process(table: NeighTable, arp: ArpPacket, dev: str, now: float, pkt_type: int) -> list[Effect]:
+class ArpTable(Protocol):
+    """What `arp_process` needs of the table (`nodes.neigh.NeighTable`, which sits above this module)."""
+
+    params: NeighParams
+    stats: NeighStats
+    local_addresses: Collection[int]
+    broadcast_addresses: Collection[int]
+
+    def get(self, ip: int, dev: str) -> Neighbour | None: ...
+
+    def event_ns(self, ip: int, dev: str, mac: MacAddress, now: float, effects: list) -> Neighbour | None: ...
+
+    def neigh_update(self, entry: Neighbour, mac: MacAddress, state: NudState, now: float, effects: list, *,
+                     override: bool) -> None: ...
+
+
+def arp_process(table: ArpTable, arp: ArpPacket, dev: str, now: float, pkt_type: int) -> list[Effect]:
     """Learn from an ARP packet received on `dev` and answer it if it asks for one of our addresses."""
     effects: list[Effect] = []
     if pkt_type == PACKET_OTHERHOST:
@@ -166,7 +179,7 @@ def arp_process(table: NeighTable, arp: ArpPacket, dev: str, now: float, pkt_typ
     return effects
 
 
-def _reply(table: NeighTable, dev: str, our_ip: int, asker_ip: int, asker_mac: MacAddress, pkt_type: int,
+def _reply(table: ArpTable, dev: str, our_ip: int, asker_ip: int, asker_mac: MacAddress, pkt_type: int,
            effects: list[Effect]) -> None:
     stats = table.stats
     if pkt_type == PACKET_HOST:
