@@ -3,26 +3,18 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 import zmq
 
 from bus.runtime import EventLoop, Lifecycle, prepare_process
+from tests.fakes import FakeClock
 
 pytestmark = pytest.mark.timeout(10)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_timers_run_in_deadline_order_and_cancelled_ones_never():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     loop = EventLoop(clock)
     fired = []
     loop.call_at(100.3, fired.append, "c")
@@ -42,13 +34,13 @@ def test_timers_run_in_deadline_order_and_cancelled_ones_never():
 
 
 def test_poll_timeout_rounds_up_so_the_loop_never_wakes_early():
-    loop = EventLoop(FakeClock())
+    loop = EventLoop(FakeClock(100.0))
     loop.call_at(100.0201, lambda: None)
     assert loop.next_timeout_ms(100.0) == 21
 
 
 def test_call_every_repeats():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     loop = EventLoop(clock)
     ticks = []
     loop.call_every(1.0, lambda: ticks.append(clock.now))
@@ -96,10 +88,10 @@ def test_sigterm_wakes_a_sleeping_loop_and_stops_it():
         loop = EventLoop()
         loop.attach_lifecycle(lifecycle)
         loop.call_later(0.05, os.kill, os.getpid(), signal.SIGTERM)
-        loop.call_later(5.0, pytest.fail, "loop did not stop")
-        started = time.monotonic()
+        fallback: list[str] = []
+        loop.call_later(5.0, fallback.append, "the loop slept through the signal until its next timer")
         loop.run()
-        assert time.monotonic() - started < 1.0
+        assert fallback == []  # the signal woke it, not the next timer
         assert lifecycle.stop_requested and lifecycle.stop_reason == "SIGTERM"
     finally:
         lifecycle.restore()

@@ -1,4 +1,4 @@
-"""Test doubles shared by the node unit tests: a manual clock and a timer driver.
+"""Test doubles shared by the node unit tests: the manual clock (tests/fakes.py) and a timer driver.
 
 Any sans-I/O core with `next_timer() -> float | None` and `tick(now) -> list`
 can be driven with `run_timers` (neighbour table, TCP, reassembly, ...).
@@ -7,26 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from tests.fakes import FakeClock
 
-class FakeClock:
-    """A clock that moves only when told to; starts away from zero so "0 means unset" bugs show."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        """Move forward by `seconds`; returns the new time."""
-        if seconds < 0:
-            raise ValueError("a clock does not go backwards")
-        self.now += seconds
-        return self.now
-
-    def set(self, when: float) -> float:
-        """Jump forward to the absolute time `when`."""
-        return self.advance(when - self.now)
+__all__ = ["FakeClock", "TimerDriven", "run_timers"]
 
 
 class TimerDriven(Protocol):
