@@ -1,7 +1,7 @@
 """`netemu`: the command line of the emulator (thin: the work lives in control/).
 
     netemu up TOPO.yaml [-d]      start (foreground CLI, or detached)
-    netemu down [NAME]            stop a detached emulation
+    netemu down [NAME | --all]    stop a detached emulation (--all: every one, and stale run dirs)
     netemu status [NAME]          processes, PIDs, liveness, per-link counters
     netemu check TOPO.yaml        validate only
     netemu capture SEG -w FILE    start/stop a capture on a running segment

@@ -1,0 +1,202 @@
+"""Handles of a running emulation: `NodeHandle` (one node's kernel), `LinkHandle` (one port of a
+segment), and the results of their probes (`PingResult`, `Hop`).
+
+`control.emulation.Emulation` hands them out (`net["h1"]`, `net.link(a, b)`);
+they are importable from there too.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bus.shaping import parse_link_params
+from bus.transport import ControlClient
+
+if TYPE_CHECKING:
+    from .emulation import Emulation
+
+
+@dataclass
+class PingResult:
+    """What `ping -c COUNT` reports: sent, received, round-trip times (ms)."""
+
+    destination: str
+    sent: int
+    received: int
+    rtts: list[float]
+    errors: list[dict[str, Any]]
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def loss(self) -> float:
+        """Fraction of echo requests without a reply (0.0 .. 1.0)."""
+        return (self.sent - self.received) / self.sent if self.sent else 1.0
+
+    @classmethod
+    def from_result(cls, result: dict[str, Any]) -> "PingResult":
+        return cls(result["destination"], result["transmitted"], result["received"],
+                   [reply["rtt_ms"] for reply in result["replies"]], result["error_replies"], result)
+
+
+@dataclass
+class Hop:
+    """One line of traceroute: the TTL, who answered, and each probe's RTT (None = `*`)."""
+
+    hop: int
+    address: str | None
+    rtts: list[float | None]
+    marks: list[str] = field(default_factory=list)
+
+
+class NodeHandle:
+    """One host or router of a running emulation."""
+
+    def __init__(self, emulation: "Emulation", name: str) -> None:
+        self.emulation = emulation
+        self.name = name
+        self.model = emulation.topology.nodes[name]
+
+    def __repr__(self) -> str:
+        return f"<NodeHandle {self.name} ({self.model.kind}) pid={self.pid}>"
+
+    @property
+    def pid(self) -> int | None:
+        """The kernel process's pid; None once it has exited (until `restart()`)."""
+        handle = self.emulation.supervisor[self.name]
+        return handle.pid if handle.alive else None
+
+    @property
+    def addresses(self) -> list[str]:
+        return [str(interface.address) for interface in self.model.interfaces.values()]
+
+    def call(self, op: str, /, **args: Any) -> Any:
+        """One control request to this node's kernel (raises ControlError / ControlTimeout)."""
+        return self.request(op, args)
+
+    def request(self, op: str, args: dict[str, Any], timeout: float = 5.0) -> Any:
+        """Like `call`, with an explicit reply timeout (for requests that take a while)."""
+        with ControlClient(self.emulation.supervisor[self.name].control, timeout) as client:
+            return client.request(op, args)
+
+    # -- probes ---------------------------------------------------------------
+
+    def ping(self, destination: str, count: int = 3, size: int = 56, interval: float = 1.0,
+             timeout: float = 2.0, ttl: int | None = None, dont_fragment: bool = False) -> PingResult:
+        """`ping -c COUNT -s SIZE -i INTERVAL -W TIMEOUT [-t TTL] DESTINATION` from this node."""
+        result = self.request("ping", {"dst": destination, "count": count, "size": size, "interval": interval,
+                                       "timeout": timeout, "ttl": ttl, "dont_fragment": dont_fragment},
+                              timeout=count * interval + timeout + 5.0)
+        return PingResult.from_result(result)
+
+    def traceroute(self, destination: str, max_hops: int = 30, probes: int = 3, wait: float = 2.0) -> list[Hop]:
+        """`traceroute -m MAX_HOPS -q PROBES -w WAIT DESTINATION`: one Hop per TTL."""
+        result = self.request("traceroute", {"dst": destination, "max_hops": max_hops, "probes": probes,
+                                             "wait": wait}, timeout=max_hops * probes * (wait + 0.5) + 5.0)
+        return [Hop(hop["hop"], hop["address"], [p["rtt_ms"] if p else None for p in hop["probes"]],
+                    [p["mark"] for p in hop["probes"] if p and "mark" in p])
+                for hop in result["hops"]]
+
+    # -- tables ---------------------------------------------------------------
+
+    def arp(self) -> list[dict[str, Any]]:
+        """`ip neigh show` as a list of dicts (ip, dev, lladdr, state, ...)."""
+        return self.call("neigh")
+
+    def routes(self, table: str = "main") -> list[dict[str, Any]]:
+        """`ip route show [table local|all]`."""
+        return self.call("routes", table=table)
+
+    def route_cache(self) -> dict[str, Any]:
+        return self.call("route_cache")
+
+    def interfaces(self) -> list[dict[str, Any]]:
+        """`ip -s addr show`."""
+        return self.call("interfaces")
+
+    def counters(self) -> dict[str, Any]:
+        """/proc/net/snmp-style counters: Ip, Icmp, Udp, arp_cache, softnet, devices..."""
+        return self.call("counters")
+
+    def sysctl(self, name: str | None = None, value: Any = None) -> Any:
+        return self.call("sysctl", name=name, value=value)
+
+    def add_route(self, dst: str, gateway: str | None = None, dev: str | None = None, metric: int = 0) -> None:
+        self.call("route_add", dst=dst, gateway=gateway, dev=dev, metric=metric)
+
+    def delete_route(self, dst: str, gateway: str | None = None, dev: str | None = None) -> None:
+        self.call("route_del", dst=dst, gateway=gateway, dev=dev)
+
+    def flush_arp(self, dev: str | None = None) -> None:
+        """`ip neigh flush dev DEV` (all devices when None)."""
+        self.call("neigh_flush", dev=dev)
+
+    def set_link(self, dev: str, up: bool) -> None:
+        """`ip link set DEV up|down` inside the node (the NIC side, not the wire)."""
+        self.call("link_set", dev=dev, up=up)
+
+    # -- process faults -------------------------------------------------------
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Kill the node's kernel process (a crash: its neighbours notice only by silence)."""
+        self.emulation.supervisor.kill(self.name, sig)
+        self.emulation._wait_exit(self.name)
+
+    def restart(self) -> None:
+        """Start the node again with its original configuration and wait until it is attached."""
+        emulation = self.emulation
+        emulation.supervisor.restart(self.name, ready_timeout=emulation.ready_timeout)
+        emulation._wait_attached([interface.attachment for interface in self.model.interfaces.values()])
+
+    def pause(self) -> None:
+        """Freeze the node (SIGSTOP): its timers stop, frames queue up, control requests time out."""
+        os.kill(self._live_pid(), signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Thaw a paused node (SIGCONT)."""
+        os.kill(self._live_pid(), signal.SIGCONT)
+
+    def _live_pid(self) -> int:
+        handle = self.emulation.supervisor[self.name]
+        if not handle.alive or handle.pid is None:
+            raise ProcessLookupError(f"{self.name} is not running")
+        return handle.pid
+
+    # -- arrive with the sockets issue ----------------------------------------
+
+    def socket(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("emulated sockets (node.socket) arrive with the socket-layer issue")
+
+    def exec(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("running programs on a node's stack (node.exec) arrives with the socket-layer issue")
+
+
+class LinkHandle:
+    """One port of a bus device (an attachment, or one end of a segment link)."""
+
+    def __init__(self, emulation: "Emulation", device: str, port: str) -> None:
+        self.emulation = emulation
+        self.device = device
+        self.port = port
+
+    def __repr__(self) -> str:
+        return f"<LinkHandle {self.device}[{self.port}]>"
+
+    def set(self, **params: Any) -> dict[str, Any]:
+        """Change link parameters at run time (`delay="10ms"`, `loss="1%"`, `rate="10Mbit"`...).
+
+        Values take the same units as the topology file (a bare loss is a
+        percentage, as in netem); setting a parameter to 0 removes it.
+        """
+        canonical = parse_link_params(params)
+        return self.emulation.supervisor.call(self.device, "set_port", port=self.port, **canonical)
+
+    def up(self) -> None:
+        self.set(up=True)
+
+    def down(self) -> None:
+        self.set(up=False)
+
+    def stats(self) -> dict[str, Any]:
+        return self.emulation.supervisor.call(self.device, "stats")["ports"][self.port]
