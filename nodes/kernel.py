@@ -54,7 +54,8 @@ from .memnet import warm_up
 from .nic import NetDevice
 from .probes import PingSession, TracerouteSession
 from .route import Route
-from .stack import Stack, neigh_params
+from .neigh import NeighParams
+from .stack import Stack
 from .sysctl import Sysctl
 from .wire.addresses import IPv4Address, parse_cidr
 from .wire.errors import WireError
@@ -367,7 +368,7 @@ class Kernel:
             for device in stack.devices.values():
                 device.weight = sysctl[name]
         elif name.startswith("net.ipv4.neigh.default."):
-            stack.neigh.params = neigh_params(sysctl)
+            stack.neigh.params = NeighParams.from_sysctl(sysctl)
         elif name.startswith("net.ipv4.ipfrag_"):
             reassembly = stack.ipv4.reassembly
             reassembly.ipfrag_time = sysctl["net.ipv4.ipfrag_time"]

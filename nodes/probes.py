@@ -11,8 +11,11 @@ error callback, and call `on_done(result)` with a plain dict when finished.
 from __future__ import annotations
 
 import statistics
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 
+from .icmp import IcmpLayer
+from .ipv4 import Datagram, IPv4Layer
+from .udp import UdpLayer
 from .wire.addresses import IPv4Address
 from .wire.icmp import (
     DEST_UNREACH,
@@ -27,9 +30,16 @@ from .wire.icmp import (
     QuotedDatagram,
 )
 
-if TYPE_CHECKING:
-    from .ipv4 import Datagram
-    from .stack import Stack
+
+
+class ProbeHost(Protocol):
+    """What a probe session needs of its node (the stack provides it): the transports and a timer."""
+
+    ipv4: IPv4Layer
+    icmp: IcmpLayer
+    udp: UdpLayer
+
+    def call_at(self, when: float, callback: Callable[[float], Any]) -> None: ...
 
 # What ping(8) prints for ICMP errors.
 _PING_ERROR_TEXT = {
@@ -59,7 +69,7 @@ def _payload(size: int) -> bytes:
 class PingSession:
     """`ping -c COUNT -s SIZE -i INTERVAL -W TIMEOUT -t TTL DEST` inside the kernel."""
 
-    def __init__(self, stack: "Stack", destination: int, on_done: Callable[[dict], Any], *, count: int = 3,
+    def __init__(self, stack: ProbeHost, destination: int, on_done: Callable[[dict], Any], *, count: int = 3,
                  size: int = 56, interval: float = 1.0, timeout: float = 2.0, ttl: int | None = None,
                  source: int | None = None, identifier: int = 0x4E45, dont_fragment: bool = False) -> None:
         if count < 1 or not 0 <= size <= 65507 or interval < 0 or timeout <= 0:
@@ -184,7 +194,7 @@ class TracerouteSession:
 
     BASE_PORT = 33434
 
-    def __init__(self, stack: "Stack", destination: int, on_done: Callable[[dict], Any], *, max_hops: int = 30,
+    def __init__(self, stack: ProbeHost, destination: int, on_done: Callable[[dict], Any], *, max_hops: int = 30,
                  probes: int = 3, wait: float = 2.0, first_ttl: int = 1, size: int = 32) -> None:
         if not 1 <= first_ttl <= max_hops <= 255 or probes < 1 or wait <= 0:
             raise ValueError("traceroute: bad max_hops/probes/wait/first_ttl")

@@ -86,20 +86,6 @@ class LinkLayerStats:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-def neigh_params(sysctl: Sysctl) -> NeighParams:
-    prefix = "net.ipv4.neigh.default."
-    return NeighParams(
-        unres_qlen=sysctl[prefix + "unres_qlen"],
-        retrans_time=sysctl[prefix + "retrans_time_ms"] / 1000.0,
-        mcast_solicit=sysctl[prefix + "mcast_solicit"],
-        ucast_solicit=sysctl[prefix + "ucast_solicit"],
-        base_reachable_time=sysctl[prefix + "base_reachable_time_ms"] / 1000.0,
-        delay_first_probe_time=float(sysctl[prefix + "delay_first_probe_time"]),
-        gc_stale_time=float(sysctl[prefix + "gc_stale_time"]),
-        gc_thresh3=sysctl[prefix + "gc_thresh3"],
-    )
-
-
 class Stack:
     """A node's whole network stack; see the module docstring."""
 
@@ -117,7 +103,7 @@ class Stack:
         self.fib = Fib(loopback=True)
         self.route_cache = RouteCache(self.fib, max_size=sysctl["net.ipv4.route.max_size"],
                                       mtu_expires=float(sysctl["net.ipv4.route.mtu_expires"]))
-        self.neigh = NeighTable(neigh_params(sysctl), rng=rng)
+        self.neigh = NeighTable(NeighParams.from_sysctl(sysctl), rng=rng)
         self.ipv4 = IPv4Layer(sysctl, rng, self.route_cache, self.devices, self.lo,
                               neigh_output=self.neigh_output, loopback_xmit=self.loopback_xmit,
                               broadcast_xmit=self.broadcast_xmit)
@@ -169,6 +155,7 @@ class Stack:
         self.ipv4.local_addresses = local
         self.ipv4.broadcast_addresses = broadcast
         self.neigh.local_addresses = set(local)
+        self.neigh.broadcast_addresses = set(broadcast)
 
     def set_link(self, dev: str, up: bool, now: float) -> None:
         """`ip link set DEV up|down`: routes follow; neighbours flushed on down; gratuitous ARP on up."""
