@@ -91,10 +91,13 @@ class NeighParams:
     gc_thresh3: int = _default("gc_thresh3")  # hard limit on entries
 
     def __post_init__(self) -> None:
-        for name in ("retrans_time", "base_reachable_time", "delay_first_probe_time", "gc_stale_time"):
+        # Zero here would re-arm a timer at the instant it fires (a busy loop); the sysctl
+        # minimums match. delay_first_probe_time may be 0 (sysctl allows it): DELAY then
+        # probes at the next tick, and the probe's timer is retrans_time away.
+        for name in ("retrans_time", "base_reachable_time", "gc_stale_time"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("unres_qlen", "mcast_solicit", "ucast_solicit", "locktime"):
+        for name in ("unres_qlen", "mcast_solicit", "ucast_solicit", "delay_first_probe_time", "locktime"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
         if self.gc_thresh3 < 1:

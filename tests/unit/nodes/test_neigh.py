@@ -706,7 +706,7 @@ def test_gratuitous_arp_is_a_broadcast_announcement():
 
 
 @pytest.mark.parametrize("knobs", [
-    {"retrans_time": 0}, {"base_reachable_time": -1}, {"delay_first_probe_time": 0},
+    {"retrans_time": 0}, {"base_reachable_time": -1}, {"delay_first_probe_time": -1},
     {"gc_stale_time": 0}, {"unres_qlen": -1}, {"ucast_solicit": -1}, {"gc_thresh3": 0},
 ])
 def test_params_reject_values_that_would_stall_timers(knobs):

@@ -393,3 +393,18 @@ def test_requests_and_replies_are_the_only_operations(clock):
     table = make_table()
     assert table.arp_input(ArpPacket(ARP_REQUEST, PEER_MAC, PEER, BROADCAST_MAC, OUR_IP), DEV, clock.now) != []
     assert table.arp_input(ArpPacket(4, PEER_MAC, PEER, OUR_MAC, OUR_IP), DEV, clock.now) == []  # RARP reply
+
+
+def test_every_sysctl_value_in_range_makes_valid_params():
+    """`sysctl -w` accepts the knob's range, so NeighParams must accept it too (kernel._apply_sysctl)."""
+    for knob, _ in SYSCTL_FIELDS.values():
+        minimum = KNOBS[SYSCTL_PREFIX + knob].minimum
+        NeighParams.from_sysctl(Sysctl({SYSCTL_PREFIX + knob: minimum}))
+
+
+def test_zero_delay_first_probe_time_probes_at_the_next_tick(clock):
+    table = make_table(delay_first_probe_time=0)
+    table.add(PEER, DEV, PEER_MAC, clock.now, state=STALE)
+    assert table.lookup(PEER, DEV, clock.now) == PEER_MAC
+    assert run_timers(table, clock, clock.now) == [(clock.now, SendArpRequest(DEV, PEER, PEER_MAC))]
+    assert table.next_timer() == clock.now + 1.0
