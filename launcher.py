@@ -333,10 +333,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     for name, reply in zip(names, replies):
         record = processes[name]
         pid = record.get("pid")
-        alive = bool(pid) and psutil.pid_exists(pid)
+        alive = bool(pid) and record.get("state") != "exited" and psutil.pid_exists(pid)
         answering = not isinstance(reply, Exception)
         rows.append({"name": name, "pid": pid, "alive": alive, "answering": answering,
-                     "kind": reply.get("kind") if answering else record.get("target")})
+                     "kind": reply.get("kind") if answering else record.get("target"),
+                     "returncode": record.get("returncode"), "signal": record.get("signal")})
     devices = [n for n, r in zip(names, replies) if not isinstance(r, Exception) and r.get("kind") in ("switch", "hub", "p2p")]
     stats = call_concurrently([(processes[n]["control"], "stats", {}) for n in devices], 3.0)
     links = {n: s["ports"] for n, s in zip(devices, stats) if not isinstance(s, Exception)}
@@ -346,7 +347,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from bus.text import table
 
     print(f"emulation {info.name}: supervisor pid {info.supervisor_pid}, run directory {info.path}")
-    print("\n".join(table([[r["name"], str(r["kind"]), str(r["pid"]), "yes" if r["alive"] else "NO",
+    print("\n".join(table([[r["name"], str(r["kind"]), str(r["pid"]), "yes" if r["alive"] else _exit_status(r),
                             "yes" if r["answering"] else "NO"] for r in rows],
                           ["process", "kind", "pid", "alive", "answering"])))
     link_rows = [[device, port, str(c.get("rx_packets", 0)), str(c.get("tx_packets", 0)),
@@ -356,6 +357,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         print()
         print("\n".join(table(link_rows, ["segment", "port", "rx_pkts", "tx_pkts", "drops"])))
     return 0
+
+
+def _exit_status(row: dict[str, Any]) -> str:
+    """`NO`, with how the process ended when the supervisor recorded it: `NO (SIGKILL)`, `NO (exit 3)`."""
+    if row.get("signal") is not None:
+        try:
+            return f"NO ({signal.Signals(row['signal']).name})"
+        except ValueError:
+            return f"NO (signal {row['signal']})"
+    if row.get("returncode") is not None:
+        return f"NO (exit {row['returncode']})"
+    return "NO"
 
 
 def cmd_capture(args: argparse.Namespace) -> int:

@@ -91,6 +91,7 @@ class Supervisor:
         self._stopping = False
         self._stopped = False
         self._restore_signals: Callable[[], None] | None = None
+        self._state_lock = threading.Lock()  # save_state runs in the caller's and the on_crash thread
 
     # -- life cycle ----------------------------------------------------------
 
@@ -334,8 +335,9 @@ class Supervisor:
 
     def save_state(self) -> None:
         """Write the state file (the CLI calls this for detached emulations too)."""
-        if self.run_dir is not None and self.run_dir.locked:
-            self.run_dir.write_state(self.state())
+        with self._state_lock:
+            if self.run_dir is not None and self.run_dir.locked and not self._stopped:
+                self.run_dir.write_state(self.state())
 
     # -- stopping ------------------------------------------------------------
 
@@ -470,6 +472,11 @@ class Supervisor:
             if isinstance(event, threading.Event):
                 event.set()  # a wait_crash_reports() marker: everything before it is delivered
                 continue
+            if not self._stopping:
+                try:
+                    self.save_state()  # `netemu status` of a detached emulation shows the exit
+                except OSError:
+                    log.exception("%s: could not record the exit of %s", self.name, event.name)
             if self.on_crash is not None:
                 try:
                     self.on_crash(event)

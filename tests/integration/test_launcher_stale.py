@@ -21,6 +21,7 @@ import pytest
 from control.rundir import RunDir, list_emulations, sweep_stale, wait_unlocked
 
 from ..scenarios.helpers import LAUNCHER, ROOT, private_run_base, socket_files, still_running, wait_gone
+from ..waiting import wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -158,3 +159,23 @@ def test_a_run_directory_kept_for_its_logs_is_not_stale_and_is_not_swept(base):
     down = netemu(base, "down", "st-logs")
     assert (down.returncode, down.stdout) == (0, "*** removed the kept logs of st-logs\n")
     assert not (base / "st-logs").exists()
+
+
+def test_status_of_a_detached_emulation_shows_how_a_crashed_process_ended(base):
+    processes = up(base, "st-crash")
+    state = json.loads((base / "st-crash" / "state.json").read_text())
+    h2 = psutil.Process(state["processes"]["h2"]["pid"])
+    h2.kill()
+
+    def h2_row():
+        report = json.loads(netemu(base, "status", "st-crash", "--json").stdout)
+        row = next(r for r in report["processes"] if r["name"] == "h2")
+        return row if row["signal"] is not None else None
+
+    row = wait_for(h2_row, timeout=10.0)
+    assert (row["alive"], row["answering"], row["signal"], row["returncode"]) == (False, False, signal.SIGKILL, None)
+    table = netemu(base, "status", "st-crash").stdout.splitlines()
+    assert [line.split() for line in table if line.startswith("h2 ")] == [
+        ["h2", "nodes.kernel:run", str(h2.pid), "NO", "(SIGKILL)", "NO"]]
+    assert netemu(base, "down", "st-crash").returncode == 0
+    assert wait_gone(processes, timeout=5.0) == []
