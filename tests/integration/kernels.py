@@ -5,12 +5,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from bus.testing import REPO_ROOT, stop_child
 from bus.transport import ControlClient, ipc_endpoint
+from tests.waiting import wait_for
 
 
 class KernelProcess:
@@ -41,15 +41,22 @@ class KernelProcess:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "nodes.kernel", str(self.config_path)],
                                             cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def answering() -> bool:
             try:
                 self.control.request("status", timeout=0.5)
-                return self
+                return True
             except TimeoutError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"kernel {self.name} did not start:\n{self.log_path.read_text()}") from None
+                if self.process.poll() is not None:
+                    raise RuntimeError("exited") from None
+                return False
+
+        try:
+            wait_for(answering, timeout=timeout, interval=0)
+        except (TimeoutError, RuntimeError):
+            self.stop()
+            raise RuntimeError(f"kernel {self.name} did not start:\n{self.log_path.read_text()}") from None
+        return self
 
     def call(self, op: str, /, timeout: float | None = None, **args: Any) -> Any:
         return self.control.request(op, args, timeout=timeout)

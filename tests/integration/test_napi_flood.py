@@ -33,6 +33,7 @@ from bus.transport import ControlClient, pack_frames
 from nodes.wire.addresses import IPv4Address
 from nodes.wire.ipv4 import IPPROTO_UDP, IPv4Header
 from nodes.wire.udp import UdpHeader
+from tests.waiting import wait_for
 
 from .kernels import KernelProcess, interface
 
@@ -103,7 +104,9 @@ def _flood(r1: KernelProcess, h2: KernelProcess, link: DeviceProcess) -> dict[st
     flooder = _fork.Process(target=_flooder, args=(link.data, FLOOD_SECONDS, started))
     flooder.start()
     assert started.wait(10)
-    time.sleep(0.2)  # let the flood build up
+    # the flood is under way: r1 is processing it (frames of the flooder's messages went through its receive path)
+    wait_for(lambda: r1.call("counters", timeout=5)["softnet"]["processed"] - before["softnet"]["processed"] >= 320,
+             timeout=FLOOD_SECONDS, interval=0.02)
     stop = threading.Event()
     samples: list[float] = []
     watcher = threading.Thread(target=_status_latencies, args=(r1.config["control"], stop, samples))
@@ -159,8 +162,9 @@ def test_flood_with_napi_keeps_control_and_the_other_interface_alive_and_counts_
     samples, delta = result["status_samples"], result["delta"]
     assert len(samples) >= 10
     # Every pass reads at most a ring and processes at most netdev_budget frames, then
-    # control gets its turn: nothing near the 5 s timeout, with a wide margin for a busy machine.
-    assert _p99(samples) < 0.5
+    # control gets its turn: answered, nothing at the 5 s timeout (a timeout counts as 5 s). How
+    # fast is bench/'s business; this bound is only "not starved", generous for a busy machine.
+    assert _p99(samples) < 2.5
     assert result["ping"]["received"] >= 8
     assert delta["processed"] > 1000 and delta["InCsumErrors"] > 0 and delta["NoPorts"] > 0
     # The budget at work: rounds ended with frames left over, and frames met a full ring.

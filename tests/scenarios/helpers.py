@@ -5,11 +5,12 @@ import contextlib
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import psutil
+
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGIES = ROOT / "topologies"
@@ -43,12 +44,11 @@ def still_running(processes: Iterable[psutil.Process]) -> list[psutil.Process]:
 def wait_gone(processes: Iterable[psutil.Process], timeout: float) -> list[psutil.Process]:
     """Wait up to `timeout` s for the processes to end; the ones left running."""
     processes = list(processes)
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = still_running(processes)
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.02)
+    try:
+        wait_for(lambda: not still_running(processes), timeout=timeout, interval=0.02)
+    except TimeoutError:
+        pass
+    return still_running(processes)
 
 
 def socket_files(directory: Path) -> list[Path]:

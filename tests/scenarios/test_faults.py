@@ -63,8 +63,12 @@ def test_set_delay_adds_to_the_round_trip_and_setting_it_back_restores(net):
     finally:
         link.set(delay="5ms")
     after = quick_ping(net, count=3)
-    assert min(slower.rtts) >= max(before.rtts) + 40.0, (before.rtts, slower.rtts)
-    assert max(after.rtts) < min(slower.rtts) - 40.0, (slower.rtts, after.rtts)
+    # Physics: each round trip crosses r1's port twice (30 ms each way now) and h2's port
+    # on lan2 twice (2 ms each way): none can be quicker than 64 ms; with 5 ms, 14 ms.
+    assert min(before.rtts) >= 14.0 and min(after.rtts) >= 14.0, (before.rtts, after.rtts)
+    assert min(slower.rtts) >= 64.0, (before.rtts, slower.rtts)
+    # Restored: were the 30 ms still there, no round trip could take under 64 ms.
+    assert min(after.rtts) < 64.0, (slower.rtts, after.rtts)
 
 
 def test_loss_of_100_percent_drops_everything_and_0_restores(net):
@@ -97,7 +101,8 @@ def test_killed_router_makes_the_host_report_unreachable_and_restart_recovers(ne
         net["r1"].restart()
     assert result.received == 0
     assert [(e["from"], e["error"]) for e in result.errors] == [("10.0.1.10", "Destination Host Unreachable")] * 3
-    assert 2.5 <= elapsed <= 6.0
+    # At least the 3 probes a second apart; the upper bound is only "not hung" (bench/ measures).
+    assert 2.5 <= elapsed <= 15.0
     assert [e for e in net.crashes if e.name == "r1"] == []  # asked for, so not a crash
     assert net["h1"].ping("h2", count=2, interval=0.2, timeout=2.0).received == 2
 
