@@ -54,10 +54,15 @@ request for one of our addresses creates or overrides the sender's entry
 (request for someone else, broadcast reply, gratuitous) only updates an entry
 we already have, to STALE. An update that would change the MAC of a valid
 entry is ignored within `locktime` of the entry's last change, unless it is
-a gratuitous ARP; an update carrying the MAC we have changes nothing but
-`confirmed` (`neigh_update`). Not modelled: proxy ARP, arp_accept and the
-other per-device conf knobs, per-device parameters, gc_thresh1/2 (only the
-hard limit gc_thresh3, at which the least recently used entry is evicted).
+a gratuitous ARP; a STALE update carrying the MAC we have changes nothing,
+not even the time the locktime window counts from (`neigh_update`). Senders
+that are broadcast, multicast, loopback or ours are refused; 0.0.0.0 (an
+RFC 5227 probe) is answered but not learnt. When the table cannot hold a new
+asker, its request goes unanswered, as in Linux. Not modelled: proxy ARP,
+arp_accept and the other per-device conf knobs, rp_filter (Linux's default 0
+lets an off-link sender be learnt), per-device parameters, gc_thresh1/2: at
+the hard limit gc_thresh3 the least recently used entry is evicted (Linux's
+forced gc only takes entries not updated for 5 s).
 """
 from __future__ import annotations
 
