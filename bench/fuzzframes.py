@@ -112,6 +112,36 @@ class SegmentView:
             raise ValueError(f"no router on segment {segment!r}: nothing to fuzz past the first hop")
         return cls(segment, macs, addresses, network, prefix_length, gateway, routers, remote)
 
+    @classmethod
+    def from_topology(cls, topology: Any, segment: str) -> "SegmentView":
+        """The same view from the topology model alone (MACs as the checks filled them in): for offline replay."""
+        macs: dict[str, bytes] = {}
+        addresses: dict[str, int] = {}
+        network = prefix_length = 0
+        gateway = ""
+        routers: list[int] = []
+        remote: list[int] = []
+        for name, node in topology.nodes.items():
+            interfaces = list(node.interfaces.values())
+            on_segment = [i for i in interfaces if i.device == segment]
+            if node.kind == "router":
+                routers += [int(i.address) for i in interfaces]
+            if not on_segment:
+                if node.kind == "host":
+                    remote += [int(i.address) for i in interfaces]
+                continue
+            interface = on_segment[0]
+            macs[name] = mac_bytes(interface.mac)
+            addresses[name] = int(interface.address)
+            if not prefix_length:
+                prefix_length = interface.prefix_length
+                network = addresses[name] & (~((1 << (32 - prefix_length)) - 1) & 0xFFFFFFFF)
+            if node.kind == "router" and not gateway:
+                gateway = name
+        if not gateway:
+            raise ValueError(f"no router on segment {segment!r}: nothing to fuzz past the first hop")
+        return cls(segment, macs, addresses, network, prefix_length, gateway, routers, remote)
+
     @property
     def broadcast_address(self) -> int:
         return self.network | ((1 << (32 - self.prefix_length)) - 1)
@@ -996,3 +1026,134 @@ def wait_recovered(net: Any, pairs: list[tuple[str, str]], timeout: float) -> fl
     start = time.monotonic()
     net.wait_for(lambda: reachable(net, pairs), timeout=timeout, interval=0.05)
     return time.monotonic() - start
+
+
+# ---------------------------------------------------------------- offline replay
+
+
+@dataclass
+class Finding:
+    """An exception a node's barrier caught (or a timer's), with the frame that node was handling."""
+
+    index: int                       # the fuzz frame being injected when it happened (-1: in the settling)
+    node: str
+    what: str
+    frame: bytes | None
+    traceback: str
+    injected: bytes | None = None    # the fuzz frame itself (differs from `frame` when r1 forwarded it)
+
+
+def build_memory_network(topology: Any) -> tuple[Any, dict[str, Any]]:
+    """The topology's nodes as `Stack`s on a `nodes.memnet.Network` (hubs, fake clock), configured as the kernel does."""
+    from control.plan import build_plan
+    from nodes.memnet import Network
+    from nodes.stack import Stack
+    from nodes.sysctl import Sysctl
+    from nodes.wire.addresses import parse_cidr
+
+    plan = build_plan(topology, "/tmp/netemu-replay")
+    network = Network(start=1000.0, latency=0.0001)
+    devices: dict[str, Any] = {}
+    for process in plan.nodes:
+        config = process.config
+        knobs = {"net.ipv4.ip_forward": 1 if process.kind == "router" else 0}
+        knobs.update(config.get("sysctl") or {})
+        stack = Stack(process.name, Sysctl(knobs), random.Random(0))
+        network.stacks[process.name] = stack
+        for spec in config["interfaces"]:
+            device = stack.add_device(spec["name"], spec["mac"], mtu=int(spec.get("mtu", 1500)))
+            address, prefix = parse_cidr(spec["ip"])
+            stack.add_address(device.name, address, prefix)
+            segment = spec["endpoint"].rsplit("/", 1)[-1].removesuffix(".data")
+            network.segments.setdefault(segment, []).append((stack, device))
+            devices[spec["attachment"]] = device
+        for route in config.get("routes") or []:
+            stack.add_route(route)
+        for entry in config.get("arp") or []:
+            stack.add_neighbour(entry["ip"], entry["mac"], entry.get("dev"), network.now)
+    return network, devices
+
+
+def replay_in_memory(topology: Any, segment: str, seed: int, count: int, *, chunk: int = 64,
+                     frame_time: float = 25e-6, limit: int = 50,
+                     frames: list[bytes] | None = None) -> tuple[list[Finding], int]:
+    """Replay `FrameFuzzer(view, seed)`'s first `count` frames (or `frames`) into an in-memory copy of the network.
+
+    No processes, a fake clock advancing `frame_time` per frame: every exception
+    any node's barrier catches is returned with the frame it was handling, the
+    fuzz frame being injected then, and the traceback (at most `limit`).
+    Returns (findings, frames injected). Timing-dependent states (ARP
+    retries, rate limits) differ from a live run, frame-local bugs do not.
+    """
+    import traceback as traceback_module
+
+    network, _ = build_memory_network(topology)
+    findings: list[Finding] = []
+    current = {"index": -1, "frame": None}
+
+    def recorder(node: str) -> Callable[..., None]:
+        def report(what: str, error: BaseException, frame: bytes | None = None) -> None:
+            if len(findings) < limit:
+                findings.append(Finding(current["index"], node, what, bytes(frame) if frame is not None else None,
+                                        "".join(traceback_module.format_exception(error)).rstrip(),
+                                        current["frame"]))
+        return report
+
+    for name, stack in network.stacks.items():
+        stack._report_once = recorder(name)  # every exception, not once per site
+    ports = network.segments[segment]
+    if frames is None:
+        frames = FrameFuzzer(SegmentView.from_topology(topology, segment), seed=seed).frames(count)
+    injected = 0
+    for offset in range(0, len(frames), chunk):
+        for index in range(offset, min(offset + chunk, len(frames))):
+            frame = frames[index]
+            if len(frame) < 14:
+                continue  # the switch drops these (malformed)
+            current["index"], current["frame"] = index, frame
+            for stack, device in ports:
+                stack.receive(device, frame)
+                while stack.rx_pending:
+                    stack.poll(network.now)
+            injected += 1
+        current["index"], current["frame"] = -1, None
+        network.run(chunk * frame_time)
+        if len(findings) >= limit:
+            break
+    network.run(5.0)
+    return findings, injected
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from control.topology import load_topology
+
+    parser = argparse.ArgumentParser(prog="python -m bench.fuzzframes",
+                                     description="Replay the fuzzer's frames into an in-memory copy of a "
+                                                 "topology; print every exception with its frame in hex.")
+    parser.add_argument("--topology", default=str(_DEFAULT_TOPOLOGY))
+    parser.add_argument("--segment", default="west")
+    parser.add_argument("--seed", type=int, default=10)
+    parser.add_argument("--frames", type=int, default=100_000)
+    parser.add_argument("--limit", type=int, default=20)
+    args = parser.parse_args(argv)
+    topology = load_topology(args.topology)
+    start = time.perf_counter()
+    findings, injected = replay_in_memory(topology, args.segment, args.seed, args.frames, limit=args.limit)
+    print(f"{injected:,} frames replayed into {args.segment} of {args.topology} (seed {args.seed}) "
+          f"in {time.perf_counter() - start:.1f} s: {len(findings)} exceptions")
+    for finding in findings:
+        print(f"\n--- {finding.node}: {finding.what} (fuzz frame #{finding.index})")
+        if finding.frame is not None:
+            print(f"frame at {finding.node}: {finding.frame.hex()}")
+        if finding.injected is not None and finding.injected != finding.frame:
+            print(f"injected frame: {finding.injected.hex()}")
+        print(finding.traceback)
+    return 1 if findings else 0
+
+
+_DEFAULT_TOPOLOGY = __import__("pathlib").Path(__file__).resolve().parent.parent / "tests" / "scenarios" / "fuzz_chain.yaml"
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
