@@ -100,6 +100,10 @@ def fragment(header: IPv4Header, payload: "bytes | bytearray | memoryview",
         raise ValueError(f"MTU {mtu} leaves no room for data after a {first_header_length}-byte header")
     base = header.fragment_offset
     total = len(data)
+    if base + total > IP_MAXPACKET:
+        # A fragment reaching past 64 KiB (a forged one being re-fragmented): its
+        # pieces' offsets would not fit the 13-bit field. The caller counts FragFails.
+        raise ValueError(f"fragment at offset {base} with {total} bytes ends past 65535")
     pieces: list[tuple[IPv4Header, memoryview]] = []
     position = 0
     while position < total:
