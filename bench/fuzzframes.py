@@ -1124,6 +1124,45 @@ def replay_in_memory(topology: Any, segment: str, seed: int, count: int, *, chun
     return findings, injected
 
 
+def minimize(topology: Any, segment: str, frames: list[bytes], finding: Finding,
+             budget: float = 120.0) -> list[bytes]:
+    """The fewest frames (a subsequence of `frames`, ending with the culprit) that still raise the same exception.
+
+    Delta debugging (ddmin-style chunk removal) over the frames before the
+    culprit, each candidate replayed in memory; stops after `budget` seconds
+    with the smallest set found so far.
+    """
+    signature = finding.traceback.splitlines()[-1]
+    culprit = frames[finding.index]
+    deadline = time.monotonic() + budget
+
+    def triggers(prefix: list[bytes]) -> bool:
+        found, _ = replay_in_memory(topology, segment, 0, 0, frames=prefix + [culprit], limit=1)
+        return bool(found) and found[0].traceback.splitlines()[-1] == signature
+
+    prefix = frames[: finding.index]
+    if triggers([]):
+        return [culprit]
+    pieces = 2
+    while prefix and time.monotonic() < deadline:
+        size = max(1, len(prefix) // pieces)
+        reduced = False
+        for start in range(0, len(prefix), size):
+            candidate = prefix[:start] + prefix[start + size:]
+            if triggers(candidate):
+                prefix = candidate
+                pieces = max(pieces - 1, 2)
+                reduced = True
+                break
+            if time.monotonic() > deadline:
+                break
+        if not reduced:
+            if size == 1:
+                break
+            pieces = min(pieces * 2, len(prefix))
+    return prefix + [culprit]
+
+
 def _main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -1137,6 +1176,8 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=10)
     parser.add_argument("--frames", type=int, default=100_000)
     parser.add_argument("--limit", type=int, default=20)
+    parser.add_argument("--minimize", action="store_true",
+                        help="for the first exception, find the fewest frames that still raise it")
     args = parser.parse_args(argv)
     topology = load_topology(args.topology)
     start = time.perf_counter()
@@ -1150,6 +1191,13 @@ def _main(argv: list[str] | None = None) -> int:
         if finding.injected is not None and finding.injected != finding.frame:
             print(f"injected frame: {finding.injected.hex()}")
         print(finding.traceback)
+    if args.minimize and findings and findings[0].index >= 0:
+        frames = FrameFuzzer(SegmentView.from_topology(topology, args.segment), seed=args.seed).frames(args.frames)
+        minimal = minimize(topology, args.segment, frames, findings[0])
+        print(f"\nminimal reproduction of the first ({findings[0].node}): {len(minimal)} frames into "
+              f"{args.segment}, in order:")
+        for frame in minimal:
+            print(frame.hex())
     return 1 if findings else 0
 
 
