@@ -36,10 +36,11 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from bus.shaping import MIN_MTU  # the one MTU range (RFC 791: 68 bytes pass without further fragmentation)
+
 from .wire.addresses import IPv4Address
 from .wire.ipv4 import IP_MAXPACKET, MIN_HEADER_LENGTH, IPv4Header, iter_options
 
-MIN_MTU = 68  # RFC 791: every module forwards 68 bytes without further fragmentation
 IPFRAG_TIME = 30.0
 IPFRAG_HIGH_THRESH = 4 * 1024 * 1024
 IPFRAG_LOW_THRESH = 3 * 1024 * 1024

@@ -66,14 +66,26 @@ def _payload(size: int) -> bytes:
     return bytes((i + 8) & 0xFF for i in range(size))
 
 
+MAX_PING_SIZE = 65507  # 65535 - 20 (IP) - 8 (ICMP), as iputils
+
+
 class PingSession:
     """`ping -c COUNT -s SIZE -i INTERVAL -W TIMEOUT -t TTL DEST` inside the kernel."""
 
     def __init__(self, stack: ProbeHost, destination: int, on_done: Callable[[dict], Any], *, count: int = 3,
                  size: int = 56, interval: float = 1.0, timeout: float = 2.0, ttl: int | None = None,
                  source: int | None = None, identifier: int = 0x4E45, dont_fragment: bool = False) -> None:
-        if count < 1 or not 0 <= size <= 65507 or interval < 0 or timeout <= 0:
-            raise ValueError("ping: bad count/size/interval/timeout")
+        # iputils' wording for each argument it refuses
+        if count < 1:
+            raise ValueError(f"ping: invalid argument: '{count}': out of range: 1 <= value <= 9223372036854775807")
+        if size > MAX_PING_SIZE:
+            raise ValueError(f"ping: packet size {size} is too large. Maximum is {MAX_PING_SIZE}")
+        if size < 0:
+            raise ValueError(f"ping: invalid argument: '{size}': out of range: 0 <= value <= {MAX_PING_SIZE}")
+        if interval < 0:
+            raise ValueError(f"ping: bad timing interval: {interval}")
+        if timeout <= 0:
+            raise ValueError(f"ping: bad linger time: {timeout}")
         self.stack = stack
         self.destination = IPv4Address(destination)
         self.on_done = on_done
@@ -196,8 +208,15 @@ class TracerouteSession:
 
     def __init__(self, stack: ProbeHost, destination: int, on_done: Callable[[dict], Any], *, max_hops: int = 30,
                  probes: int = 3, wait: float = 2.0, first_ttl: int = 1, size: int = 32) -> None:
-        if not 1 <= first_ttl <= max_hops <= 255 or probes < 1 or wait <= 0:
-            raise ValueError("traceroute: bad max_hops/probes/wait/first_ttl")
+        # traceroute(8)'s wording
+        if not 1 <= max_hops <= 255:
+            raise ValueError(f"traceroute: max hops cannot be more than 255 (got {max_hops})")
+        if not 1 <= first_ttl <= max_hops:
+            raise ValueError(f"traceroute: first hop out of range (1..{max_hops}): {first_ttl}")
+        if probes < 1:
+            raise ValueError(f"traceroute: no more than 10 probes per hop and at least 1 (got {probes})")
+        if wait <= 0:
+            raise ValueError(f"traceroute: bad wait specification `{wait}' used")
         self.stack = stack
         self.destination = IPv4Address(destination)
         self.on_done = on_done
