@@ -5,8 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOPO ?= topologies/two_lans.yaml
+# Debian tools the test suite runs (tshark reads our pcaps, ping and iperf3 run on
+# nodes); keep in step with .ci/run. Without them their tests skip locally, and fail under CI=true.
+DEB_TOOLS := tshark iputils-ping iperf3
 
-.PHONY: test run bench venv clean
+.PHONY: test run bench venv clean deps
 
 venv: $(STAMP)
 
@@ -15,6 +18,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# As root: the Debian tools the suite needs.
+deps:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(DEB_TOOLS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
