@@ -5,7 +5,8 @@ a fork of a parent that already imported them costs a few ms and ~1.5 MiB.
 With 100-500 nodes that is the difference between seconds and minutes.
 
 How it is started: as a *fresh interpreter* (`python -m control.zygote`),
-by `control.supervisor`, never forked from the launcher. The launcher may
+by `control.zygote_client.ZygoteClient` for `control.supervisor`, never
+forked from the launcher. The launcher may
 already hold a ZeroMQ context or threads (pytest, a scenario script, the CLI),
 and a forked ZeroMQ context is unusable in the child; the zygote itself never
 creates a context nor starts a thread, so its forks are clean. It pre-imports
