@@ -129,7 +129,7 @@ def install_signal_handlers(signals: Iterable[int] = (signal.SIGTERM, signal.SIG
 
 
 
-def _defer_signals() -> tuple[Callable[[], None], list[int]]:
+def defer_signals() -> tuple[Callable[[], None], list[int]]:
     """Hold SIGINT/SIGTERM/SIGHUP during teardown so it is not cut half-way; returns (restore, received)."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():

@@ -44,7 +44,7 @@ import zmq
 from bus.transport import ControlClient
 
 from .processes import (ExitEvent, ProcessExited, ProcessHandle, ProcessState, StopReport, SupervisorError,
-                        Terminated, _defer_signals, install_signal_handlers)
+                        Terminated, defer_signals, install_signal_handlers)
 from .rundir import RunDir, check_name, process_identity, read_log_tail
 from .zygote_client import ZygoteClient, ZygoteError
 
@@ -348,7 +348,7 @@ class Supervisor:
         if self._stopped or self._zygote is None:
             return report
         began = time.monotonic()
-        restore, received = _defer_signals()
+        restore, received = defer_signals()
         try:
             self._stopping = True
             self._terminate([h for h in self.processes.values() if h.alive], timeout, report)
@@ -361,7 +361,8 @@ class Supervisor:
             if self._context is not None:
                 self._context.destroy(linger=0)
             assert self.run_dir is not None
-            self.run_dir.release(keep_logs=self.keep_logs if keep_logs is None else keep_logs)
+            with self._state_lock:  # a late save_state must not recreate state.json in a removed directory
+                self.run_dir.release(keep_logs=self.keep_logs if keep_logs is None else keep_logs)
             self._stopped = True
             atexit.unregister(self.stop)
         finally:
