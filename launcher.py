@@ -323,6 +323,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         info = _find_emulation(args.name)
     except LookupError as error:
+        if any(i.name == args.name and i.stale for i in infos):
+            return _error(f"{args.name} is STALE: its supervisor died, some of its processes still run; "
+                          f"remove them with `netemu down {args.name}`")
         return _error(str(error))
     import psutil
 

@@ -112,6 +112,9 @@ def test_stale_emulation_with_processes_left_is_listed_and_down_name_removes_it(
     assert re.match(r"st-stuck\s+STALE \(supervisor died\)\s+supervisor \d+  5 processes  ", listing.stdout), listing.stdout
     assert [(e["name"], e["status"]) for e in json.loads(netemu(base, "status", "--json").stdout)] == [
         ("st-stuck", "STALE")]
+    detail = netemu(base, "status", "st-stuck")
+    assert (detail.returncode, detail.stderr) == (1, "netemu: st-stuck is STALE: its supervisor died, some of its "
+                                                     "processes still run; remove them with `netemu down st-stuck`\n")
 
     down = netemu(base, "down", "st-stuck")
     assert down.returncode == 0, down.stderr
