@@ -993,6 +993,8 @@ def health(net: Any, baseline: Baseline, rss_growth_limit: int = 64 * 1024 * 102
             problems.append(f"{name}: no softnet rx_exceptions counter")
         elif exceptions:
             problems.append(f"{name}: rx_exceptions = {exceptions}")
+        if counters["softnet"].get("timer_exceptions"):
+            problems.append(f"{name}: timer_exceptions = {counters['softnet']['timer_exceptions']}")
         entries = counters["arp_cache"]["entries"]
         limit = _knob(knobs, "net.ipv4.neigh.default.gc_thresh3", 1024)
         if entries > limit:
