@@ -27,13 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import zmq
 
 from bus.transport import pack_frames
 from control.emulation import Emulation
 
 from . import baseline
-from .fuzzframes import FrameFuzzer, Injector, health, rx_exceptions, snapshot, wait_recovered
+from .fuzzframes import BackgroundProbes, FrameFuzzer, Injector, health, rx_exceptions, snapshot, wait_recovered
 from .harness import Row
 
 TOPOLOGY = Path(__file__).resolve().parent.parent / "tests" / "scenarios" / "fuzz_chain.yaml"
@@ -95,7 +96,7 @@ def run(argv: list[str] | None = None) -> list[Row]:
         healthy_before = wait_recovered(net, PAIRS, RECOVERY_TIMEOUT)
         print(f"fuzz: chain answers pings before the fuzz ({time.monotonic() - before_start:.2f} s)")
         before = snapshot(net)
-        with Injector(net, "west") as injector:
+        with Injector(net, "west") as injector, BackgroundProbes(net, "h1", "h2") as probes:
             fuzzer = FrameFuzzer(injector.view, seed=args.seed)
             sent = 0
             next_report = 100_000
@@ -114,7 +115,9 @@ def run(argv: list[str] | None = None) -> list[Row]:
                           f"crashes {len(net.crashes)}", flush=True)
             injector.settle()
             stats = injector.stats
-        problems = health(net, before)
+        problems = health(net, before) + probes.errors
+        rss = {name: (psutil.Process(pid).memory_info().rss - before.rss[name]) / 2**20
+               for name, pid in before.pids.items() if psutil.pid_exists(pid)}
         crashed = {event.name for event in net.crashes}
         crashed |= {name for name, handle in net.supervisor.processes.items()
                     if handle.pid != before.pids.get(name) or not handle.alive}
@@ -133,6 +136,8 @@ def run(argv: list[str] | None = None) -> list[Row]:
         print("fuzz: r1 Ip " + ", ".join(f"{k} {v}" for k, v in r1["Ip"].items() if v and k[0].isupper()))
         print("fuzz: r1 Icmp " + ", ".join(f"{k} {v}" for k, v in r1["Icmp"].items() if v))
     print(f"fuzz: rx_exceptions per node {exceptions}")
+    print(f"fuzz: background ping/traceroute rounds h1 -> h2 during the fuzz: {probes.rounds}")
+    print("fuzz: RSS growth MiB " + ", ".join(f"{name} {grown:+.1f}" for name, grown in rss.items()))
     for problem in problems:
         print(f"fuzz: PROBLEM {problem}")
     limit = relay_rate(saved, saved_counts) if len(saved) > 1 else float("nan")

@@ -45,6 +45,7 @@ ETH_IP = b"\x08\x00"
 ETH_ARP = b"\x08\x06"
 IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP = 1, 6, 17
 FUZZ_ATTACHMENT = "fuzz:eth0"
+PING_IDENTIFIERS = (0x4E45, 0x4E46, 0x4E47)  # nodes/probes.py PingSession's first identifiers: live sessions
 MAX_MTU = 65535  # bus/shaping.py MAX_MTU: a port that passes every frame the framing can carry
 
 _IP_HEADER = struct.Struct("!BBHHHBBHII")
@@ -444,8 +445,15 @@ class FrameFuzzer:
         r = rng.random()
         if r < 0.55:
             icmp_type, code = 8, (0 if rng.random() < 0.9 else rng.getrandbits(8))       # echo request
-        elif r < 0.65:
-            icmp_type, code = 0, 0                                                      # unsolicited echo reply
+        elif r < 0.65:                                                                  # echo reply, maybe to a live ping
+            icmp_type, code = 0, 0
+            if rng.random() < 0.5:
+                identifier = rng.choice(PING_IDENTIFIERS)
+                data = self.payload(200)
+                message = self.icmp(0, 0, (identifier << 16) | rng.randint(0, 64), data,
+                                    good_checksum=rng.random() < 0.9)
+                return self.ip_frame(IPPROTO_ICMP, message, src=rng.choice((self.src_ip(), *self.view.remote_addresses)),
+                                     dst=rng.choice(self.segment_ips))
         elif r < 0.8:
             icmp_type, code = rng.choice((13, 14, 15, 16, 17, 18, 9, 10, 30, 37, 40, 42)), rng.getrandbits(3)
         else:
@@ -470,8 +478,10 @@ class FrameFuzzer:
                                          rng.choice((33434 + rng.randint(0, 90), 7, 53, rng.getrandbits(16))),
                                          rng.choice((8, 36, 0, 7, 0xFFFF)), rng.getrandbits(16))
         elif protocol == IPPROTO_ICMP:
-            transport = _ICMP_HEADER.pack(rng.choice((8, 0, 3, 11, rng.getrandbits(8))), 0, rng.getrandbits(16),
-                                          rng.getrandbits(32))
+            rest = ((rng.choice(PING_IDENTIFIERS) << 16) | rng.randint(0, 64)) if rng.random() < 0.5 \
+                else rng.getrandbits(32)
+            transport = _ICMP_HEADER.pack(rng.choice((8, 8, 0, 3, 11, rng.getrandbits(8))), 0, rng.getrandbits(16),
+                                          rest)
         else:
             transport = rng.randbytes(8)
         options = self.options() if rng.random() < 0.1 else b""
@@ -922,6 +932,50 @@ class Injector:
         finally:
             self.stall_timeout = saved
         self.drain()
+
+
+# ---------------------------------------------------------------- live sessions
+
+
+class BackgroundProbes:
+    """Pings and traceroutes running between two nodes while the fuzz goes on (threads, control requests).
+
+    They give the fuzzed echo replies and ICMP errors live sessions to match
+    (ping identifiers, traceroute ports). Their results are not judged: frames
+    are lost under a flood; `errors` collects requests that failed outright.
+    """
+
+    def __init__(self, net: Any, src: str, dst: str) -> None:
+        import threading
+
+        self.net, self.src, self.dst = net, src, dst
+        self.stop_event = threading.Event()
+        self.rounds = 0
+        self.errors: list[str] = []
+        self.threads = [threading.Thread(target=self._loop, args=(kind,), daemon=True) for kind in ("ping", "trace")]
+
+    def _loop(self, kind: str) -> None:
+        node = self.net[self.src]
+        while not self.stop_event.is_set():
+            try:
+                if kind == "ping":
+                    node.ping(self.dst, count=10, interval=0.02, timeout=0.3)
+                else:
+                    node.traceroute(self.dst, max_hops=5, probes=1, wait=0.2)
+                self.rounds += 1
+            except ControlError as exc:
+                self.errors.append(f"{kind} {self.src} -> {self.dst}: {exc}")
+                return
+
+    def __enter__(self) -> "BackgroundProbes":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(15)
 
 
 # ---------------------------------------------------------------- health

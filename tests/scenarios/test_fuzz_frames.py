@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.fuzzframes import (FrameFuzzer, Injector, SegmentView, health, ip_int, reachable, snapshot,
-                              wait_recovered)
+from bench.fuzzframes import (BackgroundProbes, FrameFuzzer, Injector, SegmentView, health, ip_int, reachable,
+                              snapshot, wait_recovered)
 from control.emulation import Emulation
 
 pytestmark = pytest.mark.timeout(120)
@@ -32,6 +32,7 @@ SEED = int(os.environ.get("FUZZ_SEED", "10"))
 FRAMES = int(os.environ.get("FUZZ_FRAMES", "20000"))
 CHUNK = 2000
 PAIRS = [("h1", "h2"), ("h2", "h1")]
+RSS_GROWTH_LIMIT = 32 * 2**20  # per process; measured 0.2-3 MiB after 300k frames (reassembly is capped at 4 MiB)
 RECOVERY_DEADLINE = 20.0  # s; measured ~1 s: base_reachable_time 1 s, delay_first_probe 1 s, probes 200 ms apart
 
 
@@ -72,7 +73,8 @@ def test_twenty_thousand_mutated_frames_into_west_crash_nothing_and_the_network_
     with Emulation(TOPOLOGY, name="scn-fuzz", seed=SEED) as net:
         assert reachable(net, PAIRS), "the chain does not work before the fuzz"
         before = snapshot(net)
-        with Injector(net, "west") as injector:
+        # h1 pings and traceroutes h2 meanwhile: fuzzed echo replies and errors find live sessions to match.
+        with Injector(net, "west") as injector, BackgroundProbes(net, "h1", "h2") as probes:
             fuzzer = FrameFuzzer(injector.view, seed=SEED)
             sent = 0
             while sent < FRAMES:
@@ -84,7 +86,7 @@ def test_twenty_thousand_mutated_frames_into_west_crash_nothing_and_the_network_
             injector.settle()
         replay = f"(replay: FUZZ_SEED={SEED} FUZZ_FRAMES={FRAMES}; generated {fuzzer.generated})"
 
-        problems = health(net, before)
+        problems = health(net, before, RSS_GROWTH_LIMIT) + probes.errors
         assert not problems, "after the fuzz:\n" + "\n".join(problems) + "\n" + replay
 
         # The frames got past the NIC filter into every layer, not only into counters of drops.
@@ -97,5 +99,5 @@ def test_twenty_thousand_mutated_frames_into_west_crash_nothing_and_the_network_
         assert net["r2"].counters()["Ip"]["InReceives"] > 0
 
         recovery = wait_recovered(net, PAIRS, timeout=RECOVERY_DEADLINE)
-        problems = health(net, before)
+        problems = health(net, before, RSS_GROWTH_LIMIT)
         assert not problems, f"after recovering in {recovery:.1f} s:\n" + "\n".join(problems) + "\n" + replay
