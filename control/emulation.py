@@ -62,7 +62,7 @@ class Emulation:
                  seed: int = 0, keep_logs: bool = False, ready_timeout: float | None = None,
                  progress: Callable[[str, int, int], None] | None = None,
                  on_crash: Callable[[ExitEvent], None] | None = None, handle_signals: bool = True,
-                 run_dir: str | os.PathLike[str] | None = None) -> None:
+                 run_dir: str | os.PathLike[str] | None = None, strict: bool | None = None) -> None:
         if isinstance(topology, Topology):
             self.topology = topology
             self.topology_path: str | None = topology.source
@@ -84,6 +84,10 @@ class Emulation:
         self.nodes: dict[str, NodeHandle] = {}
         self._partitioned: set[str] = set()
         self._started = False
+        # strict: leaving the `with` block fails (EmulationError) when a node's exception
+        # barrier caught anything (softnet rx_exceptions/timer_exceptions): each is a bug.
+        # The test suite turns it on for every emulation through NETEMU_STRICT=1.
+        self.strict = os.environ.get("NETEMU_STRICT") == "1" if strict is None else strict
 
     # -- life cycle -----------------------------------------------------------
 
@@ -154,14 +158,41 @@ class Emulation:
             time.sleep(0.01)
 
     def stop(self) -> None:
-        """Tear everything down: processes, socket files, the run directory."""
+        """Tear everything down: processes, socket files, the run directory.
+
+        With `strict`, first asks every node for the frames and timers its
+        exception barrier caught, and raises EmulationError after the teardown
+        if any did.
+        """
+        caught = self.barrier_exceptions() if self.strict and self._started else {}
         self.supervisor.__exit__(None, None, None)
         self._started = False
+        if caught:
+            listed = ", ".join(f"{name}: {count}" for name, count in sorted(caught.items()))
+            raise EmulationError(f"{self.name}: the exception barrier of nodes caught what a node must never "
+                                 f"raise ({listed}); their logs have the tracebacks (keep_logs=True keeps them)")
+
+    def barrier_exceptions(self) -> dict[str, int]:
+        """Nodes whose exception barrier caught anything: name -> rx_exceptions + timer_exceptions."""
+        handles = self.supervisor.processes
+        live = [name for name in self.topology.nodes if name in handles and handles[name].alive]
+        replies = call_concurrently([(handles[name].control, "counters", {}) for name in live], 5.0)
+        caught = {}
+        for name, reply in zip(live, replies):
+            if isinstance(reply, Exception):
+                continue
+            softnet = reply.get("softnet") or {}
+            count = int(softnet.get("rx_exceptions", 0)) + int(softnet.get("timer_exceptions", 0))
+            if count:
+                caught[name] = count
+        return caught
 
     def __enter__(self) -> "Emulation":
         return self.start()
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
+        if exc_type is not None:
+            self.strict = False  # the block's own exception is the one to see
         self.stop()
 
     def _on_crash(self, event: ExitEvent) -> None:

@@ -17,6 +17,10 @@ from bus.testing import short_run_dir
 
 pytest_plugins = ["pytester"]
 
+# Every Emulation of the suite is strict: leaving it fails when a node's exception barrier
+# caught anything (softnet rx_exceptions), so the barrier never hides a bug from a test.
+os.environ.setdefault("NETEMU_STRICT", "1")
+
 # The Debian package that provides each tool (what `make deps` installs).
 TOOL_PACKAGES = {"tshark": "tshark", "ping": "iputils-ping", "iperf3": "iperf3"}
 
