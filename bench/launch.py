@@ -1,7 +1,8 @@
 """`python -m bench launch`: start, ping, measure memory and tear down 10, 100 and 500 nodes.
 
 Before changing this file, read control/emulation.py, control/supervisor.py,
-control/zygote.py and /work/shared/reference/baselines.md.
+control/zygote.py and docs/design.md ("Measured baselines": fresh
+interpreters against forks of a pre-imported parent, and Mininet's figures).
 
 Each size is one switch tree generated in memory (`generate: switch_tree`,
 at most 32 hosts per switch, like topologies/generated_500.yaml) run with
@@ -20,8 +21,8 @@ the scenario API:
 Baseline, in the same run: the zygote alone forking N processes whose
 target does nothing (`idle_target`), the floor this design can reach: time
 until every pid is known, PSS of them all, time to stop them. Reference
-anchor (baselines.md, not measured here): Mininet 2.3 builds and starts 100
-hosts in 2.3 s and stops them in 2.7 s.
+anchor (docs/design.md, "Measured baselines"; not measured here): Mininet
+2.3 builds and starts 100 hosts in 2.3 s and stops them in 2.7 s.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """`python -m bench node`: ping through a switch and forwarding through a router, beside bare relays.
 
-Before changing this file, read bench/bus.py (the model) and
-/work/shared/reference/baselines.md.
+Before changing this file, read bench/bus.py (the model) and docs/design.md
+("Measured baselines": round trips direct and through a relay, relay rates).
 
 Ping: two real node kernels (`nodes.kernel.run` in forked processes) on a
 real switch; the RTTs are the kernel's own `ping` op (the control channel
