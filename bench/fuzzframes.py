@@ -650,9 +650,9 @@ class FrameFuzzer:
         elif games == 4:
             start, piece, _ = pieces[-1]
             pieces[-1] = (start, piece, True)                                           # MF on the last one
-        elif games == 5:
-            pieces.append((rng.choice((0xFFF8, 0xFFF0, 8 * 8190, 65528)), rng.randbytes(rng.choice((8, 16, 100))),
-                           rng.random() < 0.5))                                         # past 64 KiB
+        elif games == 5:  # near or past 64 KiB; the larger ones must be re-fragmented on the way (MTU, PMTU)
+            pieces.append((rng.choice((0xFFF8, 0xFFF0, 8 * 8190, 65528, 65536 - 1504, 64000)),
+                           rng.randbytes(rng.choice((8, 16, 100, 600, 1480, 3000))), rng.random() < 0.5))
         elif games == 6:
             pieces.append((rng.randrange(0, 0x2000) * 8, rng.randbytes(rng.choice((0, 1, 7, 8, 9))),
                            rng.random() < 0.5))                                         # tiny, odd length
@@ -1157,26 +1157,31 @@ def replay_in_memory(topology: Any, segment: str, seed: int, count: int, *, chun
 
     for name, stack in network.stacks.items():
         stack._report_once = recorder(name)  # every exception, not once per site
+    from nodes.nic import NapiScheduler
+    reraise, NapiScheduler.reraise = getattr(NapiScheduler, "reraise", False), False  # the suite may set it
     ports = network.segments[segment]
     if frames is None:
         frames = FrameFuzzer(SegmentView.from_topology(topology, segment), seed=seed).frames(count)
     injected = 0
-    for offset in range(0, len(frames), chunk):
-        for index in range(offset, min(offset + chunk, len(frames))):
-            frame = frames[index]
-            if len(frame) < 14:
-                continue  # the switch drops these (malformed)
-            current["index"], current["frame"] = index, frame
-            for stack, device in ports:
-                stack.receive(device, frame)
-                while stack.rx_pending:
-                    stack.poll(network.now)
-            injected += 1
-        current["index"], current["frame"] = -1, None
-        network.run(chunk * frame_time)
-        if len(findings) >= limit:
-            break
-    network.run(5.0)
+    try:
+        for offset in range(0, len(frames), chunk):
+            for index in range(offset, min(offset + chunk, len(frames))):
+                frame = frames[index]
+                if len(frame) < 14:
+                    continue  # the switch drops these (malformed)
+                current["index"], current["frame"] = index, frame
+                for stack, device in ports:
+                    stack.receive(device, frame)
+                    while stack.rx_pending:
+                        stack.poll(network.now)
+                injected += 1
+            current["index"], current["frame"] = -1, None
+            network.run(chunk * frame_time)
+            if len(findings) >= limit:
+                break
+        network.run(5.0)
+    finally:
+        NapiScheduler.reraise = reraise
     return findings, injected
 
 

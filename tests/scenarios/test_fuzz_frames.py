@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from bench.fuzzframes import (BackgroundProbes, FrameFuzzer, Injector, SegmentView, health, ip_int, reachable,
-                              snapshot, wait_recovered)
+                              replay_in_memory, snapshot, wait_recovered)
 from control.emulation import Emulation
+from control.topology import load_topology
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -64,6 +65,20 @@ def test_every_generator_contributes_and_frames_fit_the_framing():
     assert len(gateway) > len(frames) / 2
     ethertypes = {f[12:14] for f in frames if len(f) >= 14}
     assert {b"\x08\x00", b"\x08\x06", b"\x81\x00"} <= ethertypes
+
+
+def test_the_same_frames_replayed_in_memory_raise_nothing_in_any_node():
+    """The fuzz without processes (nodes/memnet.py, fake clock): a failure names the exact frame, in hex.
+
+    `python -m bench.fuzzframes --seed N --frames M --minimize` prints the
+    same, and shrinks the frames before the first exception to the fewest that
+    still raise it.
+    """
+    findings, injected = replay_in_memory(load_topology(TOPOLOGY), "west", SEED, FRAMES, limit=5)
+    assert injected > FRAMES * 0.9
+    assert not findings, "\n\n".join(
+        f"{f.node}: {f.what} (fuzz frame #{f.index}, seed {SEED})\nframe: {f.frame.hex() if f.frame else None}\n"
+        f"injected: {f.injected.hex() if f.injected else None}\n{f.traceback}" for f in findings)
 
 
 # -- against a running chain ---------------------------------------------------------------
