@@ -809,7 +809,7 @@ class Injector:
     def _open_jumbo(self) -> None:
         """Every port of the segment passes 64 KiB frames (nodes keep their own MTU)."""
         for port in self.net.supervisor.call(self.segment, "ports"):
-            self._restore_mtu[port["name"]] = port.get("mtu", 1500)
+            self._restore_mtu[port["name"]] = (port.get("params") or {}).get("mtu", port.get("mtu", 1500))
             self.net.supervisor.call(self.segment, "set_port", port=port["name"], mtu=MAX_MTU)
 
     def close(self) -> None:
