@@ -82,10 +82,12 @@ class Port:
     def check_ingress(self, frames: list[bytes]) -> list[bytes]:
         """The slow path of the ingress checks: keep the frames that pass, count the runts and the too long."""
         good = []
+        max_untagged = self.max_untagged
         for frame in frames:
-            if len(frame) < ether.HEADER_LENGTH:
+            length = len(frame)
+            if length < ether.HEADER_LENGTH:
                 self.rx_dropped_malformed += 1
-            elif self.fits(frame):
+            elif length <= max_untagged or self.fits(frame):
                 good.append(frame)
             else:
                 self.rx_dropped_mtu += 1
@@ -94,8 +96,9 @@ class Port:
     def fit_egress(self, frames: list[bytes]) -> list[bytes]:
         """The frames (from a port of larger MTU) that fit this one; the others are counted as tx MTU drops."""
         kept = []
+        max_untagged = self.max_untagged
         for frame in frames:
-            if self.fits(frame):
+            if len(frame) <= max_untagged or self.fits(frame):  # the common case without a call
                 kept.append(frame)
             else:
                 self.tx_dropped_mtu += 1
