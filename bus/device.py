@@ -64,6 +64,9 @@ log = logging.getLogger("netemu.bus")
 
 # Messages drained per readable event before timers and control get a turn (NAPI-like budget).
 RECEIVE_BUDGET = 256
+_EVENTS = zmq.EVENTS
+_POLLIN = zmq.POLLIN
+_NOBLOCK = zmq.NOBLOCK
 UPLINK_KEEPALIVE = 5.0
 
 
@@ -212,12 +215,18 @@ class Device(DeviceControl):
 
     def _on_data(self) -> None:
         recv = self.data.recv_multipart
+        events = self.data.get
         ports = self.ports
         now = self.clock()
         received = 0
         for received in range(1, RECEIVE_BUDGET + 1):
+            # The poll said readable: the first recv finds a message. Before each further
+            # one, ZMQ_EVENTS (~1.5 us) is cheaper than a recv raising zmq.Again (~3.3 us).
+            if received > 1 and not events(_EVENTS) & _POLLIN:
+                received -= 1
+                break
             try:
-                parts = recv(zmq.NOBLOCK)
+                parts = recv(_NOBLOCK)
             except zmq.Again:
                 received -= 1
                 break
@@ -239,8 +248,11 @@ class Device(DeviceControl):
 
     def _on_uplink(self, port: Port) -> None:
         recv = port.uplink.recv  # type: ignore[union-attr]
+        events = port.uplink.get  # type: ignore[union-attr]
         now = self.clock()
-        for _ in range(RECEIVE_BUDGET):
+        for index in range(RECEIVE_BUDGET):
+            if index and not events(_EVENTS) & _POLLIN:
+                break
             try:
                 message = recv(zmq.NOBLOCK)
             except zmq.Again:

@@ -68,6 +68,9 @@ MAX_PING_COUNT = 10_000
 # enough to keep the wire's queue short under any flood, few enough that control and
 # timers still get their turn between passes.
 NAPI_MESSAGES_PER_PASS = 64
+_EVENTS = zmq.EVENTS
+_POLLIN = zmq.POLLIN
+_NOBLOCK = zmq.NOBLOCK
 
 
 class Kernel:
@@ -148,9 +151,15 @@ class Kernel:
             self._receive_to_completion(port, device)
             return
         ring = device.rx_ring
-        for _ in range(NAPI_MESSAGES_PER_PASS):
+        events = port.socket.get
+        for index in range(NAPI_MESSAGES_PER_PASS):
+            # The poll said readable, so the first recv finds a message; before each
+            # further one ask ZMQ_EVENTS (~1.5 us) instead of letting recv raise
+            # zmq.Again (~3.3 us warm, more cold) at the end of every pass.
+            if index and not events(_EVENTS) & _POLLIN:
+                break
             try:
-                message = recv(zmq.NOBLOCK)
+                message = recv(_NOBLOCK)
             except zmq.Again:
                 break
             if not message:
@@ -179,9 +188,14 @@ class Kernel:
         size = device.rx_ring_size
         if stack.rx_pending:
             stack.poll(self.clock())  # what NAPI left in the ring when it was switched off
+        events = port.socket.get
+        first = True
         while True:
+            if not first and not events(_EVENTS) & _POLLIN:
+                return
+            first = False
             try:
-                message = recv(zmq.NOBLOCK)
+                message = recv(_NOBLOCK)
             except zmq.Again:
                 return
             if not message:

@@ -254,6 +254,34 @@ def quote(original_datagram: "bytes | bytearray | memoryview") -> bytes:
     return bytes(data[:MAX_QUOTED_LENGTH])
 
 
+_from_bytes = int.from_bytes
+_ECHO_REPLY_TYPE_CODE = bytes((ECHO_REPLY, 0))
+
+
+def echo_reply_for(data: "bytes | bytearray | memoryview") -> "bytes | None":
+    """The whole reply to `data` if it is an echo request with a right checksum, else None.
+
+    The fast path of answering a ping (icmp_echo): no message objects, the
+    reply is the request with type 0 and code 0 and its checksum computed over
+    the unchanged rest (identifier, sequence, data), the same bytes
+    `IcmpMessage.echo_reply_to(parse(data)).build()` makes. None for anything
+    else, including a short or corrupt request: the caller then takes the
+    general path, which counts why (InErrors, InCsumErrors).
+    """
+    if len(data) < HEADER_LENGTH or data[0] != ECHO_REQUEST:
+        return None
+    if ones_complement_sum(data) != 0xFFFF:  # verify the request (RFC 1071)
+        return None
+    rest = data[4:]
+    # The reply's type and code words are zero, so its checksum covers only the
+    # rest: the same sum `build` computes from the rest-of-header and payload.
+    value = _from_bytes(rest, "big")
+    if len(rest) & 1:
+        value <<= 8
+    checksum = 0xFFFF if not value else ~((value % 0xFFFF) or 0xFFFF) & 0xFFFF
+    return _ECHO_REPLY_TYPE_CODE + checksum.to_bytes(2, "big") + bytes(rest)
+
+
 # Module-level spellings of the constructors, for callers that prefer functions.
 echo_request = IcmpMessage.echo_request
 echo_reply_to = IcmpMessage.echo_reply_to
