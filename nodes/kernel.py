@@ -68,9 +68,9 @@ MAX_PING_COUNT = 10_000
 # enough to keep the wire's queue short under any flood, few enough that control and
 # timers still get their turn between passes.
 NAPI_MESSAGES_PER_PASS = 64
-_EVENTS = zmq.EVENTS
-_POLLIN = zmq.POLLIN
-_NOBLOCK = zmq.NOBLOCK
+_EVENTS = int(zmq.EVENTS)  # plain ints: `int & zmq.POLLIN` builds an enum.IntFlag (~2 us a test)
+_POLLIN = int(zmq.POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
 class Kernel:
@@ -222,7 +222,7 @@ class Kernel:
         next_timer = self._stack_deadline
         if next_timer is not None and next_timer <= now:
             stack.tick(now)
-        if stack.rx_pending:
+        if stack.napi.poll_list:  # stack.rx_pending without its two property calls
             stack.poll(now)
         self._flush_tx()
         self._stack_deadline = stack.next_timer()
@@ -244,11 +244,11 @@ class Kernel:
     def serve(self) -> None:
         """Run until shutdown: the poll sleeps only when no frame waits in any ring."""
         loop = self.loop
-        stack = self.stack
+        poll_list = self.stack.napi.poll_list  # non-empty = stack.rx_pending
         clock = self.clock
         loop.running = True
         while loop.running:
-            if stack.rx_pending:
+            if poll_list:
                 timeout = 0
             else:
                 now = clock()
