@@ -25,6 +25,7 @@ import time
 from typing import Any, Callable
 
 import zmq
+from zmq.backend import zmq_poll as _zmq_poll
 
 PR_SET_PDEATHSIG = 1
 PARENT_CHECK_INTERVAL = 0.5
@@ -306,10 +307,13 @@ class EventLoop:
         clock = self.clock
         if timeout_ms is None:
             timeout_ms = self.next_timeout_ms(clock())
-        events = self.poller.poll(timeout_ms)
+        # zmq_poll on the poller's own item list: Poller.poll is only this plus argument checks.
+        events = _zmq_poll(self.poller.sockets, int(timeout_ms) if timeout_ms >= 0 else -1)
         readers = self._readers
         for source, _ in events:
-            callback = readers.get(source) if not isinstance(source, int) else self._fd_readers.get(source)
+            callback = readers.get(source)
+            if callback is None and isinstance(source, int):
+                callback = self._fd_readers.get(source)
             if callback is not None:
                 callback()
         timers = self._timers
