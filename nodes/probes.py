@@ -100,6 +100,7 @@ class PingSession:
         self.data = _payload(size)
         self.sent_at: dict[int, float] = {}
         self.replies: list[dict] = []
+        self._replied: set[int] = set()  # the sequence numbers in `replies`
         self.errors: list[dict] = []
         self.duplicates = 0
         self.send_errors: list[str] = []
@@ -141,9 +142,10 @@ class PingSession:
         sent = self.sent_at.get(message.sequence)
         if sent is None:
             return
-        if any(reply["seq"] == message.sequence for reply in self.replies):
+        if message.sequence in self._replied:  # a set: scanning the replies cost O(count) per reply
             self.duplicates += 1
             return
+        self._replied.add(message.sequence)
         self.replies.append({
             "seq": message.sequence,
             "from": str(datagram.src),
