@@ -58,6 +58,7 @@ from .wire.ipv4 import (
     VERSION_IHL_NO_OPTIONS,
     IPv4Header,
     IPv4View,
+    build_header_into,
     decrement_ttl,
     header_checksum_ok,
     iter_options,
@@ -391,11 +392,8 @@ class IPv4Layer:
             src = entry.src if entry.src is not None else (dst if route_type is _LOCAL else 0)
         if identification is None:
             identification = self._identification = (self._identification + 1) & 0xFFFF  # next_identification
-        header = IPv4Header(
-            _int_new(IPv4Address, src), _int_new(IPv4Address, dst), protocol,
-            ttl if ttl is not None else self.sysctl["net.ipv4.ip_default_ttl"], identification,
-            dont_fragment=dont_fragment, tos=tos,
-        )
+        if ttl is None:
+            ttl = self.sysctl["net.ipv4.ip_default_ttl"]
         device = self.loopback if route_type is _LOCAL else self.devices.get(entry.dev)
         if device is None or not (device.admin_up and device.carrier):
             stats.OutDiscards += 1
@@ -406,11 +404,14 @@ class IPv4Layer:
             if dont_fragment:
                 stats.FragFails += 1
                 raise FragmentationNeeded(mtu)
+            header = IPv4Header(_int_new(IPv4Address, src), _int_new(IPv4Address, dst), protocol, ttl,
+                                identification, dont_fragment=dont_fragment, tos=tos)
             self._fragment_and_send(header, memoryview(payload), device, entry.next_hop, mtu, now,
                                     broadcast=route_type is _BROADCAST)
             return
         skb = SkBuff.from_payload(payload, MAX_HEADER, dev=device.name, now=now)
-        header.build_into(skb.push(20), 0, length - 20)
+        # The header written in place, no IPv4Header object: this is every datagram a node sends.
+        build_header_into(skb.push(20), 0, length - 20, tos, identification, dont_fragment, ttl, protocol, src, dst)
         skb.network_header = skb.data_offset  # skb_reset_network_header
         stats.OutOctets += length
         if route_type is _UNICAST and not device.loopback:

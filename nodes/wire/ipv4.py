@@ -423,6 +423,31 @@ def header_checksum_ok(data: "bytes | bytearray | memoryview") -> bool:
     return ones_complement_sum(data[:header_length]) == 0xFFFF
 
 
+def build_header_into(buffer: "bytearray | memoryview", offset: int, payload_length: int, tos: int,
+                      identification: int, dont_fragment: bool, ttl: int, protocol: int, src: int, dst: int) -> int:
+    """`IPv4Header(src, dst, protocol, ttl, identification, dont_fragment=..., tos=...).build_into(...)`
+    without the header object: a whole unfragmented datagram's header, no options.
+
+    The output path of every locally generated datagram that fits the MTU;
+    the same bytes and the same `WireError`s as building the object.
+    Returns the header's length (20).
+    """
+    total_length = MIN_HEADER_LENGTH + payload_length
+    if not MIN_HEADER_LENGTH <= total_length <= IP_MAXPACKET:
+        raise _error(f"total length {total_length} out of range")
+    flags = IP_DF if dont_fragment else 0
+    try:
+        checksum = -(
+            (0x4500 | tos) + total_length + identification + flags + (ttl << 8 | protocol)
+            + (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
+        ) % 0xFFFF
+        _HEADER.pack_into(buffer, offset, 0x45, tos, total_length, identification, flags, ttl, protocol, checksum,
+                          src, dst)
+    except (struct.error, TypeError) as error:
+        raise _error(f"cannot build header: {error}") from None
+    return MIN_HEADER_LENGTH
+
+
 def decrement_ttl(buffer: "bytearray | memoryview", offset: int = 0) -> int:
     """Decrement the TTL of the header at `offset` in place; returns the new TTL.
 
