@@ -25,6 +25,7 @@ import time
 from typing import Callable, Iterable
 
 import zmq
+import zmq.backend
 
 MAX_FRAME_LENGTH = 0xFFFF  # the length prefix is 2 bytes
 # A message holds at most this many bytes of frames, so a long backlog still
@@ -37,6 +38,9 @@ MAX_BATCH_BYTES = 256 * 1024
 # 1000, allowed 250 MiB and seconds of hidden backlog).
 DATA_HIGH_WATER_MARK = 64
 HELLO = b""
+
+_NOBLOCK = int(zmq.NOBLOCK)
+_backend_send = zmq.backend.Socket.send  # pyzmq's Socket.send minus its Python wrapper
 
 _LENGTH = struct.Struct("!H")
 _length_at = _LENGTH.unpack_from
@@ -291,6 +295,27 @@ class DataPort:
         """Send what `queue` collected as one message (or a few if large)."""
         if self.batcher._frames:
             self.batcher.flush()
+
+    def send_frame(self, frame: bytes | memoryview) -> int:
+        """`send_frames([frame])` for one frame: 1 if it was dropped (queue full), else 0.
+
+        The latency path (an echo, a SYN): with nothing batched the frame goes
+        straight out through the backend's send, without the list, the checks
+        and the two Python frames of `send_frames` and pyzmq's `Socket.send`.
+        """
+        batcher = self.batcher
+        length = len(frame)
+        if batcher._frames or length > MAX_FRAME_LENGTH:
+            return self.send_frames([frame])
+        try:
+            _backend_send(self.socket, _PREFIX[length] + frame, _NOBLOCK)
+        except zmq.Again:
+            batcher.dropped += 1
+            return 1
+        batcher.messages += 1
+        batcher.frames += 1
+        batcher.payload += length
+        return 0
 
     def send_frames(self, frames: Iterable[bytes | memoryview]) -> int:
         """Queue and flush `frames` at once; returns how many were dropped (queue full)."""

@@ -167,7 +167,7 @@ class IcmpLayer:
         """icmp_rcv: verify, count, answer echoes, dispatch errors."""
         stats = self.stats
         stats.InMsgs += 1
-        payload = datagram.payload
+        payload = memoryview(datagram.packet)[datagram.header_length:]  # datagram.payload, without the call
         reply = echo_reply_for(payload)
         if reply is not None:
             # The fast path of every ping: a verified echo request, answered from its own bytes.

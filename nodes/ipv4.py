@@ -382,7 +382,10 @@ class IPv4Layer:
         if dst in self.blocked:
             stats.FilterDrops += 1
             raise OSError(errno.EPERM, "Operation not permitted")
-        entry = self.route_output(dst, now)
+        entry = self.route_cache.lookup(dst, now)  # route_output inline
+        if entry is None:
+            stats.OutNoRoutes += 1
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
         route_type = entry.route.type
         if route_type not in DELIVERING_TYPES:
             failure = ROUTE_ERRORS[route_type]

@@ -229,8 +229,12 @@ class Kernel:
 
     def _flush_tx(self) -> None:
         for port, device in self._wired:
-            if device.tx_queue:
-                dropped = port.send_frames(device.tx_drain())
+            queue = device.tx_queue
+            if queue:
+                if len(queue) == 1:  # the latency path: one frame, no batch to build
+                    dropped = port.send_frame(queue.popleft())
+                else:
+                    dropped = port.send_frames(device.tx_drain())
                 if dropped:
                     device.stats.tx_dropped += dropped
 

@@ -298,7 +298,13 @@ class Stack:
         """ip_finish_output2: resolve the next hop's MAC, or park the packet in the ARP queue."""
         mac = self.neigh.lookup(next_hop, device.name, now)
         if mac is not None:
-            self.dev_queue_xmit(device, skb, mac, _ETH_IP)
+            if device.loopback:
+                self.dev_queue_xmit(device, skb, mac, _ETH_IP)
+                return
+            # dev_queue_xmit inline: this is every unicast datagram a node sends or forwards.
+            skb.push(HEADER_LENGTH)[0:14] = mac + device.mac + _ETH_IP
+            skb.mac_header = skb.data_offset  # skb_reset_mac_header
+            device.tx_enqueue(skb.tobytes())
         else:
             self.neigh_effects(self.neigh.enqueue(next_hop, device.name, skb, now), now)
 
