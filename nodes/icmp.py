@@ -43,6 +43,7 @@ from .wire.icmp import (
     IcmpMessage,
     QuotedDatagram,
     echo_reply_for,
+    echo_request_bytes,
 )
 from .sysctl import Sysctl
 from .wire.ipv4 import IP_OFFSET, IPPROTO_ICMP, unpack_fixed_header
@@ -259,8 +260,12 @@ class IcmpLayer:
     def send_echo_request(self, dst: int, identifier: int, sequence: int, data: bytes, now: float, *,
                           ttl: int | None = None, src: int | None = None, dont_fragment: bool = False) -> None:
         """Originate an echo request; raises OSError from the output path (e.g. ENETUNREACH)."""
-        self._transmit(IcmpMessage.echo_request(identifier, sequence, data), dst, now, ttl=ttl, src=src,
-                       dont_fragment=dont_fragment)
+        # `_transmit(IcmpMessage.echo_request(...))` without the message object: every ping's echo.
+        self.ipv4.output(dst, IPPROTO_ICMP, echo_request_bytes(identifier, sequence, data), now, ttl=ttl, src=src,
+                         dont_fragment=dont_fragment)
+        stats = self.stats
+        stats.OutMsgs += 1
+        stats.OutEchos += 1
 
     def send_error(self, kind: int, code: int, original: "bytes | memoryview", now: float, *,
                    next_hop_mtu: int = 0) -> bool:

@@ -285,6 +285,23 @@ def echo_reply_for(data: "bytes | bytearray | memoryview") -> "bytes | None":
     return _ECHO_REPLY_TYPE_CODE + checksum.to_bytes(2, "big") + bytes(rest)
 
 
+def echo_request_bytes(identifier: int, sequence: int, data: "bytes | bytearray | memoryview") -> bytes:
+    """`IcmpMessage.echo_request(identifier, sequence, data).build()` without the message object.
+
+    What ping sends, once per echo; the same bytes and the same `WireError`
+    for an identifier or sequence out of range.
+    """
+    if not (0 <= identifier <= 0xFFFF and 0 <= sequence <= 0xFFFF):
+        raise _error(f"identifier {identifier} or sequence {sequence} out of 0..65535")
+    data = bytes(data)
+    value = _from_bytes(data, "big")  # internet_checksum(data, initial), inline
+    if len(data) & 1:
+        value <<= 8
+    value += (ECHO_REQUEST << 8) + identifier + sequence
+    checksum = 0xFFFF if not value else ~((value % 0xFFFF) or 0xFFFF) & 0xFFFF
+    return _HEADER.pack(ECHO_REQUEST, 0, checksum, (identifier << 16) | sequence) + data
+
+
 # Module-level spellings of the constructors, for callers that prefer functions.
 echo_request = IcmpMessage.echo_request
 echo_reply_to = IcmpMessage.echo_reply_to
