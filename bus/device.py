@@ -68,7 +68,6 @@ _EVENTS = int(zmq.EVENTS)  # plain ints: `int & zmq.POLLIN` builds an enum.IntFl
 _POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
-_RCVMORE = int(zmq.RCVMORE)
 UPLINK_KEEPALIVE = 5.0
 
 
@@ -234,22 +233,26 @@ class Device(DeviceControl):
             if received > 1 and not events(_EVENTS) & _POLLIN:
                 received -= 1
                 break
-            # recv_multipart by hand (plain-int flags, no list): a ROUTER's message is the
-            # peer's identity, then what the peer sent, which must be one part.
+            # recv_multipart by hand: a ROUTER's message is the peer's identity, then what
+            # the peer sent, which must be one part. Received as zmq.Frames, whose `more`
+            # is zmq_msg_more: cheaper than getsockopt(RCVMORE), which pyzmq makes look
+            # the option up in an enum (~1 us a call); `.bytes` is the one copy recv makes.
             try:
-                identity = recv(_NOBLOCK)
+                part = recv(_NOBLOCK, copy=False)
             except zmq.Again:
                 received -= 1
                 break
-            if not events(_RCVMORE):
+            if not part.more:
                 self.counters["malformed_batches"] += 1  # no payload part: not our framing
                 continue
-            message = recv(_NOBLOCK)
-            if events(_RCVMORE):
-                while events(_RCVMORE):
-                    recv(_NOBLOCK)  # the rest of the multipart message
+            identity = part.bytes
+            part = recv(_NOBLOCK, copy=False)
+            if part.more:
+                while part.more:
+                    part = recv(_NOBLOCK, copy=False)  # the rest of the multipart message
                 self.counters["malformed_batches"] += 1  # a DEALER sent a multipart message: not our framing
                 continue
+            message = part.bytes
             port = ports.get(identity)
             if port is None:
                 port = self._port_on_first_contact(identity)

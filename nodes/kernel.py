@@ -16,14 +16,38 @@ timers still get their turn between rounds: that is NAPI's promise. With
 processed to completion as it arrives, so a flood can starve everything
 else (the receive-livelock experiment, tests/integration/test_napi_flood.py).
 
-Where the time of a ping goes (bench/node.py measures it): per hop, the
-same ZeroMQ hand-offs as a bare relay (application thread to I/O thread to
-socket and back up on the other side) plus our Python per packet, ~10 us
-warm. On the 2-vCPU VMs we run on, any code runs 3-10x slower after a few
+Where the time of a ping goes (bench/node.py measures it; issue 11): per
+hop, the same ZeroMQ hand-offs as a bare relay (application thread to I/O
+thread to socket and back up on the other side: four context switches per
+echo in the responder, its I/O thread alone ~30% of the responder's CPU,
+mostly in the kernel's task switch) plus our Python per packet, ~10 us warm.
+On the 2-vCPU VMs we run on, any code runs 3-10x slower after a few
 milliseconds of doing something else (caches, branch predictors, vCPU
-scheduling), so an idle node's first packet costs ~100-300 us here: the
-loop does not wait for anything, it runs cold. Less Python per packet is
-the lever we have (see the fast paths in ipv4.py, stack.py, nic.py).
+scheduling), so an idle node's packet costs ~100-150 us of CPU here: the
+loop does not wait for anything, it runs cold. A perf profile of the
+responder (cpu-clock, 2000 echoes every 2 ms): ~40% in the interpreter, ~17%
+in the kernel for the main thread (poll, eventfd, task switch), ~31% in the
+kernel for ZeroMQ's I/O thread, the rest in libzmq and libc. Less Python
+per packet is the lever we have, and what the latency path does about it:
+
+* the poll result says which socket is readable, so the first recv finds a
+  message; before each further one the loop asks ZMQ_EVENTS (~1.5 us, ~1 us
+  of which is pyzmq's option lookup) instead of ending every pass on a
+  raised `zmq.Again` (~3.3 us warm); flags are plain ints, because
+  `int & zmq.POLLIN` builds an `enum.IntFlag` (~2 us) per test;
+* an echo request is answered from its own bytes (`wire.icmp.echo_reply_for`:
+  the checksum verified, type and code zeroed, the checksum recomputed over
+  the unchanged rest), an echo request is built without a message object,
+  and IPv4 output writes the header in place (`wire.ipv4.build_header_into`);
+* a lone frame leaves through `DataPort.send_frame` (pyzmq's backend send,
+  no batch), the route cache and the neighbour's MAC are used inline;
+* the bus devices receive and send their ROUTER's two parts by hand
+  (`recv_multipart`/`send_multipart` built enum flags and lists per message).
+
+What did not help, measured: polling fewer sockets (a paced echo polling 1
+or 3 items costs the same CPU as one blocking in recv: ~70 us an echo for
+a bare pyzmq echo on this VM); the rest of the gap to the bare echo is
+ZeroMQ's thread hand-offs, which every process of the path pays twice.
 
 `python -m nodes.kernel CONFIG.json` starts one by hand; the launcher calls
 `run(config)` in a process forked from its zygote.
