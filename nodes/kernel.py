@@ -44,10 +44,17 @@ per packet is the lever we have, and what the latency path does about it:
 * the bus devices receive and send their ROUTER's two parts by hand
   (`recv_multipart`/`send_multipart` built enum flags and lists per message).
 
-What did not help, measured: polling fewer sockets (a paced echo polling 1
-or 3 items costs the same CPU as one blocking in recv: ~70 us an echo for
-a bare pyzmq echo on this VM); the rest of the gap to the bare echo is
-ZeroMQ's thread hand-offs, which every process of the path pays twice.
+What did not help, measured (a paced pyzmq echo over ipc, 1500 echoes
+every 2 ms, CPU of the echo process): polling 1 or 3 items costs the same
+as blocking in recv; ZMQ_IMMEDIATE and copy=False sends change nothing
+measurable. Pinning the echo's main thread and ZeroMQ's I/O thread to one
+vCPU (sched_setaffinity + ZMQ_THREAD_AFFINITY_CPU_ADD) halves a bare echo's
+CPU (~50 against ~75-100 us: no cross-vCPU wake-ups), but pinning the
+responder kernel alone in the real path did not help (130-165 against
+120-200 us: it then shares its vCPU with the switch and ping's side), and a
+placement policy for a whole emulation is a decision of its own. What is
+left of the responder's CPU beyond the bare echo's is the interpreter
+(~40% of its samples) running cold, and the I/O thread's hand-offs.
 
 `python -m nodes.kernel CONFIG.json` starts one by hand; the launcher calls
 `run(config)` in a process forked from its zygote.
