@@ -171,9 +171,25 @@ class IcmpLayer:
         payload = memoryview(datagram.packet)[datagram.header_length:]  # datagram.payload, without the call
         reply = echo_reply_for(payload)
         if reply is not None:
-            # The fast path of every ping: a verified echo request, answered from its own bytes.
+            # The fast path of every ping: a verified echo request, answered from its own
+            # bytes (`_answer_echo`'s checks and counters, inline).
             stats.InEchos += 1
-            self._answer_echo_fast(reply, datagram, now)
+            sysctl = self.sysctl
+            if sysctl["net.ipv4.icmp_echo_ignore_all"]:
+                return
+            if datagram.pkt_type in _LINK_BROADCAST or datagram.dst in self.ipv4.broadcast_addresses:
+                if sysctl["net.ipv4.icmp_echo_ignore_broadcasts"]:
+                    return
+                source = None  # answer from the address of the interface, not the broadcast address
+            else:
+                source = datagram.dst
+            try:
+                self.ipv4.output(datagram.src, IPPROTO_ICMP, reply, now, src=source, tos=datagram.tos)
+            except OSError:
+                stats.OutErrors += 1  # ipv4.output counted why (OutNoRoutes, OutDiscards...)
+                return
+            stats.OutMsgs += 1
+            stats.OutEchoReps += 1
             return
         try:
             message = IcmpMessage.parse(payload, verify_checksum=True)
@@ -210,26 +226,6 @@ class IcmpLayer:
             self._transmit(IcmpMessage.echo_reply_to(request), datagram.src, now, src=source, tos=datagram.tos)
         except OSError:
             self.stats.OutErrors += 1  # ipv4.output counted why (OutNoRoutes, OutDiscards...)
-
-    def _answer_echo_fast(self, reply: bytes, datagram: Datagram, now: float) -> None:
-        """`_answer_echo` for a reply already built (`echo_reply_for`): same checks, same counters."""
-        sysctl = self.sysctl
-        if sysctl["net.ipv4.icmp_echo_ignore_all"]:
-            return
-        if datagram.pkt_type in _LINK_BROADCAST or datagram.dst in self.ipv4.broadcast_addresses:
-            if sysctl["net.ipv4.icmp_echo_ignore_broadcasts"]:
-                return
-            source = None
-        else:
-            source = datagram.dst
-        try:
-            self.ipv4.output(datagram.src, IPPROTO_ICMP, reply, now, src=source, tos=datagram.tos)
-        except OSError:
-            self.stats.OutErrors += 1
-            return
-        stats = self.stats
-        stats.OutMsgs += 1
-        stats.OutEchoReps += 1
 
     def _dispatch_error(self, message: IcmpMessage, datagram: Datagram, now: float) -> None:
         """icmp_unreach and friends: hand the error to the protocol of the quoted datagram."""

@@ -374,7 +374,7 @@ class Stack:
     def next_timer(self) -> float | None:
         """The earliest deadline at which `tick` has work, or None (the kernel asks once per loop pass)."""
         earliest = self.neigh.next_timer()
-        deadline = self.ipv4.next_timer()
+        deadline = self.ipv4.reassembly.next_timer()  # ipv4.next_timer, without the call: asked every loop pass
         if deadline is not None and (earliest is None or deadline < earliest):
             earliest = deadline
         if self._timers:
