@@ -23,7 +23,11 @@ again; measured: an md5 of 4 KiB takes 5.7 us back to back, 27 us after 20
 ms), so the paced relay is slower than the back-to-back one, and code that
 does more per hop (the switch and the kernels) pays more for it. The
 responder's CPU time per echo, beside the bare echo's, shows that cost
-directly: ~10 us of stack code warm, ~150-250 us as it runs here.
+directly: ~10 us of stack code warm, ~115-135 us as it runs here (150-185
+us before issue 11's latency path; the bare echo: 33-50 us). Targets (issue
+11, judged on the median of five runs): ping RTT <= 1.5x the paced relay,
+responder CPU <= 120 us an echo. The CPU figure comes from cpu_times(), whose
+10 ms ticks over 600 echoes make it move in steps of 16.7 us.
 
 Forwarding: a traffic generator (a DEALER speaking the data-plane framing,
 32 frames per message as a NIC flushing its queue) sends 1514-byte UDP
