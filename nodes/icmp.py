@@ -44,6 +44,7 @@ from .wire.icmp import (
     QuotedDatagram,
     echo_reply_for,
     echo_request_bytes,
+    quoted_echo,
 )
 from .sysctl import Sysctl
 from .wire.ipv4 import IP_OFFSET, IPPROTO_ICMP, unpack_fixed_header
@@ -243,11 +244,10 @@ class IcmpLayer:
 
     def _echo_error(self, message: IcmpMessage, quoted: QuotedDatagram, datagram: Datagram, now: float) -> None:
         """An error quoting one of our ICMP messages: find the echo session by identifier."""
-        transport = quoted.transport_bytes
-        if len(transport) < 8 or transport[0] != ECHO_REQUEST:
+        echo = quoted_echo(quoted.transport_bytes)
+        if echo is None:
             return
-        identifier = (transport[4] << 8) | transport[5]
-        listener = self.echo_listeners.get(identifier)
+        listener = self.echo_listeners.get(echo[0])
         if listener is not None:
             listener.echo_error(message, quoted, datagram, now)
 

@@ -29,7 +29,6 @@ the caller, never raised out of the receive path.
 from __future__ import annotations
 
 import errno
-import struct
 from dataclasses import asdict, dataclass
 from random import Random
 from typing import Callable, Mapping
@@ -272,13 +271,7 @@ class IPv4Layer:
                 except WireError:
                     stats.InHdrErrors += 1
                     return
-            total_length = view.total_length
-            flags = (data[6] << 8) | data[7]
-            ttl = data[8]
-            protocol = data[9]
-            tos = data[1]
-            src = int(view.src)
-            dst = int(view.dst)
+            _, tos, total_length, _, flags, ttl, protocol, _, src, dst = unpack_fixed_header(data)
         stats.InOctets += total_length
         if total_length < length:
             skb.trim(total_length)  # drop Ethernet padding

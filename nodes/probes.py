@@ -28,8 +28,9 @@ from .wire.icmp import (
     TIME_EXCEEDED,
     IcmpMessage,
     QuotedDatagram,
+    quoted_echo,
 )
-
+from .wire.udp import quoted_ports
 
 
 class ProbeHost(Protocol):
@@ -163,8 +164,10 @@ class PingSession:
     def echo_error(self, message: IcmpMessage, quoted: QuotedDatagram, datagram: "Datagram", now: float) -> None:
         if self.done:
             return
-        transport = quoted.transport_bytes
-        sequence = (transport[6] << 8) | transport[7]
+        echo = quoted_echo(quoted.transport_bytes)
+        if echo is None:
+            return
+        sequence = echo[1]
         if sequence not in self.sent_at:
             return
         self.errors.append({"seq": sequence, "from": str(datagram.src), "type": message.type,
@@ -266,9 +269,8 @@ class TracerouteSession:
     def _icmp_error(self, message: IcmpMessage, quoted: QuotedDatagram, datagram: "Datagram", now: float) -> None:
         if self.done:
             return
-        transport = quoted.transport_bytes
-        port = (transport[2] << 8) | transport[3]
-        if self.waiting is None or self.waiting[0] != port:
+        ports = quoted_ports(quoted.transport_bytes)
+        if ports is None or self.waiting is None or self.waiting[0] != ports[1]:
             return
         _, index, sent = self.waiting
         self.waiting = None

@@ -302,7 +302,7 @@ class Stack:
                 self.dev_queue_xmit(device, skb, mac, _ETH_IP)
                 return
             # dev_queue_xmit inline: this is every unicast datagram a node sends or forwards.
-            skb.push(HEADER_LENGTH)[0:14] = mac + device.mac + _ETH_IP
+            skb.push(HEADER_LENGTH)[:] = mac + device.mac + _ETH_IP
             skb.mac_header = skb.data_offset  # skb_reset_mac_header
             device.tx_enqueue(skb.tobytes())
         else:
@@ -310,7 +310,7 @@ class Stack:
 
     def dev_queue_xmit(self, device: NetDevice, skb: SkBuff, dst_mac: bytes, ethertype: bytes = _ETH_IP) -> None:
         """Push the Ethernet header and queue the frame on the device."""
-        skb.push(HEADER_LENGTH)[0:14] = dst_mac + device.mac + ethertype
+        skb.push(HEADER_LENGTH)[:] = dst_mac + device.mac + ethertype
         skb.mac_header = skb.data_offset  # skb_reset_mac_header
         if device.loopback:
             self.loopback_xmit_frame(skb.tobytes())

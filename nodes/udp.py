@@ -25,7 +25,7 @@ from .wire.addresses import IPv4Address
 from .wire.errors import WireError
 from .wire.icmp import DEST_UNREACH, FRAG_NEEDED, PORT_UNREACH, IcmpMessage, QuotedDatagram
 from .wire.ipv4 import IPPROTO_UDP
-from .wire.udp import UdpHeader, checksum_ok
+from .wire.udp import UdpHeader, checksum_ok, quoted_ports
 
 EPHEMERAL_LOW, EPHEMERAL_HIGH = 32768, 60999  # Linux net.ipv4.ip_local_port_range
 DEFAULT_RCVBUF = 212992  # Linux net.core.rmem_default
@@ -212,11 +212,10 @@ class UdpLayer:
 
     def error(self, message: IcmpMessage, quoted: QuotedDatagram, datagram: Datagram, now: float) -> None:
         """udp_err: an ICMP error about a datagram we sent goes to the socket that sent it."""
-        transport = quoted.transport_bytes
-        if len(transport) < 4:
+        ports = quoted_ports(quoted.transport_bytes)
+        if ports is None:
             return
-        source_port = (transport[0] << 8) | transport[1]
-        endpoint = self.lookup(quoted.header.src, source_port)
+        endpoint = self.lookup(quoted.header.src, ports[0])
         if endpoint is None:
             return
         if endpoint.on_error is not None:

@@ -258,6 +258,15 @@ _from_bytes = int.from_bytes
 _ECHO_REPLY_TYPE_CODE = bytes((ECHO_REPLY, 0))
 
 
+def quoted_echo(transport: "bytes | bytearray | memoryview") -> "tuple[int, int] | None":
+    """(identifier, sequence) of an echo request quoted in an ICMP error, else None
+    (not an echo request, or fewer than the 8 bytes of its header)."""
+    if len(transport) < HEADER_LENGTH or transport[0] != ECHO_REQUEST:
+        return None
+    rest = _HEADER.unpack_from(transport)[3]
+    return rest >> 16, rest & 0xFFFF
+
+
 def echo_reply_for(data: "bytes | bytearray | memoryview") -> "bytes | None":
     """The whole reply to `data` if it is an echo request with a right checksum, else None.
 

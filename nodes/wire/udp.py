@@ -111,6 +111,17 @@ class UdpHeader:
             raise WireError("udp", f"field out of range: {error}") from None
 
 
+_PORTS = struct.Struct("!HH")
+
+
+def quoted_ports(transport: "bytes | bytearray | memoryview") -> "tuple[int, int] | None":
+    """(source port, destination port) of a UDP header quoted in an ICMP error (RFC 792 quotes
+    at least 8 bytes, RFC 1812 more); None when fewer than the 4 bytes of the ports are there."""
+    if len(transport) < _PORTS.size:
+        return None
+    return _PORTS.unpack_from(transport)
+
+
 def checksum_ok(datagram: "bytes | bytearray | memoryview", src_ip: int, dst_ip: int) -> bool:
     """True if the datagram's checksum is right or absent (0); False for a bad sum or a bad length.
 
