@@ -208,6 +208,11 @@ class IPv4Layer:
             raise OSError(errno.ENETUNREACH, "Network is unreachable")
         return entry
 
+    def address_type(self, address: int) -> str:
+        """inet_addr_type: "local", "broadcast", "multicast" or "unicast" by the FIB's local table
+        (so every 127.x.y.z is local), for bind's address check."""
+        return self.route_cache.fib.address_type(address)
+
     def update_pmtu(self, dst: int, mtu: int, now: float) -> None:
         """ipv4_update_pmtu: a frag-needed error told us the path MTU toward `dst` (RFC 1191)."""
         self.route_cache.update_pmtu(dst, mtu, now)

@@ -15,11 +15,15 @@ from bus.text import did_you_mean
 
 @dataclass(frozen=True)
 class Knob:
+    """One knob; `count` > 1 makes a vector knob (Linux's "32768 60999"), held as a tuple of ints
+    in non-decreasing order, each within minimum..maximum."""
+
     name: str
-    default: int
+    default: Any
     minimum: int
     maximum: int
     help: str
+    count: int = 1
 
 
 def _knobs(*knobs: Knob) -> dict[str, Knob]:
@@ -51,6 +55,13 @@ KNOBS: dict[str, Knob] = _knobs(
     Knob("net.ipv4.neigh.default.gc_stale_time", 60, 1, INT_MAX, "seconds before an unused stale entry is collected"),
     Knob("net.ipv4.neigh.default.locktime", 100, 0, INT_MAX, "1/100 s (USER_HZ): an ARP update may not change a MAC learnt this recently"),
     Knob("net.ipv4.neigh.default.gc_thresh3", 1024, 1, INT_MAX, "hard limit on neighbour entries"),
+    Knob("net.ipv4.ip_local_port_range", (32768, 60999), 1, 65535,
+         "ephemeral ports (low high) for bind to port 0 and autobind (udp_lib_get_port, inet_csk_get_port)", count=2),
+    Knob("net.ipv4.ip_unprivileged_port_start", 1024, 0, 65535, "ports below this need CAP_NET_BIND_SERVICE (EACCES)"),
+    Knob("net.core.rmem_default", 212992, 2304, INT_MAX, "SO_RCVBUF of a new socket (bytes)"),
+    Knob("net.core.rmem_max", 212992, 2304, INT_MAX, "largest SO_RCVBUF setsockopt may ask for (halved value)"),
+    Knob("net.core.wmem_default", 212992, 4608, INT_MAX, "SO_SNDBUF of a new socket (bytes)"),
+    Knob("net.core.wmem_max", 212992, 4608, INT_MAX, "largest SO_SNDBUF setsockopt may ask for (halved value)"),
     Knob("net.core.netdev_budget", 300, 1, INT_MAX, "frames processed per NAPI softirq round"),
     Knob("net.core.dev_weight", 64, 1, INT_MAX, "frames per device per NAPI visit"),
     Knob("net.core.napi", 1, 0, 1, "netemu only: 0 turns NAPI off (every frame processed on arrival: receive livelock)"),
@@ -66,11 +77,28 @@ class SysctlError(ValueError):
         self.message = message
 
 
-def check(name: str, value: Any) -> int:
-    """The canonical value of `name`, or SysctlError."""
+def check(name: str, value: Any) -> Any:
+    """The canonical value of `name` (an int, or a tuple for a vector knob), or SysctlError."""
     knob = KNOBS.get(name)
     if knob is None:
         raise SysctlError(name, f"unknown sysctl{did_you_mean(name, KNOBS)}")
+    if knob.count > 1:
+        return _check_vector(knob, value)
+    return _check_scalar(knob, name, value)
+
+
+def _check_vector(knob: Knob, value: Any) -> tuple[int, ...]:
+    """`"32768 60999"` (as `sysctl -w` takes it) or a sequence of ints; each in range, non-decreasing."""
+    parts = value.split() if isinstance(value, str) else value
+    if not isinstance(parts, (list, tuple)) or len(parts) != knob.count:
+        raise SysctlError(knob.name, f"expected {knob.count} integers, got {value!r}")
+    values = tuple(_check_scalar(knob, knob.name, part) for part in parts)
+    if list(values) != sorted(values):
+        raise SysctlError(knob.name, f"{' '.join(map(str, values))}: values must not decrease")
+    return values
+
+
+def _check_scalar(knob: Knob, name: str, value: Any) -> int:
     if isinstance(value, bool):
         value = int(value)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
@@ -90,7 +118,7 @@ class Sysctl(Mapping[str, int]):
         for name, value in (overrides or {}).items():
             self.set(name, value)
 
-    def set(self, name: str, value: Any) -> int:
+    def set(self, name: str, value: Any) -> Any:
         self._values[name] = canonical = check(name, value)
         return canonical
 
