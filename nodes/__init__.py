@@ -5,11 +5,13 @@ contracts in pyproject.toml (tests/unit/test_layering.py runs them):
 
     kernel        the node process: event loop, clock, NICs on the bus, control ops
     memnet        several stacks wired in memory with a fake clock (tests, zygote warm-up)
-    (syscalls, trap, socket)      planned: trapped syscalls, the INET socket layer
+    (syscalls, trap)              planned: trapped syscalls (they call the socket layer)
     stack         the composition root (`struct net`): builds every layer with what it
                   needs, the receive path (netif_receive), the timer heap, the
                   exception barrier's logging
-    probes        the kernel's own ping and traceroute sessions
+    probes | socket               the kernel's own ping and traceroute sessions; the INET
+                  socket layer (inet_create, bind/connect/sendmsg/recvmsg, options,
+                  UDP, ping and raw sockets, SOCK_STREAM's half): below stack, which builds it
     icmp | udp    transports: register with ipv4 (`add_protocol`), send through
                   `ipv4.output`, report through `ipv4.icmp_send`; (tcp) planned
     ipv4          ip_rcv/ip_forward/ip_queue_xmit; `inet_protos`

@@ -24,7 +24,7 @@ OutErrors and dropped: a received datagram never raises out of `receive`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from .ipv4 import Datagram, IPv4Layer
 from .skbuff import PACKET_BROADCAST, PACKET_HOST, PACKET_MULTICAST
@@ -157,7 +157,9 @@ class IcmpLayer:
         self.ipv4 = ipv4
         self.sysctl = sysctl
         self.stats = IcmpStats()
-        self.echo_listeners: dict[int, EchoListener] = {}
+        self.echo_listeners: dict[int, EchoListener] = {}  # by identifier: kernel sessions and ping sockets
+        # raw_error(message, quoted, datagram, now): installed by the socket layer for raw sockets
+        self.raw_error: Callable[[IcmpMessage, QuotedDatagram, Datagram, float], None] | None = None
         self._peers: dict[int, TokenBucket] = {}
         self._global = GlobalLimiter(sysctl["net.ipv4.icmp_msgs_per_sec"], sysctl["net.ipv4.icmp_msgs_burst"], 0.0)
         ipv4.add_protocol(IPPROTO_ICMP, self.receive, self._echo_error)
@@ -238,6 +240,8 @@ class IcmpLayer:
         if message.type == DEST_UNREACH and message.code == FRAG_NEEDED:
             # RFC 1191: the router told us the next-hop MTU toward the quoted destination.
             self.ipv4.update_pmtu(quoted.header.dst, message.next_hop_mtu, now)
+        if quoted.header.protocol in self.ipv4.raw_protocols and self.raw_error is not None:
+            self.raw_error(message, quoted, datagram, now)  # icmp_socket_deliver: raw_icmp_error first
         protocol = self.ipv4.inet_protos.get(quoted.header.protocol)
         if protocol is not None:
             protocol.err_handler(message, quoted, datagram, now)
@@ -339,6 +343,14 @@ class IcmpLayer:
         stats = self.stats
         stats.OutMsgs += 1
         counter = _OUT_COUNTER.get(message.type)
+        if counter is not None:
+            setattr(stats, counter, getattr(stats, counter) + 1)
+
+    def out_count(self, kind: int) -> None:
+        """icmp_out_count: a message a socket sent (ping and raw sockets build their own)."""
+        stats = self.stats
+        stats.OutMsgs += 1
+        counter = _OUT_COUNTER.get(kind)
         if counter is not None:
             setattr(stats, counter, getattr(stats, counter) + 1)
 

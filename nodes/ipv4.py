@@ -182,6 +182,10 @@ class IPv4Layer:
         # Peers cut off by a partition: datagrams from or to them are dropped
         # in every path, like `iptables -A INPUT/OUTPUT/FORWARD -s/-d ADDR -j DROP`.
         self.blocked: frozenset[int] = frozenset()
+        # Raw sockets, installed by the socket layer: the protocols some raw socket is open for, and
+        # raw_deliver(datagram, now) -> True when a raw socket took a copy (Linux raw_local_deliver).
+        self.raw_protocols: frozenset[int] = frozenset()
+        self.raw_deliver: Callable[[Datagram, float], bool] = lambda datagram, now: False
         self._identification = rng.randrange(0x10000)
 
     # ------------------------------------------------------------------ seams
@@ -315,6 +319,21 @@ class IPv4Layer:
             ttl = view.ttl
             tos = view.tos
         protocol_entry = self.inet_protos.get(protocol)
+        if protocol in self.raw_protocols:
+            # ip_protocol_deliver_rcu: raw_local_deliver first (a copy to each matching raw socket),
+            # then the protocol; a datagram a raw socket took earns no protocol unreachable.
+            datagram = Datagram(_int_new(IPv4Address, src), _int_new(IPv4Address, dst), protocol, ttl, tos,
+                                skb.dev or "", skb.pkt_type, packet, header_length, now)
+            raw = self.raw_deliver(datagram, now)
+            stats.InDelivers += 1
+            if protocol_entry is not None:
+                protocol_entry.handler(datagram, now)
+            elif not raw:
+                stats.InDelivers -= 1
+                stats.InUnknownProtos += 1
+                if skb.pkt_type == PACKET_HOST and dst not in self.broadcast_addresses:
+                    self.icmp_send(DEST_UNREACH, PROT_UNREACH, packet, now)
+            return
         if protocol_entry is None:
             stats.InUnknownProtos += 1
             if skb.pkt_type == PACKET_HOST and dst not in self.broadcast_addresses:

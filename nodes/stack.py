@@ -55,6 +55,7 @@ from .route import Fib, Route
 from .route_cache import RouteCache
 from .skbuff import PACKET_BROADCAST, PACKET_HOST, PACKET_MULTICAST, SkBuff
 from .sysctl import Sysctl
+from .socket import SocketLayer
 from .udp import UdpLayer
 from .wire.addresses import BROADCAST_MAC, ZERO_MAC, IPv4Address, MacAddress, prefix_mask
 from .wire.arp import ArpPacket
@@ -109,6 +110,7 @@ class Stack:
                               broadcast_xmit=self.broadcast_xmit)
         self.icmp = IcmpLayer(self.ipv4, sysctl)
         self.udp = UdpLayer(self.ipv4, rng)
+        self.sockets = SocketLayer(self.ipv4, self.icmp, self.udp, sysctl, rng)  # inet_init: the INET socket layer
         self._timers: list[tuple[float, int, Callable[[float], Any]]] = []
         self._timer_sequence = itertools.count()
         self._refresh_addresses()

@@ -375,13 +375,11 @@ class UdpLayer:
 
     def error(self, message: IcmpMessage, quoted: QuotedDatagram, datagram: Datagram, now: float) -> None:
         """__udp4_lib_err: an ICMP error about a datagram we sent goes to the socket that sent it."""
-        transport = quoted.transport_bytes
-        if len(transport) < 4:
+        ports = quoted_ports(quoted.transport_bytes)
+        if ports is None:
             return
-        source_port = (transport[0] << 8) | transport[1]
-        dest_port = (transport[2] << 8) | transport[3]
         # The lookup of the sender: the quoted datagram's addresses and ports, reversed.
-        endpoint = self.lookup4(quoted.header.dst, dest_port, quoted.header.src, source_port)
+        endpoint = self.lookup4(quoted.header.dst, ports[1], quoted.header.src, ports[0])
         if endpoint is None:
             return
         if endpoint.on_error is not None:
