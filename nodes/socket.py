@@ -57,11 +57,12 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 from random import Random
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from .icmp import IcmpLayer
 from .ipv4 import Datagram, IPv4Layer
 from .ip_fragment import FragmentationNeeded
+from .nic import NetDevice
 from .skbuff import SKB_TRUESIZE_OVERHEAD
 from .sysctl import Sysctl
 from .udp import UdpEndpoint, UdpLayer, icmp_error_report
@@ -218,6 +219,8 @@ class _Queued:
     tos: int
     stamp: float
     truesize: int
+    dst: int = 0
+    dev: str = ""
 
 
 @dataclass(slots=True)
@@ -292,6 +295,7 @@ class InetSocket:
         self.mc_loop = True
         self.v6only = False
         self.hop_limit = -1
+        self.cmsg_source = 0
         self.on_ready: Callable[["InetSocket"], None] | None = None
 
     # ------------------------------------------------------------ readiness
@@ -392,6 +396,7 @@ class InetSocket:
     def recvmsg(self, bufsize: int, now: float, flags: int = 0) -> Message:
         """Dequeue (or MSG_PEEK) the next datagram; EAGAIN when none waits (never blocks)."""
         self._check_open()
+        self.layer.now = now
         if bufsize < 0:
             raise _error(errno.EINVAL)
         if flags & MSG_ERRQUEUE:
@@ -428,6 +433,8 @@ class InetSocket:
             ancillary.append((SOL_IP, IP_TTL, _INT.pack(item.ttl)))
         if self.recvtos:
             ancillary.append((SOL_IP, IP_TOS, bytes((item.tos,))))
+        if self.pktinfo and item.dev:
+            ancillary.append((SOL_IP, IP_PKTINFO, self.layer.pktinfo(item.dev, item.dst)))
         return ancillary
 
     def _queue(self, item: _Queued, *, udp_rule: bool) -> bool:
@@ -461,7 +468,9 @@ class InetSocket:
                 return
         else:
             self._queue_error(QueuedError(code, SO_EE_ORIGIN_ICMP, message.type, message.code,
-                                          message.next_hop_mtu if message.type == 3 and message.code == 4 else 0,
+                                          # icmp_unreach's info: the next-hop MTU, or parameter problem's pointer
+                                          message.next_hop_mtu if message.type == 3 and message.code == 4
+                                          else message.pointer if message.type == 12 else 0,
                                           int(datagram.src), int(quoted.header.dst), port, payload, now))
         self.sk_err = code
         self._wake()
@@ -737,8 +746,11 @@ class InetSocket:
         return None if self.uc_ttl == -1 else self.uc_ttl
 
     def _send_cmsgs(self, ancillary: Iterable[tuple[int, int, bytes]]) -> tuple[int | None, int | None]:
-        """ip_cmsg_send: IP_TTL and IP_TOS for one datagram; anything else at SOL_IP is EINVAL."""
+        """ip_cmsg_send: IP_TTL, IP_TOS and IP_PKTINFO for one datagram; anything else at SOL_IP is EINVAL.
+
+        IP_PKTINFO's ipi_spec_dst becomes the datagram's source (`self.cmsg_source`); its ifindex is not applied."""
         ttl = tos = None
+        self.cmsg_source = 0
         for level, kind, data in ancillary:
             if level == SOL_SOCKET:
                 continue  # SO_TIMESTAMPING and friends: accepted, without effect here
@@ -750,6 +762,13 @@ class InetSocket:
                 ttl = _INT.unpack(data)[0]
                 if not 1 <= ttl <= 255:
                     raise _error(errno.EINVAL)
+            elif kind == IP_PKTINFO:
+                if len(data) < 12:
+                    raise _error(errno.EINVAL)
+                source = int.from_bytes(data[4:8], "big")
+                if source and self.layer.ipv4.address_type(source) != "local":
+                    raise _error(errno.EINVAL)
+                self.cmsg_source = source
             elif kind == IP_TOS:
                 if len(data) not in (1, 4):
                     raise _error(errno.EINVAL)
@@ -949,6 +968,7 @@ class UdpSocket(InetSocket):
                 ancillary: Iterable[tuple[int, int, bytes]] = ()) -> int:
         """udp_sendmsg: EMSGSIZE, EOPNOTSUPP, EDESTADDRREQ, EINVAL, EACCES, EPIPE and the route's errno."""
         self._check_open()
+        self.layer.now = now
         data = bytes(data)
         if len(data) > 0xFFFF:
             raise _error(errno.EMSGSIZE)
@@ -978,7 +998,7 @@ class UdpSocket(InetSocket):
             if entry is not None and entry.type == "unicast" and len(data) + 28 > entry.pmtu:
                 raise _error(errno.EMSGSIZE)
         try:
-            self.udp.sendto(self.endpoint, data, destination, port, now,
+            self.udp.sendto(self.endpoint, data, destination, port, now, src=self.cmsg_source or None,
                             ttl=ttl if ttl is not None else self._ttl(destination),
                             tos=tos if tos is not None else self.tos,
                             dont_fragment=self._dont_fragment(destination, len(data) + 28, now))
@@ -991,7 +1011,7 @@ class UdpSocket(InetSocket):
 
     def _receive(self, data: bytes, source: tuple[str, int], datagram: Datagram) -> bool:
         item = _Queued(data, int(datagram.src), source[1], datagram.ttl, datagram.tos, datagram.now,
-                       len(data) + SKB_TRUESIZE_OVERHEAD)
+                       len(data) + SKB_TRUESIZE_OVERHEAD, int(datagram.dst), datagram.dev)
         return self._queue(item, udp_rule=True)
 
     def _error(self, message: IcmpMessage, quoted: QuotedDatagram, datagram: Datagram, now: float) -> None:
@@ -1135,7 +1155,7 @@ class PingSocket(InetSocket):
         sequence = int.from_bytes(data[6:8], "big")
         message = echo_request_bytes(self.identifier, sequence, data[8:])
         try:
-            self.layer.ipv4.output(destination, IPPROTO_ICMP, message, now, src=self.source or None,
+            self.layer.ipv4.output(destination, IPPROTO_ICMP, message, now, src=self.cmsg_source or self.source or None,
                                    ttl=ttl if ttl is not None else self._ttl(destination),
                                    tos=tos if tos is not None else self.tos,
                                    dont_fragment=self._dont_fragment(destination, len(message) + 20, now))
@@ -1147,7 +1167,7 @@ class PingSocket(InetSocket):
     def _receive(self, datagram: Datagram) -> None:
         data = bytes(datagram.payload)
         self._queue(_Queued(data, int(datagram.src), 0, datagram.ttl, datagram.tos, datagram.now,
-                            len(data) + SKB_TRUESIZE_OVERHEAD), udp_rule=False)
+                            len(data) + SKB_TRUESIZE_OVERHEAD, int(datagram.dst), datagram.dev), udp_rule=False)
 
     def _error(self, message: IcmpMessage, quoted: QuotedDatagram, datagram: Datagram, now: float) -> None:
         header_length = (message.payload[0] & 0x0F) * 4 if message.payload else 20
@@ -1257,7 +1277,7 @@ class RawSocket(InetSocket):
         if self.hdrincl:
             return self._send_hdrinc(data, destination, now)
         try:
-            ipv4.output(destination, self.protocol, data, now, src=self.source or None,
+            ipv4.output(destination, self.protocol, data, now, src=self.cmsg_source or self.source or None,
                         ttl=ttl if ttl is not None else self._ttl(destination),
                         tos=tos if tos is not None else self.tos,
                         dont_fragment=self._dont_fragment(destination, len(data) + 20, now))
@@ -1308,7 +1328,8 @@ class RawSocket(InetSocket):
     def _receive(self, datagram: Datagram) -> bool:
         data = bytes(datagram.packet)
         return self._queue(_Queued(data, int(datagram.src), 0, datagram.ttl, datagram.tos, datagram.now,
-                                   len(data) + SKB_TRUESIZE_OVERHEAD), udp_rule=False)
+                                   len(data) + SKB_TRUESIZE_OVERHEAD, int(datagram.dst), datagram.dev),
+                           udp_rule=False)
 
     def _error(self, message: IcmpMessage, quoted: QuotedDatagram, datagram: Datagram, now: float) -> None:
         """raw_err: only with IP_RECVERR or when connected; the payload from the quoted header (hdrincl) or after it."""
@@ -1483,8 +1504,10 @@ StreamFactory = Callable[[], StreamProtocol]
 class SocketLayer:
     """One node's INET socket layer (`struct net`'s sockets): inet_create, the ping and raw tables."""
 
-    def __init__(self, ipv4: IPv4Layer, icmp: IcmpLayer, udp: UdpLayer, sysctl: Sysctl, rng: Random) -> None:
+    def __init__(self, ipv4: IPv4Layer, icmp: IcmpLayer, udp: UdpLayer, sysctl: Sysctl, rng: Random,
+                 devices: "Mapping[str, NetDevice] | None" = None) -> None:
         self.ipv4 = ipv4
+        self.devices = devices if devices is not None else {}
         self.icmp = icmp
         self.udp = udp
         self.sysctl = sysctl
@@ -1621,6 +1644,16 @@ class SocketLayer:
             if sock.peer is not None and sock.peer[0] != quoted.header.dst:
                 continue
             sock._error(message, quoted, datagram, now)
+
+    def pktinfo(self, dev: str, dst: int) -> bytes:
+        """struct in_pktinfo (ip_cmsg_recv_pktinfo): ifindex, the local address an answer should come
+        from (fib_compute_spec_dst: the destination when ours, else the device's address), the destination."""
+        device = self.devices.get(dev)
+        ifindex = device.ifindex if device is not None else 0
+        spec_dst = dst
+        if self.ipv4.address_type(dst) != "local" and device is not None and device.addresses:
+            spec_dst = int(device.addresses[0].address)
+        return struct.pack("=i4s4s", ifindex, spec_dst.to_bytes(4, "big"), dst.to_bytes(4, "big"))
 
     # -------------------------------------------------------------- tables
 

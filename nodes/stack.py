@@ -110,7 +110,7 @@ class Stack:
                               broadcast_xmit=self.broadcast_xmit)
         self.icmp = IcmpLayer(self.ipv4, sysctl)
         self.udp = UdpLayer(self.ipv4, rng)
-        self.sockets = SocketLayer(self.ipv4, self.icmp, self.udp, sysctl, rng)  # inet_init: the INET socket layer
+        self.sockets = SocketLayer(self.ipv4, self.icmp, self.udp, sysctl, rng, self.devices)  # inet_init: the INET socket layer
         self._timers: list[tuple[float, int, Callable[[float], Any]]] = []
         self._timer_sequence = itertools.count()
         self._refresh_addresses()

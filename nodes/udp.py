@@ -393,14 +393,14 @@ class UdpLayer:
     # ---------------------------------------------------------------- output
 
     def sendto(self, endpoint: UdpEndpoint, data: bytes, address: int, port: int, now: float, *,
-               ttl: int | None = None, tos: int = 0, dont_fragment: bool = False) -> None:
+               ttl: int | None = None, tos: int = 0, dont_fragment: bool = False, src: int | None = None) -> None:
         """udp_sendmsg: build the datagram (checksum over the pseudo-header) and hand it to IPv4."""
         if not 0 < port <= 0xFFFF:
             raise OSError(errno.EINVAL, "Invalid argument")
         if len(data) > 0xFFFF - 8 - 20:
             raise OSError(errno.EMSGSIZE, "Message too long")
         ipv4 = self.ipv4
-        source = endpoint.source
+        source = src or endpoint.source
         if not source:
             entry = ipv4.route_output(address, now)
             source = entry.src if entry.src is not None else IPv4Address.from_wire(address)

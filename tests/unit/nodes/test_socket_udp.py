@@ -9,6 +9,7 @@ from nodes.socket import (
     AF_INET,
     AF_UNSPEC,
     IP_MTU_DISCOVER,
+    IP_PKTINFO,
     IP_PMTUDISC_DONT,
     IP_RECVERR,
     IP_RECVTOS,
@@ -403,3 +404,28 @@ def test_datagrams_carry_df_by_default_and_not_with_pmtudisc_dont():
     sock.sendto(b"y", (H2, 5000), net.now)
     net.run(1)
     assert [header.dont_fragment for header in frames] == [True, False]
+
+
+def test_ip_pktinfo_names_the_interface_and_the_destination():
+    net, h1, r1, h2 = host_router_host()
+    srv = server(h2)
+    srv.setsockopt(SOL_IP, IP_PKTINFO, 1)
+    udp(h1).sendto(b"x", (H2, 5000), net.now)
+    net.run(1)
+    ((level, kind, data),) = srv.recvmsg(100, net.now).ancillary
+    ifindex, spec_dst, addr = struct.unpack("=i4s4s", data)
+    assert (level, kind) == (SOL_IP, IP_PKTINFO)
+    assert ifindex == h2.devices["eth0"].ifindex and spec_dst == addr == bytes((10, 0, 2, 10))
+
+
+def test_an_ip_pktinfo_control_message_picks_the_source_address():
+    net, h1, r1, h2 = host_router_host()
+    h1.add_address("eth0", "10.0.1.11", 24)
+    srv = server(h2)
+    client = udp(h1)
+    pktinfo = struct.pack("=i4s4s", 0, bytes((10, 0, 1, 11)), bytes(4))
+    client.sendmsg(b"x", (H2, 5000), net.now, 0, [(SOL_IP, IP_PKTINFO, pktinfo)])
+    net.run(1)
+    assert srv.recvfrom(100, net.now)[1][0] == "10.0.1.11"
+    not_ours = struct.pack("=i4s4s", 0, bytes((10, 0, 1, 99)), bytes(4))
+    assert errno_of(client.sendmsg, b"x", (H2, 5000), net.now, 0, [(SOL_IP, IP_PKTINFO, not_ours)]) == errno.EINVAL
