@@ -843,7 +843,7 @@ class InetSocket:
         peer = self.peer
         return {
             "proto": self.kind + ("6" if self.family == AF_INET6 else ""),
-            "local": f"{'*' if v6_any or not address else IPv4Address.from_wire(address)}:{port}",
+            "local": f"{'*' if v6_any else IPv4Address.from_wire(address)}:{port}",
             "peer": f"{IPv4Address.from_wire(peer[0])}:{peer[1]}" if peer else "*:*",
             "state": STATE_NAMES.get(self.state, str(self.state)),
             "recv_q": self.rmem,
@@ -1192,11 +1192,7 @@ class RawSocket(InetSocket):
         self.icmp_filter = 0
 
     def _local(self) -> tuple[int, int, bool]:
-        return self.address, 0, False
-
-    def getsockname(self) -> tuple:
-        self._check_open()
-        return (str(IPv4Address.from_wire(self.address)), 0)
+        return self.address, self.protocol, False  # inet_create: inet_sport = htons(inet_num = protocol)
 
     def _set_hdrincl(self, on: bool) -> None:
         if self.protocol == IPPROTO_RAW:
@@ -1658,8 +1654,12 @@ class SocketLayer:
     # -------------------------------------------------------------- tables
 
     def table(self) -> list[dict]:
-        """Every open socket, described as `ss -uanp` would (without the process column)."""
-        return [sock.describe() for sock in self.sockets]
+        """Every open socket, described as `ss -uanp` would (without the process column), and the
+        kernel's own UDP endpoints (traceroute probes, the control ops') after them."""
+        owned = {id(sock.endpoint) for sock in self.sockets if isinstance(sock, UdpSocket)}
+        kernel = [endpoint.describe() for endpoints in self.udp.hash.values() for endpoint in endpoints
+                  if id(endpoint) not in owned]
+        return [sock.describe() for sock in self.sockets] + kernel
 
 
 __all__ = [

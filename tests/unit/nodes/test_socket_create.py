@@ -190,3 +190,13 @@ def test_close_of_a_listener_closes_what_waits_to_be_accepted():
     listener.enqueue_accept(child)
     listener.close()
     assert child.closed and ports.listening == []
+
+
+def test_the_socket_table_lists_sockets_and_the_kernels_own_endpoints():
+    net, h1, r1, h2 = host_router_host()
+    sock = h1.sockets.socket(AF_INET, SOCK_DGRAM, 0)
+    sock.bind(("10.0.1.10", 5000))
+    h1.sockets.socket(AF_INET, SOCK_RAW, IPPROTO_ICMP)
+    h1.udp.bind(0, 6000)  # a control op's endpoint
+    rows = sorted((row["proto"], row["local"], row["state"]) for row in h1.sockets.table())
+    assert rows == [("raw", "0.0.0.0:1", "UNCONN"), ("udp", "0.0.0.0:6000", "UNCONN"), ("udp", "10.0.1.10:5000", "UNCONN")]

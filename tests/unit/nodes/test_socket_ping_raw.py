@@ -204,3 +204,8 @@ def test_icmp_errors_reach_a_raw_socket_with_ip_recverr():
     message = raw.recvmsg(100, net.now, MSG_ERRQUEUE)
     assert struct.unpack_from("=IBBB", message.ancillary[0][2]) == (errno.ECONNREFUSED, 2, 3, 3)
     assert message.data[:4] == struct.pack("!HH", 4242, 9)  # the quoted transport header
+
+
+def test_a_raw_sockets_name_carries_its_protocol_as_the_port():
+    net, h1, r1, h2 = host_router_host()
+    assert raw_socket(h1, IPPROTO_ICMP).getsockname() == ("0.0.0.0", IPPROTO_ICMP)
