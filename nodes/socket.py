@@ -69,7 +69,7 @@ from .udp import UdpEndpoint, UdpLayer, icmp_error_report
 from .wire.addresses import IPv4Address
 from .wire.errors import WireError
 from .wire.icmp import ECHO_REQUEST, IcmpMessage, QuotedDatagram, echo_request_bytes
-from .wire.ipv4 import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
+from .wire.ipv4 import IPPROTO_ICMP, IPPROTO_UDP
 
 # --------------------------------------------------------------- Linux's numbers (x86_64)
 
@@ -613,6 +613,7 @@ class InetSocket:
             raise _error(errno.ENOPROTOOPT)  # also SO_ERROR, SO_TYPE...: read-only
 
     privileged = True  # the caller's CAP_NET_BIND_SERVICE / CAP_NET_RAW / CAP_NET_ADMIN (root: all)
+    uid = 0
 
     def _get_socket_option(self, option: int) -> "int | bytes":
         if option == SO_ERROR:
@@ -1534,8 +1535,11 @@ class SocketLayer:
             return [IPPROTO_IP]
         return []
 
-    def socket(self, family: int, type_: int, protocol: int = 0, *, privileged: bool = True) -> InetSocket:
-        """__sock_create + inet_create / inet6_create, errno for errno."""
+    def socket(self, family: int, type_: int, protocol: int = 0, *, privileged: bool = True, uid: int = 0) -> InetSocket:
+        """__sock_create + inet_create / inet6_create, errno for errno.
+
+        `privileged`: the caller has CAP_NET_RAW/CAP_NET_BIND_SERVICE/CAP_NET_ADMIN (root);
+        `uid`: its user, which SO_REUSEPORT groups must share."""
         if family not in (AF_INET, AF_INET6):
             raise _error(errno.EAFNOSUPPORT)
         if type_ & ~(SOCK_TYPE_MASK | SOCK_NONBLOCK | SOCK_CLOEXEC):
@@ -1578,6 +1582,9 @@ class SocketLayer:
             self.raw.setdefault(chosen, []).insert(0, sock)
             self.ipv4.raw_protocols = frozenset(self.raw)
         sock.privileged = privileged
+        sock.uid = uid
+        if isinstance(sock, UdpSocket):
+            sock.endpoint.owner = uid
         self.sockets.add(sock)
         return sock
 

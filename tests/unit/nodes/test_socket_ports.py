@@ -236,3 +236,13 @@ def test_the_specific_binding_wins_over_the_wildcard():
     net.run(1)
     assert [d for d, _ in drain(specific, net.now)] == [b"exact"]
     assert drain(wildcard, net.now) == []
+
+
+def test_reuseport_across_users_is_eaddrinuse():
+    net, h1, r1, h2 = host_router_host()
+    mine = h2.sockets.socket(AF_INET, SOCK_DGRAM, 0, uid=1000)
+    theirs = h2.sockets.socket(AF_INET, SOCK_DGRAM, 0, uid=1001)
+    for sock in (mine, theirs):
+        sock.setsockopt(SOL_SOCKET, SO_REUSEPORT, 1)
+    mine.bind(("0.0.0.0", 7000))
+    assert errno_of(theirs.bind, ("0.0.0.0", 7000)) == errno.EADDRINUSE
