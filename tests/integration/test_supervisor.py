@@ -12,6 +12,8 @@ import pytest
 from control.rundir import EmulationRunning
 from control.supervisor import ProcessExited, ProcessState, Supervisor, SupervisorError
 
+from tests.waiting import wait_for
+
 from .test_supervisor_helpers import TARGET, alive, make_supervisor, run_base, supervisors, wait_gone
 
 __all__ = ["run_base", "supervisors"]  # fixtures used by name
@@ -157,9 +159,7 @@ def test_killed_zygote_is_reported_with_every_process_it_took_down(run_base, sup
     handles = [sup.spawn(f"p{i}", TARGET, {}) for i in range(2)]
     sup.wait_ready(timeout=5)
     os.kill(sup.zygote_pid, signal.SIGKILL)
-    deadline = time.monotonic() + 3
-    while len(crashes) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: len(crashes) >= 3, timeout=5)
     assert [(e.name, e.signal) for e in crashes] == [("zygote", signal.SIGKILL), ("p0", signal.SIGKILL),
                                                      ("p1", signal.SIGKILL)]
     assert wait_gone([h.pid for h in handles], 2.0) == []  # PDEATHSIG against the zygote
