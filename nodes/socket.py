@@ -237,6 +237,8 @@ class QueuedError:
     port: int
     payload: bytes
     stamp: float
+    ttl: int = 0  # of the ICMP datagram, for IP_RECVTTL
+    tos: int = 0
     truesize: int = 0
 
 
@@ -425,16 +427,17 @@ class InetSocket:
         ancillary = []
         if self.timestamp == SO_TIMESTAMP:
             seconds = int(item.stamp)
-            ancillary.append((SOL_SOCKET, SO_TIMESTAMP, _TIMEVAL.pack(seconds, int(round((item.stamp - seconds) * 1e6)))))
+            ancillary.append((SOL_SOCKET, SO_TIMESTAMP, _TIMEVAL.pack(seconds, int((item.stamp - seconds) * 1e6))))
         elif self.timestamp == SO_TIMESTAMPNS:
             seconds = int(item.stamp)
-            ancillary.append((SOL_SOCKET, SO_TIMESTAMPNS, _TIMEVAL.pack(seconds, int(round((item.stamp - seconds) * 1e9)))))
+            ancillary.append((SOL_SOCKET, SO_TIMESTAMPNS, _TIMEVAL.pack(seconds, int((item.stamp - seconds) * 1e9))))
+        # ip_cmsg_recv_offset's order: IP_PKTINFO, IP_TTL, IP_TOS
+        if self.pktinfo and item.dev:
+            ancillary.append((SOL_IP, IP_PKTINFO, self.layer.pktinfo(item.dev, item.dst)))
         if self.recvttl:
             ancillary.append((SOL_IP, IP_TTL, _INT.pack(item.ttl)))
         if self.recvtos:
             ancillary.append((SOL_IP, IP_TOS, bytes((item.tos,))))
-        if self.pktinfo and item.dev:
-            ancillary.append((SOL_IP, IP_PKTINFO, self.layer.pktinfo(item.dev, item.dst)))
         return ancillary
 
     def _queue(self, item: _Queued, *, udp_rule: bool) -> bool:
@@ -471,7 +474,8 @@ class InetSocket:
                                           # icmp_unreach's info: the next-hop MTU, or parameter problem's pointer
                                           message.next_hop_mtu if message.type == 3 and message.code == 4
                                           else message.pointer if message.type == 12 else 0,
-                                          int(datagram.src), int(quoted.header.dst), port, payload, now))
+                                          int(datagram.src), int(quoted.header.dst), port, payload, now,
+                                          datagram.ttl, datagram.tos))
         self.sk_err = code
         self._wake()
 
@@ -495,9 +499,10 @@ class InetSocket:
             self.sk_err = self.error_queue[0].ee_errno if self.error_queue else 0
         data = entry.payload[:bufsize]
         msg_flags = MSG_ERRQUEUE | (MSG_TRUNC if len(entry.payload) > bufsize else 0)
-        ancillary = []
-        if self.timestamp:
-            ancillary.extend(self._cmsgs(_Queued(b"", 0, 0, 0, 0, entry.stamp, 0))[:1])
+        # sock_recv_timestamp, then (ICMP origin, AF_INET) ip_cmsg_recv of the ICMP datagram, then IP_RECVERR
+        ancillary = self._cmsgs(_Queued(b"", 0, 0, entry.ttl, entry.tos, entry.stamp, 0))
+        if self.family == AF_INET6:
+            ancillary = [cmsg for cmsg in ancillary if cmsg[0] == SOL_SOCKET]
         header = _EXTENDED_ERR.pack(entry.ee_errno, entry.ee_origin, entry.ee_type, entry.ee_code, 0, entry.ee_info, 0)
         if self.family == AF_INET6:
             offender = pack_sockaddr((_host(AF_INET6, entry.offender), 0), AF_INET6)
@@ -506,7 +511,9 @@ class InetSocket:
             offender = pack_sockaddr((str(IPv4Address.from_wire(entry.offender)), 0), AF_INET)
             ancillary.append((SOL_IP, IP_RECVERR, header + offender))
         length = len(entry.payload) if flags & MSG_TRUNC else len(data)
-        return Message(data, self._sockaddr(entry.address, entry.port), msg_flags, ancillary, length)
+        # msg_name only when the error names a port (UDP); ping and raw errors leave it empty
+        address = self._sockaddr(entry.address, entry.port) if entry.port else None
+        return Message(data, address, msg_flags, ancillary, length)
 
     # ------------------------------------------------------------ options
 

@@ -209,3 +209,13 @@ def test_icmp_errors_reach_a_raw_socket_with_ip_recverr():
 def test_a_raw_sockets_name_carries_its_protocol_as_the_port():
     net, h1, r1, h2 = host_router_host()
     assert raw_socket(h1, IPPROTO_ICMP).getsockname() == ("0.0.0.0", IPPROTO_ICMP)
+
+
+def test_a_ping_error_names_no_address():
+    net, h1, r1, h2 = host_router_host()
+    sock = ping_socket(h1)
+    sock.setsockopt(SOL_IP, IP_RECVERR, 1)
+    sock.setsockopt(SOL_IP, IP_TTL, 1)
+    sock.sendto(echo(1), (H2, 0), net.now)
+    net.run(1)
+    assert sock.recvmsg(1000, net.now, MSG_ERRQUEUE).address is None  # ip_recv_error: no port, no msg_name

@@ -429,3 +429,30 @@ def test_an_ip_pktinfo_control_message_picks_the_source_address():
     assert srv.recvfrom(100, net.now)[1][0] == "10.0.1.11"
     not_ours = struct.pack("=i4s4s", 0, bytes((10, 0, 1, 99)), bytes(4))
     assert errno_of(client.sendmsg, b"x", (H2, 5000), net.now, 0, [(SOL_IP, IP_PKTINFO, not_ours)]) == errno.EINVAL
+
+
+def test_the_error_queue_carries_timestamp_and_ttl_of_the_icmp_error_as_traceroute_reads_them():
+    net, h1, r1, h2 = host_router_host()
+    sock = udp(h1)
+    for level, option in ((SOL_IP, IP_RECVERR), (SOL_IP, IP_RECVTTL), (SOL_SOCKET, SO_TIMESTAMP)):
+        sock.setsockopt(level, option, 1)
+    sock.setsockopt(SOL_IP, IP_TTL, 1)
+    sock.connect((H2, 33434), net.now)  # Debian traceroute: one connected socket per probe
+    sock.sendmsg(b"probe", None, net.now)
+    net.run(1)
+    message = sock.recvmsg(100, net.now, MSG_ERRQUEUE)
+    assert [(level, kind) for level, kind, _ in message.ancillary] == [
+        (SOL_SOCKET, SO_TIMESTAMP), (SOL_IP, IP_TTL), (SOL_IP, IP_RECVERR)]
+    assert message.ancillary[1][2] == struct.pack("=i", 64)  # the router's error arrived with its TTL
+
+
+def test_a_connected_socket_with_ip_recverr_queues_port_unreachable():
+    net, h1, r1, h2 = host_router_host()
+    sock = udp(h1)
+    sock.setsockopt(SOL_IP, IP_RECVERR, 1)
+    sock.connect((H2, 33434), net.now)
+    sock.sendmsg(b"probe", None, net.now)
+    net.run(1)
+    message = sock.recvmsg(100, net.now, MSG_ERRQUEUE)
+    assert struct.unpack_from("=IBBB", message.ancillary[0][2]) == (errno.ECONNREFUSED, SO_EE_ORIGIN_ICMP, 3, 3)
+    assert message.ancillary[0][2][16:] == pack_sockaddr((H2, 0), AF_INET)
