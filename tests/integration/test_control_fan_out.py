@@ -66,7 +66,7 @@ def test_outcomes_come_back_in_request_order_errors_as_values(servers):
     assert isinstance(outcomes[1], ControlTimeout) and "no reply to 'echo' within 0.5 s" in str(outcomes[1])
     assert type(outcomes[2]) is ControlError and str(outcomes[2]) == "no such thing" and outcomes[2].op == "boom"
     assert type(outcomes[4]) is ControlError and "unknown op 'nope'" in str(outcomes[4])
-    assert 0.5 <= elapsed < 2.0  # waits for the dead one until the timeout, not longer
+    assert 0.5 <= elapsed < 4.0  # waits for the dead one until the timeout, not much longer
 
 
 def test_all_answered_returns_without_waiting_for_the_timeout(servers):
