@@ -479,6 +479,13 @@ class InetSocket:
         self.sk_err = code
         self._wake()
 
+    def _local_error(self, code: int, destination: int, port: int, info: int, now: float) -> None:
+        """ip_local_error: with IP_RECVERR, a local error (SO_EE_ORIGIN_LOCAL, ee_info the MTU) on the
+        error queue, without payload or offender; sk_err is left alone."""
+        if self.recverr:
+            self._queue_error(QueuedError(code, SO_EE_ORIGIN_LOCAL, 0, 0, info, 0, destination, port, b"", now))
+            self._wake()
+
     def _queue_error(self, entry: QueuedError) -> None:
         """ip_icmp_error -> sock_queue_err_skb: charged to the receive buffer, dropped when it is full."""
         entry.truesize = len(entry.payload) + SKB_TRUESIZE_OVERHEAD
@@ -495,8 +502,12 @@ class InetSocket:
         if not flags & MSG_PEEK:
             self.error_queue.popleft()
             self.rmem -= entry.truesize
-            # sock_dequeue_err_skb: sk_err becomes the next ICMP error's, or is cleared
-            self.sk_err = self.error_queue[0].ee_errno if self.error_queue else 0
+            # sock_dequeue_err_skb: sk_err becomes the next ICMP error's, or is cleared after an ICMP one
+            following = self.error_queue[0] if self.error_queue else None
+            if following is not None and following.ee_origin == SO_EE_ORIGIN_ICMP:
+                self.sk_err = following.ee_errno
+            elif entry.ee_origin == SO_EE_ORIGIN_ICMP:
+                self.sk_err = 0
         data = entry.payload[:bufsize]
         msg_flags = MSG_ERRQUEUE | (MSG_TRUNC if len(entry.payload) > bufsize else 0)
         # sock_recv_timestamp, then (ICMP origin, AF_INET) ip_cmsg_recv of the ICMP datagram, then IP_RECVERR
@@ -504,7 +515,11 @@ class InetSocket:
         if self.family == AF_INET6:
             ancillary = [cmsg for cmsg in ancillary if cmsg[0] == SOL_SOCKET]
         header = _EXTENDED_ERR.pack(entry.ee_errno, entry.ee_origin, entry.ee_type, entry.ee_code, 0, entry.ee_info, 0)
-        if self.family == AF_INET6:
+        if entry.ee_origin != SO_EE_ORIGIN_ICMP:
+            ancillary = [cmsg for cmsg in ancillary if cmsg[0] == SOL_SOCKET]  # ipv4_datagram_support_cmsg
+            level, kind = (SOL_IPV6, IPV6_RECVERR) if self.family == AF_INET6 else (SOL_IP, IP_RECVERR)
+            ancillary.append((level, kind, header + bytes(16 if self.family == AF_INET else 28)))
+        elif self.family == AF_INET6:
             offender = pack_sockaddr((_host(AF_INET6, entry.offender), 0), AF_INET6)
             ancillary.append((SOL_IPV6, IPV6_RECVERR, header + offender))
         else:
@@ -1004,6 +1019,7 @@ class UdpSocket(InetSocket):
         if self.pmtudisc in (IP_PMTUDISC_DO, IP_PMTUDISC_PROBE):
             entry = self.layer.ipv4.route_cache.lookup(destination, now)
             if entry is not None and entry.type == "unicast" and len(data) + 28 > entry.pmtu:
+                self._local_error(errno.EMSGSIZE, destination, port, entry.pmtu, now)
                 raise _error(errno.EMSGSIZE)
         try:
             self.udp.sendto(self.endpoint, data, destination, port, now, src=self.cmsg_source or None,

@@ -456,3 +456,16 @@ def test_a_connected_socket_with_ip_recverr_queues_port_unreachable():
     message = sock.recvmsg(100, net.now, MSG_ERRQUEUE)
     assert struct.unpack_from("=IBBB", message.ancillary[0][2]) == (errno.ECONNREFUSED, SO_EE_ORIGIN_ICMP, 3, 3)
     assert message.ancillary[0][2][16:] == pack_sockaddr((H2, 0), AF_INET)
+
+
+def test_pmtudisc_do_refuses_a_datagram_over_the_path_mtu_and_queues_a_local_error():
+    net, h1, r1, h2 = host_router_host()
+    sock = udp(h1)
+    sock.setsockopt(SOL_IP, IP_RECVERR, 1)
+    sock.setsockopt(SOL_IP, IP_MTU_DISCOVER, 2)  # IP_PMTUDISC_DO
+    assert errno_of(sock.sendto, bytes(1473), (H2, 5000), net.now) == errno.EMSGSIZE
+    message = sock.recvmsg(100, net.now, MSG_ERRQUEUE)
+    ee_errno, origin, _, _, _, info, _ = struct.unpack_from("=IBBBBII", message.ancillary[0][2])
+    assert (ee_errno, origin, info) == (errno.EMSGSIZE, 1, 1500)  # SO_EE_ORIGIN_LOCAL, ee_info = MTU
+    assert message.address == (H2, 5000) and message.data == b""
+    assert sock.sendto(bytes(1472), (H2, 5000), net.now) == 1472
