@@ -167,6 +167,8 @@ def parse_sockaddr(raw: "bytes | tuple | None", family: int, *, minimum: bool = 
         except ValueError:
             raise _error(errno.EINVAL) from None  # getaddrinfo would have refused it: gaierror in the stdlib
         return _v6(packed, port)
+    if host == "<broadcast>":
+        return SockAddr(AF_INET, 0xFFFFFFFF, port)  # the stdlib's INADDR_BROADCAST spelling
     try:
         return SockAddr(AF_INET, int(IPv4Address(host or "0.0.0.0")), port)
     except WireError:

@@ -469,3 +469,20 @@ def test_pmtudisc_do_refuses_a_datagram_over_the_path_mtu_and_queues_a_local_err
     assert (ee_errno, origin, info) == (errno.EMSGSIZE, 1, 1500)  # SO_EE_ORIGIN_LOCAL, ee_info = MTU
     assert message.address == (H2, 5000) and message.data == b""
     assert sock.sendto(bytes(1472), (H2, 5000), net.now) == 1472
+
+
+def test_frag_needed_is_a_hard_emsgsize_then_the_datagram_fragments_locally():
+    net, h1, r1, h2 = host_router_host(mtu_right=576)
+    srv, client = server(h2), udp(h1)
+    client.connect((H2, 5000), net.now)
+    client.sendmsg(b"arp", None, net.now)
+    net.run(1)
+    srv.recvfrom(100, net.now)
+    client.sendmsg(bytes(1000), None, net.now)  # DF (IP_PMTUDISC_WANT): r1 answers frag-needed
+    net.run(1)
+    assert r1.counters()["Ip"]["FragFails"] == 1
+    assert errno_of(client.sendmsg, bytes(1000), None, net.now) == errno.EMSGSIZE
+    client.sendmsg(bytes(1000), None, net.now)  # over the learned 576: no DF, fragmented by h1
+    net.run(1)
+    assert srv.recvfrom(2000, net.now)[0] == bytes(1000)
+    assert h1.counters()["Ip"]["FragOKs"] == 1

@@ -1,0 +1,48 @@
+"""struct sockaddr_in / sockaddr_in6 as the trapped calls carry them, against the stdlib's tuples."""
+import errno
+import socket as stdlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nodes.socket import AF_INET, AF_INET6, SockAddr, pack_sockaddr, parse_sockaddr
+
+ports = st.integers(0, 0xFFFF)
+ipv4 = st.integers(0, 0xFFFFFFFF).map(lambda n: stdlib.inet_ntoa(n.to_bytes(4, "big")))
+
+
+@given(ipv4, ports)
+def test_sockaddr_in_round_trips_and_decodes_as_the_stdlib_tuple(host, port):
+    raw = pack_sockaddr((host, port), AF_INET)
+    assert len(raw) == 16 and raw[:2] == AF_INET.to_bytes(2, "little")
+    assert parse_sockaddr(raw, AF_INET) == SockAddr(AF_INET, int.from_bytes(stdlib.inet_aton(host), "big"), port)
+    assert parse_sockaddr(raw, AF_INET) == parse_sockaddr((host, port), AF_INET)
+
+
+@given(ipv4, ports)
+def test_a_v4_mapped_sockaddr_in6_means_its_ipv4_address(host, port):
+    raw = pack_sockaddr((f"::ffff:{host}", port), AF_INET6)
+    assert len(raw) == 28
+    assert parse_sockaddr(raw, AF_INET6) == SockAddr(AF_INET6, int.from_bytes(stdlib.inet_aton(host), "big"), port)
+
+
+def test_the_unspecified_and_native_ipv6_addresses():
+    assert parse_sockaddr(("::", 80), AF_INET6) == SockAddr(AF_INET6, 0, 80, v6_any=True)
+    assert parse_sockaddr(("2001:db8::1", 80), AF_INET6).address is None
+
+
+def test_the_stdlib_spellings_of_any_and_broadcast():
+    assert parse_sockaddr(("", 80), AF_INET).address == 0
+    assert parse_sockaddr(("<broadcast>", 80), AF_INET).address == 0xFFFFFFFF
+
+
+def test_a_port_out_of_range_is_overflowerror_as_the_stdlib():
+    with pytest.raises(OverflowError):
+        parse_sockaddr(("10.0.0.1", 65536), AF_INET)
+
+
+def test_a_sockaddr_shorter_than_its_family_is_einval():
+    with pytest.raises(OSError) as error:
+        parse_sockaddr(pack_sockaddr(("::", 80), AF_INET6)[:23], AF_INET6)
+    assert error.value.errno == errno.EINVAL
