@@ -174,8 +174,8 @@ class IcmpLayer:
         payload = memoryview(datagram.packet)[datagram.header_length:]  # datagram.payload, without the call
         reply = echo_reply_for(payload)
         if reply is not None:
-            # The fast path of every ping: a verified echo request, answered from its own
-            # bytes (`_answer_echo`'s checks and counters, inline).
+            # Every valid echo request (right checksum) is answered here, from its own bytes
+            # (icmp_echo -> icmp_reply); the general path below never sees one.
             stats.InEchos += 1
             sysctl = self.sysctl
             if sysctl["net.ipv4.icmp_echo_ignore_all"]:
@@ -189,7 +189,9 @@ class IcmpLayer:
             try:
                 self.ipv4.output(datagram.src, IPPROTO_ICMP, reply, now, src=source, tos=datagram.tos)
             except OSError:
-                stats.OutErrors += 1  # ipv4.output counted why (OutNoRoutes, OutDiscards...)
+                # A reply that cannot be routed back is counted and dropped, never raised out
+                # of the receive path; ipv4.output counted why (OutNoRoutes, OutDiscards...).
+                stats.OutErrors += 1
                 return
             stats.OutMsgs += 1
             stats.OutEchoReps += 1
@@ -205,30 +207,12 @@ class IcmpLayer:
         if counter is not None:
             setattr(stats, counter, getattr(stats, counter) + 1)
         kind = message.type
-        if kind == ECHO_REQUEST:
-            self._answer_echo(message, datagram, now)
-        elif kind == ECHO_REPLY:
+        if kind == ECHO_REPLY:
             listener = self.echo_listeners.get(message.identifier)
             if listener is not None:
                 listener.echo_reply(message, datagram, now)
         elif kind in ERROR_TYPES:
             self._dispatch_error(message, datagram, now)
-
-    def _answer_echo(self, request: IcmpMessage, datagram: Datagram, now: float) -> None:
-        """icmp_echo -> icmp_reply: a reply that cannot be routed back is counted and dropped."""
-        sysctl = self.sysctl
-        if sysctl["net.ipv4.icmp_echo_ignore_all"]:
-            return
-        if datagram.pkt_type in _LINK_BROADCAST or datagram.dst in self.ipv4.broadcast_addresses:
-            if sysctl["net.ipv4.icmp_echo_ignore_broadcasts"]:
-                return
-            source = None  # answer from the address of the interface, not the broadcast address
-        else:
-            source = datagram.dst
-        try:
-            self._transmit(IcmpMessage.echo_reply_to(request), datagram.src, now, src=source, tos=datagram.tos)
-        except OSError:
-            self.stats.OutErrors += 1  # ipv4.output counted why (OutNoRoutes, OutDiscards...)
 
     def _dispatch_error(self, message: IcmpMessage, datagram: Datagram, now: float) -> None:
         """icmp_unreach and friends: hand the error to the protocol of the quoted datagram."""
