@@ -1370,18 +1370,36 @@ class StreamProtocol:
 
     Registered with `SocketLayer.register_protosw(SOCK_STREAM, IPPROTO_TCP, protocol)`.
     The socket layer keeps states, the accept queue and shutdown; the protocol
-    keeps its port table, connections and byte streams."""
+    keeps its port table (inet_csk_get_port: `get_port` returns the port or raises
+    EADDRINUSE, `close` gives it back), connections and byte streams. It moves
+    a connecting socket on with `sock.set_state(TCP_ESTABLISHED)` (or sets
+    `sock.sk_err` and TCP_CLOSE), hands a listener its new connections with
+    `listener.enqueue_accept(child)`, and calls `sock._wake()` whenever
+    `recv_ready`/`send_room` change: the front ends wait on that."""
 
     def get_port(self, sock: "StreamSocket", address: int, port: int) -> int:
-        raise NotImplementedError
-
-    def put_port(self, sock: "StreamSocket") -> None:
         raise NotImplementedError
 
     def listen(self, sock: "StreamSocket") -> None:
         raise NotImplementedError
 
     def connect(self, sock: "StreamSocket", address: int, port: int, now: float) -> None:
+        """Start the handshake; raise EINPROGRESS-free errors only (the front end decides blocking)."""
+        raise NotImplementedError
+
+    def sendmsg(self, sock: "StreamSocket", data: bytes, flags: int, now: float) -> int:
+        """Bytes taken into the send buffer (fewer than offered when it fills); EAGAIN when none fit."""
+        raise NotImplementedError
+
+    def recvmsg(self, sock: "StreamSocket", bufsize: int, flags: int, now: float) -> bytes:
+        """Up to `bufsize` bytes in order; b"" at the peer's FIN; EAGAIN when none wait."""
+        raise NotImplementedError
+
+    def send_room(self, sock: "StreamSocket") -> int:
+        """Free space in the send buffer (sk_stream_wspace)."""
+        raise NotImplementedError
+
+    def recv_ready(self, sock: "StreamSocket") -> bool:
         raise NotImplementedError
 
     def shutdown(self, sock: "StreamSocket", how: int, now: float) -> None:
@@ -1479,16 +1497,33 @@ class StreamSocket(InetSocket):
         if self.state == TCP_LISTEN:
             raise _error(errno.EINVAL)
         assert target.address is not None
-        self.proto.connect(self, target.address, target.port, now)
+        # __inet_stream_connect: the transport starts the handshake (TCP_SYN_SENT) and later moves the
+        # state on; the front end answers a non-blocking connect EINPROGRESS and waits on `on_ready`.
+        self.peer = (target.address, target.port)
+        try:
+            self.proto.connect(self, target.address, target.port, now)
+        except OSError:
+            self.peer = None
+            raise
 
     def set_state(self, state: int) -> None:
         self.state = state
         self._wake()
 
     def poll(self) -> int:
+        """tcp_poll, the socket layer's part: a listener is readable with connections to accept."""
         if self.state == TCP_LISTEN:
             return POLLIN | POLLRDNORM if self.accept_queue else 0
-        return super().poll()
+        mask = POLLERR if self.sk_err else 0
+        if self.shutdown_mask == RCV_SHUTDOWN | SEND_SHUTDOWN or (self.state == TCP_CLOSE and self.peer is not None):
+            mask |= POLLHUP
+        if self.shutdown_mask & RCV_SHUTDOWN:
+            mask |= POLLIN | POLLRDNORM | POLLRDHUP
+        if self.recv_ready():
+            mask |= POLLIN | POLLRDNORM
+        if self.send_room() > 0:
+            mask |= POLLOUT | POLLWRNORM
+        return mask
 
     def shutdown(self, how: int) -> None:
         self._check_open()
@@ -1509,7 +1544,40 @@ class StreamSocket(InetSocket):
         self._wake()
 
     def send_room(self) -> int:
-        return 0 if self.state != TCP_ESTABLISHED or self.shutdown_mask & SEND_SHUTDOWN else super().send_room()
+        if self.closed or self.state != TCP_ESTABLISHED or self.shutdown_mask & SEND_SHUTDOWN:
+            return 0
+        return self.proto.send_room(self)
+
+    def recv_ready(self) -> bool:
+        return self.state == TCP_ESTABLISHED and self.proto.recv_ready(self)
+
+    def sendmsg(self, data: bytes, address: Any, now: float, flags: int = 0,
+                ancillary: Iterable[tuple[int, int, bytes]] = ()) -> int:
+        """inet_sendmsg -> the transport; EPIPE after SHUT_WR, ENOTCONN before the connection (tcp_sendmsg)."""
+        self._check_open()
+        self.layer.now = now
+        if self.sk_err:
+            raise _error(self._take_error())
+        if self.shutdown_mask & SEND_SHUTDOWN:
+            raise _error(errno.EPIPE)
+        if self.state != TCP_ESTABLISHED:
+            raise _error(errno.EPIPE if self.state == TCP_CLOSE and self.peer is not None else errno.ENOTCONN)
+        return self.proto.sendmsg(self, bytes(data), flags, now)
+
+    def recvmsg(self, bufsize: int, now: float, flags: int = 0) -> Message:
+        """inet_recvmsg -> the transport; ENOTCONN before the connection, EINVAL on a listener."""
+        self._check_open()
+        self.layer.now = now
+        if self.state == TCP_LISTEN:
+            raise _error(errno.ENOTCONN)
+        if self.sk_err:
+            raise _error(self._take_error())
+        if self.state != TCP_ESTABLISHED:
+            if self.shutdown_mask & RCV_SHUTDOWN or self.peer is not None:
+                return Message(b"", None, 0, [], 0)
+            raise _error(errno.ENOTCONN)
+        data = self.proto.recvmsg(self, bufsize, flags, now)
+        return Message(data, None, 0, [], len(data))
 
     def _unhash(self) -> None:
         for child in self.accept_queue:
