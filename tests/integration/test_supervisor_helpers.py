@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from collections.abc import Iterable, Iterator
 
 import psutil
 import pytest
 
 from control.supervisor import Supervisor
+from tests.waiting import wait_for
 
 TARGET = "tests.integration.supervised_targets:serve"
 
@@ -28,12 +28,11 @@ def alive(pid: int, create_time: float | None = None) -> bool:
 def wait_gone(pids: Iterable[int], within: float) -> list[int]:
     """Wait until none of `pids` is alive; return those still alive after `within` seconds."""
     pids = list(pids)
-    deadline = time.monotonic() + within
-    while True:
-        left = [pid for pid in pids if alive(pid)]
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.01)
+    try:
+        wait_for(lambda: not any(alive(pid) for pid in pids), timeout=within, interval=0.01)
+    except TimeoutError:
+        pass
+    return [pid for pid in pids if alive(pid)]
 
 
 @pytest.fixture

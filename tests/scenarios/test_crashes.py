@@ -12,12 +12,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import psutil
 import pytest
 
 from control.emulation import Emulation
+from tests.waiting import wait_for
 
 from .helpers import LAUNCHER, private_run_base, topology
 
@@ -135,15 +135,18 @@ def _collect(stream, lines: queue.Queue) -> None:
 
 def _wait_line(lines: queue.Queue, text: str, timeout: float) -> str:
     seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def printed() -> bool:
         try:
-            line = lines.get(timeout=0.05)
+            seen.append(lines.get(timeout=0.05))
         except queue.Empty:
-            continue
-        seen.append(line)
-        if text in line:
-            return line
+            return False
+        return text in seen[-1]
+
+    try:
+        return wait_for(printed, timeout=timeout, interval=0) and seen[-1]
+    except TimeoutError:
+        pass
     raise AssertionError(f"{text!r} not printed within {timeout} s; got {''.join(seen)!r}")
 
 

@@ -5,13 +5,13 @@ import queue
 import subprocess
 import sys
 import threading
-import time
 
 import psutil
 import pytest
 
 from control.emulation import Emulation
 from control.rundir import EmulationRunning
+from tests.waiting import wait_for
 
 from .helpers import LAUNCHER, emulation_processes, private_run_base, socket_files, still_running, topology, wait_gone
 
@@ -46,15 +46,18 @@ def _read_lines(stream, lines: queue.Queue) -> None:
 
 def _wait_for_line(lines: queue.Queue, text: str, timeout: float) -> list[str]:
     seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def printed() -> bool:
         try:
-            line = lines.get(timeout=0.1)
+            seen.append(lines.get(timeout=0.1))
         except queue.Empty:
-            continue
-        seen.append(line)
-        if text in line:
-            return seen
+            return False
+        return text in seen[-1]
+
+    try:
+        return wait_for(printed, timeout=timeout, interval=0) and seen
+    except TimeoutError:
+        pass
     raise AssertionError(f"{text!r} not printed within {timeout} s; output so far: {''.join(seen)!r}")
 
 
