@@ -191,6 +191,49 @@ def pack_sockaddr(address: tuple, family: int) -> bytes:
     return _SOCKADDR_IN.pack(AF_INET, address[1].to_bytes(2, "big"), int(IPv4Address(address[0])).to_bytes(4, "big"))
 
 
+_CMSGHDR = struct.Struct("=Qii")  # struct cmsghdr on LP64: size_t cmsg_len; int cmsg_level; int cmsg_type
+
+
+def _cmsg_align(length: int) -> int:
+    return (length + 7) & ~7  # CMSG_ALIGN: sizeof(long)
+
+
+def pack_cmsgs(ancillary: Iterable[tuple[int, int, bytes]], control_size: int) -> tuple[bytes, int]:
+    """Control messages as a program's msg_control gets them, and MSG_CTRUNC when they did not fit.
+
+    put_cmsg (net/core/scm.c): a message whose header does not fit ends the list with
+    MSG_CTRUNC; one whose data does not fit is cut short, with MSG_CTRUNC."""
+    out = bytearray()
+    flags = 0
+    for level, kind, data in ancillary:
+        space = control_size - len(out)
+        if space < _CMSGHDR.size:
+            flags |= MSG_CTRUNC
+            break
+        length = _CMSGHDR.size + len(data)
+        if length > space:
+            flags |= MSG_CTRUNC
+            length = space
+        out += _CMSGHDR.pack(length, level, kind) + data[:length - _CMSGHDR.size]
+        out += bytes(min(_cmsg_align(length), space) - length)  # msg_controllen advances by CMSG_SPACE
+        if flags & MSG_CTRUNC:
+            break
+    return bytes(out), flags
+
+
+def unpack_cmsgs(control: bytes) -> list[tuple[int, int, bytes]]:
+    """A program's msg_control as (level, type, data) triples; EINVAL for a malformed header (__scm_send)."""
+    ancillary = []
+    offset = 0
+    while len(control) - offset >= _CMSGHDR.size:
+        length, level, kind = _CMSGHDR.unpack_from(control, offset)
+        if length < _CMSGHDR.size or length > len(control) - offset:
+            raise _error(errno.EINVAL)
+        ancillary.append((level, kind, bytes(control[offset + _CMSGHDR.size:offset + length])))
+        offset += _cmsg_align(length)
+    return ancillary
+
+
 def _host(family: int, address: int, v6_any: bool = False) -> str:
     if family == AF_INET6:
         return "::" if v6_any or (not address and v6_any) else f"::ffff:{IPv4Address.from_wire(address)}"
@@ -1764,5 +1807,5 @@ class SocketLayer:
 
 __all__ = [
     "SocketLayer", "InetSocket", "UdpSocket", "PingSocket", "RawSocket", "StreamSocket", "StreamProtocol",
-    "Message", "QueuedError", "SockAddr", "parse_sockaddr", "pack_sockaddr",
+    "Message", "QueuedError", "SockAddr", "parse_sockaddr", "pack_sockaddr", "pack_cmsgs", "unpack_cmsgs",
 ]

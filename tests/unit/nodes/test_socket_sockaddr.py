@@ -46,3 +46,28 @@ def test_a_sockaddr_shorter_than_its_family_is_einval():
     with pytest.raises(OSError) as error:
         parse_sockaddr(pack_sockaddr(("::", 80), AF_INET6)[:23], AF_INET6)
     assert error.value.errno == errno.EINVAL
+
+
+def test_control_messages_are_laid_out_as_linux_cmsghdrs():
+    from nodes.socket import pack_cmsgs, unpack_cmsgs
+
+    ancillary = [(0, 2, (9).to_bytes(4, "little")), (0, 1, b"\x10")]
+    control, flags = pack_cmsgs(ancillary, 64)
+    assert flags == 0 and len(control) == 48  # msg_controllen: CMSG_SPACE(4) + CMSG_SPACE(1) = 24 + 24
+    assert control[:16] == (20).to_bytes(8, "little") + (0).to_bytes(4, "little") + (2).to_bytes(4, "little")
+    assert unpack_cmsgs(control) == ancillary
+
+
+def test_control_messages_that_do_not_fit_set_msg_ctrunc():
+    from nodes.socket import MSG_CTRUNC, pack_cmsgs
+
+    control, flags = pack_cmsgs([(0, 2, bytes(4)), (0, 1, b"\x10")], 24)
+    assert flags == MSG_CTRUNC and len(control) == 24
+
+
+def test_a_malformed_cmsghdr_is_einval():
+    from nodes.socket import unpack_cmsgs
+
+    with pytest.raises(OSError) as error:
+        unpack_cmsgs((100).to_bytes(8, "little") + bytes(8))
+    assert error.value.errno == errno.EINVAL
