@@ -57,7 +57,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 from random import Random
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from .icmp import IcmpLayer
 from .ipv4 import Datagram, IPv4Layer
@@ -1408,8 +1408,11 @@ class RawSocket(InetSocket):
         self.layer.raw_unhash(self)
 
 
-class StreamProtocol:
+class StreamProtocol(Protocol):
     """What a stream transport (TCP) gives the socket layer: Linux's struct proto for SOCK_STREAM.
+
+    A typing Protocol: TCP sits below this layer (icmp | udp | tcp) and cannot import
+    it, so it satisfies these methods structurally; the composition root registers it.
 
     Registered with `SocketLayer.register_protosw(SOCK_STREAM, IPPROTO_TCP, protocol)`.
     The socket layer keeps states, the accept queue and shutdown; the protocol
