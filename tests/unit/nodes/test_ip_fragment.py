@@ -474,3 +474,12 @@ def test_arbitrary_fragments_never_crash_and_memory_stays_accounted(fragments):
     counters = queues.counters
     assert counters["ReasmReqds"] == len(fragments)
     assert counters["ReasmOverlaps"] <= counters["ReasmFails"]
+
+
+def test_refragmenting_a_fragment_that_ends_past_64_kib_is_refused_not_built():
+    """Found by the frame fuzzer: a forged fragment at offset 65528 forwarded onto a smaller MTU
+    made pieces whose offsets overflow the 13-bit field (a WireError inside the router)."""
+    late = header(fragment_offset=65528, more_fragments=False)
+    with pytest.raises(ValueError, match="past 65535"):
+        fragment(late, bytes(574), 552)
+    assert len(fragment(header(fragment_offset=64000), bytes(1000), 552)) == 2  # ends before 64 KiB: fine
