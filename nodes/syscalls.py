@@ -65,6 +65,7 @@ OPTMEM_MAX = 20480              # net.core.optmem_max: the biggest control buffe
 MAX_TRANSFER = 4 << 20          # bytes read from a program per send call (more: a short send)
 MAX_OPTLEN = 1 << 16
 RECV_BATCH = 64                 # notifications taken per on_readable
+PIDFD_CACHE = 256               # pidfds of calling threads kept open
 
 _MSGHDR = struct.Struct("=QI4xQQQQi4x")   # name, namelen, iov, iovlen, control, controllen, flags
 _MMSGHDR_SIZE = _MSGHDR.size + 8          # + unsigned msg_len, padded
@@ -258,8 +259,13 @@ class SyscallFrontEnd:
         self.arch = trap.current_arch()
         self._table = {self.arch.numbers[name]: (name, getattr(self, method))
                        for name, method in HANDLERS.items()}
-        self._ours: dict[tuple[int, int], SockId] = {}      # (st_dev, st_ino) -> sock_id
-        self._key_of: dict[SockId, tuple[int, int]] = {}
+        self._ours: dict[int, SockId] = {}      # inode of the program's end (sockfs) -> sock_id
+        self._key_of: dict[SockId, int] = {}
+        self._pidfds: dict[int, int] = {}       # tid -> pidfd
+        probe_a, probe_b = _socket.socketpair()
+        self._sockfs = os.fstat(probe_a.fileno()).st_dev
+        probe_a.close()
+        probe_b.close()
         self._pending_by_tid: dict[int, int] = {}
 
     # --- listeners and the loop
@@ -295,6 +301,7 @@ class SyscallFrontEnd:
             self._cancel(request)
         for listener in list(self.listeners):
             self._drop_listener(listener)
+        self._close_pidfds()
 
     def forget(self, sock_id: SockId) -> None:
         """The socket layer released `sock_id` (EOF on its end): its fd is no longer ours."""
@@ -416,25 +423,50 @@ class SyscallFrontEnd:
 
     def _socket_of(self, call: Call, fd_arg: int) -> SockId | None:
         """The sock_id behind the program's fd, or None (not ours: continue natively).
-        Leaves our duplicate of the file in `call.file` and its O_NONBLOCK in `call.nonblock`."""
+        Leaves our duplicate of the file in `call.file` and its O_NONBLOCK in `call.nonblock`.
+
+        The link /proc/TID/fd/N names a socket's inode (one syscall: the common "not
+        ours" answer is cheap); ours are then confirmed on the file itself (pidfd_getfd)."""
         fd = _int(fd_arg)
         call.fd = fd
         if fd < 0:
             return None
         try:
-            file = trap.fd_of_task(call.pid, fd)
-        except OSError as error:
-            if error.errno in (errno.EBADF, errno.ESRCH):
-                return None                 # the kernel gives the program its own EBADF
-            raise
+            link = os.readlink(f"/proc/{call.pid}/fd/{fd}")
+        except OSError:
+            return None                     # no such fd (the kernel says EBADF) or task gone
+        if not link.startswith("socket:[") or int(link[8:-1]) not in self._ours:
+            return None
+        file = self._getfd(call.pid, fd)
         stat = os.fstat(file)
-        sock = self._ours.get((stat.st_dev, stat.st_ino))
-        if sock is None:
+        sock = self._ours.get(stat.st_ino)
+        if sock is None or stat.st_dev != self._sockfs:
             os.close(file)
             return None
         call.file = file
-        call.nonblock = bool(os.get_blocking(file) is False)
+        call.nonblock = not os.get_blocking(file)
         return sock
+
+    def _getfd(self, tid: int, fd: int) -> int:
+        """pidfd_getfd with a pidfd per thread kept open (a pidfd pins its task: a reused
+        tid never reaches the wrong process, it fails with ESRCH and is reopened)."""
+        pidfd = self._pidfds.get(tid)
+        if pidfd is not None:
+            try:
+                return trap.pidfd_getfd(pidfd, fd)
+            except OSError as error:
+                if error.errno != errno.ESRCH:
+                    raise
+                os.close(self._pidfds.pop(tid))
+        if len(self._pidfds) >= PIDFD_CACHE:
+            self._close_pidfds()
+        pidfd = self._pidfds[tid] = trap.pidfd_open(tid)
+        return trap.pidfd_getfd(pidfd, fd)
+
+    def _close_pidfds(self) -> None:
+        for pidfd in self._pidfds.values():
+            os.close(pidfd)
+        self._pidfds.clear()
 
     def _read(self, call: Call, address: int, length: int) -> bytes:
         if length and not address:
@@ -460,8 +492,9 @@ class SyscallFrontEnd:
         if length < 0:
             raise OSError(errno.EINVAL, "negative address length")
         raw = encode_sockaddr(value) if value is not None else b""
-        self._write(call, address, raw[:length])
-        self._write(call, length_pointer, _INT.pack(len(raw)))
+        if length and raw and not address:
+            raise OSError(errno.EFAULT, "NULL pointer")
+        trap.write_memory_many(call.pid, [(address, raw[:length]), (length_pointer, _INT.pack(len(raw)))])
 
     def _checked(self, listener: int, call: Call) -> None:
         """After reading the task's memory by pid: was that still our task? (seccomp_unotify(2))"""
@@ -474,8 +507,7 @@ class SyscallFrontEnd:
         try:
             if flags & SOCK_NONBLOCK:
                 os.set_blocking(program_end, False)
-            stat = os.fstat(program_end)
-            key = (stat.st_dev, stat.st_ino)
+            key = os.fstat(program_end).st_ino
             self._ours[key] = sock
             self._key_of[sock] = key
             return trap.inject_fd(listener, call.id, program_end,

@@ -441,9 +441,8 @@ def id_valid(listener: int, id: int) -> bool:
 def set_sync_wakeup(listener: int) -> bool:
     """Ask the kernel to wake the answered task on our CPU (Linux >= 6.6: ~5x faster round
     trips on a multi-CPU machine). False where the kernel does not know the flag."""
-    try:
-        fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS,
-                    bytearray(_U64.pack(SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)))
+    try:   # the flags are the ioctl's argument itself, not a pointer to them
+        fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
     except OSError as error:
         if error.errno in (errno.EINVAL, errno.ENOTTY):
             return False
@@ -466,18 +465,17 @@ def listener_state(listener: int) -> tuple[bool, bool]:
 def pidfd_open(pid: int) -> int:
     """A pidfd for thread or process `pid` (a thread that is not a group leader works on
     Linux >= 6.9 through PIDFD_THREAD, else through its thread group's leader)."""
-    arch = current_arch()
     try:
-        return _syscall(arch.pidfd_open, ctypes.c_int(pid), ctypes.c_uint(PIDFD_THREAD))
+        return os.pidfd_open(pid, PIDFD_THREAD)
     except OSError as error:
         if error.errno != errno.EINVAL:
             raise
     try:
-        return _syscall(arch.pidfd_open, ctypes.c_int(pid), ctypes.c_uint(0))
+        return os.pidfd_open(pid, 0)
     except OSError as error:
         if error.errno != errno.EINVAL:
             raise
-    return _syscall(arch.pidfd_open, ctypes.c_int(_thread_group_of(pid)), ctypes.c_uint(0))
+    return os.pidfd_open(_thread_group_of(pid), 0)
 
 
 def _thread_group_of(tid: int) -> int:
@@ -493,8 +491,14 @@ def _thread_group_of(tid: int) -> int:
 
 def pidfd_getfd(pidfd: int, target_fd: int) -> int:
     """Our own duplicate (O_CLOEXEC) of the task's fd `target_fd`: the same open file."""
-    return _syscall(current_arch().pidfd_getfd, ctypes.c_int(pidfd), ctypes.c_int(target_fd),
-                    ctypes.c_uint(0))
+    result = _libc.syscall(_PIDFD_GETFD, pidfd, target_fd, 0)
+    if result < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return result
+
+
+_PIDFD_GETFD = 438      # the same number on every architecture (the unified table, Linux 5.6)
 
 
 def fd_of_task(pid: int, target_fd: int) -> int:
@@ -541,6 +545,23 @@ def write_memory(pid: int, address: int, data: bytes) -> None:
         raise OSError(code, os.strerror(code))
     if put < length:
         raise OSError(errno.EFAULT, os.strerror(errno.EFAULT))
+
+
+def write_memory_many(pid: int, pieces: Sequence[tuple[int, bytes]]) -> None:
+    """Several writes into task `pid`'s memory in one process_vm_writev: [(address, data)...]."""
+    pieces = [(address, bytes(data)) for address, data in pieces if data]
+    if len(pieces) <= 1:
+        for address, data in pieces:
+            write_memory(pid, address, data)
+        return
+    local_buffer = b"".join(data for _, data in pieces)
+    buffer = ctypes.create_string_buffer(local_buffer, len(local_buffer))
+    local = Iovec(ctypes.addressof(buffer), len(local_buffer))
+    remote = (Iovec * len(pieces))(*[Iovec(address, len(data)) for address, data in pieces])
+    put = _libc.process_vm_writev(pid, ctypes.byref(local), 1, remote, len(pieces), 0)
+    if put != len(local_buffer):   # a fault, or no process_vm_writev: one by one, with fallbacks
+        for address, data in pieces:
+            write_memory(pid, address, data)
 
 
 def _proc_mem(pid: int, address: int, length: int, data: bytes | None) -> bytes:

@@ -383,3 +383,21 @@ def test_round_trip_is_measured(harness):
         assert program.returncode == 0, err
         results[label] = float(out)
     print("\ngetsockname round trip (us): " + ", ".join(f"{k} {v:.2f}" for k, v in results.items()))
+
+
+def test_threads_are_trapped_and_answered(harness):
+    """The notification names the thread; its fds are the process's (pidfd of a thread)."""
+    program = harness.spawn("""
+        import socket, threading
+        results = []
+        def worker():
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            results.append(s.getsockname())
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        print("threads", results, flush=True)
+    """)
+    out, err = harness.finish(program)
+    assert program.returncode == 0, err
+    assert "threads " + repr([("10.0.0.1", 40000)] * 4) in out
