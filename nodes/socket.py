@@ -1674,11 +1674,13 @@ class SocketLayer:
             return [IPPROTO_IP]
         return []
 
-    def socket(self, family: int, type_: int, protocol: int = 0, *, privileged: bool = True, uid: int = 0) -> InetSocket:
+    def socket(self, family: int, type_: int, protocol: int = 0, *, privileged: bool = True, uid: int = 0,
+               groups: Iterable[int] = (0,)) -> InetSocket:
         """__sock_create + inet_create / inet6_create, errno for errno.
 
         `privileged`: the caller has CAP_NET_RAW/CAP_NET_BIND_SERVICE/CAP_NET_ADMIN (root);
-        `uid`: its user, which SO_REUSEPORT groups must share."""
+        `uid`: its user, which SO_REUSEPORT groups must share; `groups`: its gid and
+        supplementary groups, which ping_init_sock checks against ping_group_range."""
         if family not in (AF_INET, AF_INET6):
             raise _error(errno.EAFNOSUPPORT)
         if type_ & ~(SOCK_TYPE_MASK | SOCK_NONBLOCK | SOCK_CLOEXEC):
@@ -1715,6 +1717,9 @@ class SocketLayer:
         elif type_ == SOCK_DGRAM and chosen == IPPROTO_UDP:
             sock = UdpSocket(self, family, type_, chosen)
         elif type_ == SOCK_DGRAM:
+            low, high = self.sysctl["net.ipv4.ping_group_range"]
+            if not any(low <= group <= high for group in groups):
+                raise _error(errno.EACCES)  # ping_init_sock: no group in net.ipv4.ping_group_range
             sock = PingSocket(self, family, type_, chosen)
         else:
             sock = RawSocket(self, family, type_, chosen)

@@ -24,6 +24,7 @@ class Knob:
     maximum: int
     help: str
     count: int = 1
+    ordered: bool = True  # a vector knob's values may not decrease (ip_local_port_range)
 
 
 def _knobs(*knobs: Knob) -> dict[str, Knob]:
@@ -58,6 +59,9 @@ KNOBS: dict[str, Knob] = _knobs(
     Knob("net.ipv4.ip_local_port_range", (32768, 60999), 1, 65535,
          "ephemeral ports (low high) for bind to port 0 and autobind (udp_lib_get_port, inet_csk_get_port)", count=2),
     Knob("net.ipv4.ip_unprivileged_port_start", 1024, 0, 65535, "ports below this need CAP_NET_BIND_SERVICE (EACCES)"),
+    Knob("net.ipv4.ping_group_range", (0, 2147483647), 0, 2147483647,
+         "groups (low high) allowed ICMP datagram sockets; systemd's default, as on Debian (the bare kernel's is 1 0: nobody)",
+         count=2, ordered=False),
     Knob("net.core.rmem_default", 212992, 2304, INT_MAX, "SO_RCVBUF of a new socket (bytes)"),
     Knob("net.core.rmem_max", 212992, 2304, INT_MAX, "largest SO_RCVBUF setsockopt may ask for (halved value)"),
     Knob("net.core.wmem_default", 212992, 4608, INT_MAX, "SO_SNDBUF of a new socket (bytes)"),
@@ -93,7 +97,7 @@ def _check_vector(knob: Knob, value: Any) -> tuple[int, ...]:
     if not isinstance(parts, (list, tuple)) or len(parts) != knob.count:
         raise SysctlError(knob.name, f"expected {knob.count} integers, got {value!r}")
     values = tuple(_check_scalar(knob, knob.name, part) for part in parts)
-    if list(values) != sorted(values):
+    if knob.ordered and list(values) != sorted(values):
         raise SysctlError(knob.name, f"{' '.join(map(str, values))}: values must not decrease")
     return values
 

@@ -219,3 +219,11 @@ def test_a_ping_error_names_no_address():
     sock.sendto(echo(1), (H2, 0), net.now)
     net.run(1)
     assert sock.recvmsg(1000, net.now, MSG_ERRQUEUE).address is None  # ip_recv_error: no port, no msg_name
+
+
+def test_ping_sockets_follow_ping_group_range():
+    net, h1, r1, h2 = host_router_host()
+    h1.sysctl.set("net.ipv4.ping_group_range", "1 0")  # the bare kernel's default: nobody
+    assert errno_of(ping_socket, h1) == errno.EACCES
+    h1.sysctl.set("net.ipv4.ping_group_range", "100 200")
+    assert h1.sockets.socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP, groups=(1000, 150)).kind == "icmp"
