@@ -92,6 +92,14 @@ IP_RECVERR, IP_RECVTTL, IP_RECVTOS, IP_MTU, IP_MULTICAST_TTL, IP_MULTICAST_LOOP 
 IP_PMTUDISC_DONT, IP_PMTUDISC_WANT, IP_PMTUDISC_DO, IP_PMTUDISC_PROBE = 0, 1, 2, 3
 IP_PMTUDISC_INTERFACE, IP_PMTUDISC_OMIT = 4, 5
 IPV6_UNICAST_HOPS, IPV6_RECVERR, IPV6_V6ONLY = 16, 25, 26
+IPV6_MULTICAST_IF, IPV6_MULTICAST_HOPS, IPV6_MULTICAST_LOOP, IPV6_MTU_DISCOVER = 17, 18, 19, 23
+IPV6_RECVPKTINFO, IPV6_PKTINFO, IPV6_RECVHOPLIMIT, IPV6_DONTFRAG, IPV6_RECVTCLASS, IPV6_TCLASS = 49, 50, 51, 62, 66, 67
+# IPv6 options that are the socket's own state but never touch IPv4-mapped traffic (udp_sendmsg
+# uses the IPv4 options for it): held and reported as Linux does, without effect here. name -> (min, max)
+_IPV6_HELD = {IPV6_MULTICAST_IF: (0, 0x7FFFFFFF), IPV6_MULTICAST_HOPS: (-1, 255), IPV6_MULTICAST_LOOP: (0, 1),
+              IPV6_MTU_DISCOVER: (0, 5), IPV6_RECVHOPLIMIT: (0, 1), IPV6_DONTFRAG: (0, 1),
+              IPV6_RECVTCLASS: (0, 1), IPV6_TCLASS: (-1, 255)}
+_IPV6_DEFAULTS = {IPV6_MULTICAST_HOPS: 1, IPV6_MULTICAST_LOOP: 1, IPV6_TCLASS: 0}
 ICMP_FILTER = 1
 
 MSG_OOB, MSG_PEEK, MSG_DONTROUTE, MSG_CTRUNC, MSG_TRUNC, MSG_DONTWAIT = 0x1, 0x2, 0x4, 0x8, 0x20, 0x40
@@ -342,6 +350,8 @@ class InetSocket:
         self.mc_loop = True
         self.v6only = False
         self.hop_limit = -1
+        self.pktinfo6 = False
+        self.ipv6_held: dict[int, int] = {}
         self.cmsg_source = 0
         self.on_ready: Callable[["InetSocket"], None] | None = None
 
@@ -476,6 +486,11 @@ class InetSocket:
         elif self.timestamp == SO_TIMESTAMPNS:
             seconds = int(item.stamp)
             ancillary.append((SOL_SOCKET, SO_TIMESTAMPNS, _TIMEVAL.pack(seconds, int((item.stamp - seconds) * 1e9))))
+        # udpv6_recvmsg: ip6_datagram_recv_common_ctl (IPV6_PKTINFO, the v4-mapped destination) first
+        if self.pktinfo6 and item.dev:
+            device = self.layer.devices.get(item.dev)
+            mapped = _MAPPED_PREFIX + item.dst.to_bytes(4, "big")
+            ancillary.append((SOL_IPV6, IPV6_PKTINFO, mapped + _INT.pack(device.ifindex if device is not None else 0)))
         # ip_cmsg_recv_offset's order: IP_PKTINFO, IP_TTL, IP_TOS
         if self.pktinfo and item.dev:
             ancillary.append((SOL_IP, IP_PKTINFO, self.layer.pktinfo(item.dev, item.dst)))
@@ -785,6 +800,13 @@ class InetSocket:
             if number != -1 and not 0 <= number <= 255:
                 raise _error(errno.EINVAL)
             self.hop_limit = number
+        elif option == IPV6_RECVPKTINFO:
+            self.pktinfo6 = bool(number)
+        elif option in _IPV6_HELD:
+            low, high = _IPV6_HELD[option]
+            if not low <= number <= high:
+                raise _error(errno.EINVAL)
+            self.ipv6_held[option] = number if number != -1 else _IPV6_DEFAULTS.get(option, 0)
         else:
             raise _error(errno.ENOPROTOOPT)
 
@@ -795,6 +817,10 @@ class InetSocket:
             return int(self.recverr6)
         if option == IPV6_UNICAST_HOPS:
             return self.hop_limit if self.hop_limit != -1 else 64
+        if option == IPV6_RECVPKTINFO:
+            return int(self.pktinfo6)
+        if option in _IPV6_HELD:
+            return self.ipv6_held.get(option, _IPV6_DEFAULTS.get(option, 0))
         raise _error(errno.ENOPROTOOPT)
 
     def _set_raw_option(self, option: int, value: "int | bytes") -> None:

@@ -138,3 +138,28 @@ def test_an_ipv4_socket_wins_over_a_dual_stack_one_for_unicast():
     h1.sockets.socket(AF_INET, SOCK_DGRAM, 0).sendto(b"x", (H2, 5201), net.now)
     net.run(1)
     assert v4.recv_ready() and not v6.recv_ready()  # compute_score: PF_INET 2, dual-stack 1
+
+
+def test_ipv6_recvpktinfo_gives_the_mapped_destination_of_an_ipv4_datagram():
+    from nodes.socket import IPV6_PKTINFO, IPV6_RECVPKTINFO
+
+    net, h1, r1, h2 = host_router_host()
+    server = udp6(h2)
+    server.setsockopt(SOL_IPV6, IPV6_RECVPKTINFO, 1)
+    server.bind(("::", 53))
+    h1.sockets.socket(AF_INET, SOCK_DGRAM, 0).sendto(b"query", (H2, 53), net.now)
+    net.run(1)
+    ((level, kind, data),) = server.recvmsg(100, net.now).ancillary
+    assert (level, kind) == (SOL_IPV6, IPV6_PKTINFO)
+    assert data == bytes(10) + b"\xff\xff" + bytes((10, 0, 2, 10)) + h2.devices["eth0"].ifindex.to_bytes(4, "little")
+
+
+def test_ipv6_options_of_no_effect_on_mapped_traffic_are_held_and_range_checked():
+    from nodes.socket import IPV6_TCLASS
+
+    net, h1, r1, h2 = host_router_host()
+    sock = udp6(h2)
+    assert sock.getsockopt(SOL_IPV6, IPV6_TCLASS) == 0
+    sock.setsockopt(SOL_IPV6, IPV6_TCLASS, 0x20)
+    assert sock.getsockopt(SOL_IPV6, IPV6_TCLASS) == 0x20
+    assert errno_of(sock.setsockopt, SOL_IPV6, IPV6_TCLASS, 256) == errno.EINVAL
