@@ -17,9 +17,10 @@ answered. `HANDLERS` is the one table from syscall to handler.
   program's end of a socketpair, which is injected as the call's result
   (ADDFD with FLAG_SEND) and then closed here, so the program holds the only
   copies and the socket layer sees EOF on its end when the last one is closed,
-  like a `struct file` refcount. Every later call names an fd: we take the same
-  open file with pidfd_getfd and look its (st_dev, st_ino) up among the ends we
-  injected, so dup(), fork() and fd reuse are followed exactly. A call on any
+  like a `struct file` refcount. Every later call names an fd: the link
+  /proc/TID/fd/N names the open file's socket inode, looked up among the ends we
+  injected, so dup(), fork() and fd reuse are followed exactly (one syscall; the
+  file itself is taken with pidfd_getfd only when a handler needs it). A call on any
   other fd (AF_UNIX, netlink, a closed fd) continues natively
   (USER_NOTIF_FLAG_CONTINUE), as do socket() of other families.
 * **Native when it is the same.** sendmsg/recvmsg/sendmmsg/recvmmsg without
@@ -102,16 +103,39 @@ class RecvResult(NamedTuple):
     length: int | None = None
 
 
-@dataclass
 class Call:
-    """The context of one trapped call. `file` is our duplicate of the program's file
-    (the same open file: fcntl flags, native recv on it) while the call is pending."""
-    id: int
-    pid: int
-    name: str
-    fd: int = -1
-    nonblock: bool = False
-    file: int = -1
+    """The context of one trapped call: `id`, the calling thread `pid`, the syscall `name`,
+    the program's `fd` it names. `file` is our duplicate of the program's open file
+    (pidfd_getfd, taken on first use: native recv on it, fcntl flags) and `nonblock` its
+    O_NONBLOCK; a pending call holds `file` until answered, as a blocked Linux syscall
+    holds its `struct file`."""
+
+    __slots__ = ("id", "pid", "name", "fd", "_file", "_nonblock", "_open")
+
+    def __init__(self, id: int, pid: int, name: str, fd: int = -1, nonblock: bool | None = None,
+                 open_file: Callable[[int, int], int] | None = None) -> None:
+        self.id, self.pid, self.name, self.fd = id, pid, name, fd
+        self._file, self._nonblock, self._open = -1, nonblock, open_file
+
+    @property
+    def file(self) -> int:
+        if self._file < 0 and self._open is not None and self.fd >= 0:
+            self._file = self._open(self.pid, self.fd)
+        return self._file
+
+    @property
+    def nonblock(self) -> bool:
+        if self._nonblock is None:
+            self._nonblock = self.file >= 0 and not os.get_blocking(self.file)
+        return self._nonblock
+
+    def close(self) -> None:
+        if self._file >= 0:
+            os.close(self._file)
+            self._file = -1
+
+    def __repr__(self) -> str:
+        return f"Call({self.name} id={self.id:#x} pid={self.pid} fd={self.fd})"
 
 
 class Deferred:
@@ -262,10 +286,6 @@ class SyscallFrontEnd:
         self._ours: dict[int, SockId] = {}      # inode of the program's end (sockfs) -> sock_id
         self._key_of: dict[SockId, int] = {}
         self._pidfds: dict[int, int] = {}       # tid -> pidfd
-        probe_a, probe_b = _socket.socketpair()
-        self._sockfs = os.fstat(probe_a.fileno()).st_dev
-        probe_a.close()
-        probe_b.close()
         self._pending_by_tid: dict[int, int] = {}
 
     # --- listeners and the loop
@@ -333,7 +353,8 @@ class SyscallFrontEnd:
         if old is not None and old in self.pending:    # that thread's previous call is gone
             self._cancel(self.pending[old])
         name, handler = self._table.get(notification.nr, (None, None))
-        call = Call(notification.id, notification.pid, name or self.arch.name_of(notification.nr))
+        call = Call(notification.id, notification.pid, name or self.arch.name_of(notification.nr),
+                    open_file=self._getfd)
         try:
             if handler is None:
                 result = CONTINUE
@@ -370,6 +391,10 @@ class SyscallFrontEnd:
 
     def _wait(self, listener: int, call: Call, deferred: Deferred, finish: Callable[[Any], Any]) -> None:
         request = _Pending(listener, call, deferred, finish)
+        try:
+            call.file                      # held while pending, as Linux holds the struct file
+        except OSError:
+            pass
 
         def sink(ok: bool, value: Any) -> bool:
             if self.pending.pop(call.id, None) is None:
@@ -415,18 +440,17 @@ class SyscallFrontEnd:
 
     @staticmethod
     def _close_file(call: Call) -> None:
-        if call.file >= 0:
-            os.close(call.file)
-            call.file = -1
+        call.close()
 
     # --- helpers for handlers
 
     def _socket_of(self, call: Call, fd_arg: int) -> SockId | None:
         """The sock_id behind the program's fd, or None (not ours: continue natively).
-        Leaves our duplicate of the file in `call.file` and its O_NONBLOCK in `call.nonblock`.
+        `call.file` (our duplicate of the program's file) is taken when first used.
 
-        The link /proc/TID/fd/N names a socket's inode (one syscall: the common "not
-        ours" answer is cheap); ours are then confirmed on the file itself (pidfd_getfd)."""
+        The link /proc/TID/fd/N names a socket's inode: one syscall, for ours and for the
+        common "not ours" answer alike. (That the fd may be replaced by another thread
+        right after is the race any syscall has: Linux uses the file it found at entry.)"""
         fd = _int(fd_arg)
         call.fd = fd
         if fd < 0:
@@ -435,17 +459,9 @@ class SyscallFrontEnd:
             link = os.readlink(f"/proc/{call.pid}/fd/{fd}")
         except OSError:
             return None                     # no such fd (the kernel says EBADF) or task gone
-        if not link.startswith("socket:[") or int(link[8:-1]) not in self._ours:
+        if not link.startswith("socket:["):
             return None
-        file = self._getfd(call.pid, fd)
-        stat = os.fstat(file)
-        sock = self._ours.get(stat.st_ino)
-        if sock is None or stat.st_dev != self._sockfs:
-            os.close(file)
-            return None
-        call.file = file
-        call.nonblock = not os.get_blocking(file)
-        return sock
+        return self._ours.get(int(link[8:-1]))
 
     def _getfd(self, tid: int, fd: int) -> int:
         """pidfd_getfd with a pidfd per thread kept open (a pidfd pins its task: a reused
@@ -523,7 +539,7 @@ class SyscallFrontEnd:
             return CONTINUE
         if type_ & ~(0xF | SOCK_NONBLOCK | SOCK_CLOEXEC):
             raise OSError(errno.EINVAL, "bad socket type flags")
-        call.nonblock = bool(type_ & SOCK_NONBLOCK)
+        call._nonblock = bool(type_ & SOCK_NONBLOCK)
         sock, program_end = self.layer.socket(family, type_ & 0xF, proto, call)
         try:
             self._install(listener, call, sock, program_end, type_)

@@ -510,14 +510,35 @@ def fd_of_task(pid: int, target_fd: int) -> int:
         os.close(pidfd)
 
 
+class _Scratch(threading.local):
+    """Per-thread ctypes buffers for process_vm_readv/writev (no allocation per call)."""
+    SIZE, SLOTS = 1 << 16, 8
+
+    def __init__(self) -> None:
+        self.buffer = ctypes.create_string_buffer(self.SIZE)
+        self.address = ctypes.addressof(self.buffer)
+        self.local = Iovec(self.address, 0)
+        self.remote = (Iovec * self.SLOTS)()
+        self.local_ref = ctypes.byref(self.local)
+
+
+_scratch = _Scratch()
+
+
 def read_memory(pid: int, address: int, length: int) -> bytes:
     """`length` bytes of task `pid`'s memory at `address` (OSError EFAULT when unmapped)."""
-    if length == 0:
+    if length <= 0:
         return b""
-    buffer = ctypes.create_string_buffer(length)
-    local = Iovec(ctypes.addressof(buffer), length)
-    remote = Iovec(address, length)
-    got = _libc.process_vm_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    scratch = _scratch
+    if length <= scratch.SIZE:
+        base, buffer = scratch.address, None
+    else:
+        buffer = ctypes.create_string_buffer(length)
+        base = ctypes.addressof(buffer)
+    scratch.local.iov_base, scratch.local.iov_len = base, length
+    remote = scratch.remote
+    remote[0].iov_base, remote[0].iov_len = address, length
+    got = _libc.process_vm_readv(pid, scratch.local_ref, 1, remote, 1, 0)
     if got < 0:
         code = ctypes.get_errno()
         if code in (errno.ENOSYS, errno.EPERM):
@@ -525,43 +546,47 @@ def read_memory(pid: int, address: int, length: int) -> bytes:
         raise OSError(code, os.strerror(code))
     if got < length:   # crossed into an unmapped page
         raise OSError(errno.EFAULT, os.strerror(errno.EFAULT))
-    return buffer.raw
+    return ctypes.string_at(base, length)
 
 
 def write_memory(pid: int, address: int, data: bytes) -> None:
     """Write `data` into task `pid`'s memory at `address` (OSError EFAULT when not writable)."""
-    length = len(data)
-    if length == 0:
-        return
-    buffer = ctypes.create_string_buffer(bytes(data), length)
-    local = Iovec(ctypes.addressof(buffer), length)
-    remote = Iovec(address, length)
-    put = _libc.process_vm_writev(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
-    if put < 0:
-        code = ctypes.get_errno()
-        if code in (errno.ENOSYS, errno.EPERM):
-            _proc_mem(pid, address, length, bytes(data))
-            return
-        raise OSError(code, os.strerror(code))
-    if put < length:
-        raise OSError(errno.EFAULT, os.strerror(errno.EFAULT))
+    write_memory_many(pid, ((address, data),))
 
 
-def write_memory_many(pid: int, pieces: Sequence[tuple[int, bytes]]) -> None:
+def write_memory_many(pid: int, pieces: Iterable[tuple[int, bytes]]) -> None:
     """Several writes into task `pid`'s memory in one process_vm_writev: [(address, data)...]."""
-    pieces = [(address, bytes(data)) for address, data in pieces if data]
-    if len(pieces) <= 1:
-        for address, data in pieces:
-            write_memory(pid, address, data)
+    pieces = [(address, data) for address, data in pieces if data]
+    if not pieces:
         return
-    local_buffer = b"".join(data for _, data in pieces)
-    buffer = ctypes.create_string_buffer(local_buffer, len(local_buffer))
-    local = Iovec(ctypes.addressof(buffer), len(local_buffer))
-    remote = (Iovec * len(pieces))(*[Iovec(address, len(data)) for address, data in pieces])
-    put = _libc.process_vm_writev(pid, ctypes.byref(local), 1, remote, len(pieces), 0)
-    if put != len(local_buffer):   # a fault, or no process_vm_writev: one by one, with fallbacks
+    scratch = _scratch
+    total = sum(len(data) for _, data in pieces)
+    if total > scratch.SIZE or len(pieces) > scratch.SLOTS:
+        if len(pieces) > 1:
+            for piece in pieces:
+                write_memory_many(pid, (piece,))
+            return
+        buffer = ctypes.create_string_buffer(bytes(pieces[0][1]), total)
+        base = ctypes.addressof(buffer)
+    else:
+        base = scratch.address
+        offset = 0
+        for _, data in pieces:
+            ctypes.memmove(base + offset, bytes(data), len(data))
+            offset += len(data)
+    scratch.local.iov_base, scratch.local.iov_len = base, total
+    remote = scratch.remote if total <= scratch.SIZE else (Iovec * 1)()
+    for index, (address, data) in enumerate(pieces):
+        remote[index].iov_base, remote[index].iov_len = address, len(data)
+    put = _libc.process_vm_writev(pid, scratch.local_ref, 1, remote, len(pieces), 0)
+    if put == total:
+        return
+    code = ctypes.get_errno() if put < 0 else errno.EFAULT
+    if put < 0 and code in (errno.ENOSYS, errno.EPERM):
         for address, data in pieces:
-            write_memory(pid, address, data)
+            _proc_mem(pid, address, len(data), bytes(data))
+        return
+    raise OSError(code, os.strerror(code))
 
 
 def _proc_mem(pid: int, address: int, length: int, data: bytes | None) -> bytes:

@@ -146,3 +146,21 @@ def test_a_deferred_answers_once_and_tells_if_the_call_was_gone():
     gone.on_cancel(lambda: cancelled.append(1))
     gone._cancelled()
     assert cancelled == [1] and gone.cancelled and gone.resolve(1) is False
+
+
+@pytest.mark.skipif(trap.unavailable_reason() is not None, reason="process_vm_readv of ourselves: trap unavailable")
+@pytest.mark.parametrize("size", [1, 16, 70000])
+def test_memory_is_read_and_written_in_place(size):
+    """Our own memory stands in for a program's: the same calls, small and beyond the scratch."""
+    target = ctypes.create_string_buffer(b"\x01" * size, size)
+    other = ctypes.create_string_buffer(8)
+    address, pid = ctypes.addressof(target), trap.os.getpid()
+    assert trap.read_memory(pid, address, size) == b"\x01" * size
+    trap.write_memory_many(pid, [(address, b"\x07" * size), (ctypes.addressof(other), b"abc")])
+    assert target.raw == b"\x07" * size and other.raw[:3] == b"abc"
+    with pytest.raises(OSError) as caught:
+        trap.read_memory(pid, 8, 4)
+    assert caught.value.errno == errno.EFAULT
+    with pytest.raises(OSError) as caught:
+        trap.write_memory(pid, 8, b"x")
+    assert caught.value.errno == errno.EFAULT
