@@ -1843,3 +1843,4 @@ __all__ = [
     "SocketLayer", "InetSocket", "UdpSocket", "PingSocket", "RawSocket", "StreamSocket", "StreamProtocol",
     "Message", "QueuedError", "SockAddr", "parse_sockaddr", "pack_sockaddr", "pack_cmsgs", "unpack_cmsgs",
 ]
+__all__ += [name for name in list(globals()) if name.isupper() and not name.startswith("_")]  # Linux's numbers

@@ -486,3 +486,16 @@ def test_frag_needed_is_a_hard_emsgsize_then_the_datagram_fragments_locally():
     net.run(1)
     assert srv.recvfrom(2000, net.now)[0] == bytes(1000)
     assert h1.counters()["Ip"]["FragOKs"] == 1
+
+
+def test_loopback_datagrams_reach_a_socket_bound_to_127_0_0_1_only_by_that_address():
+    net, h1, r1, h2 = host_router_host()
+    local = udp(h1)
+    local.bind(("127.0.0.1", 9000))
+    sender = udp(h1)
+    sender.sendto(b"lo", ("127.0.0.1", 9000), net.now)
+    sender.sendto(b"eth0", (H1, 9000), net.now)  # another local address: not this socket's
+    net.run(0.1)
+    assert local.recvfrom(100, net.now) == (b"lo", ("127.0.0.1", sender.getsockname()[1]))
+    assert not local.recv_ready()
+    assert h1.counters()["Udp"]["NoPorts"] == 1
