@@ -94,7 +94,12 @@ class FakeUdpLayer:
         return deferred
 
     def connect(self, sock, address, call):
-        raise OSError(errno.EOPNOTSUPP, "fake")
+        self.calls.append("connect")
+        if call.nonblock:
+            raise OSError(errno.EINPROGRESS, "fake: connecting")
+        deferred = Deferred()
+        self.waiting.append((sock, deferred))
+        return deferred
 
     def listen(self, sock, backlog, call):
         raise OSError(errno.EOPNOTSUPP, "fake")
@@ -401,3 +406,52 @@ def test_threads_are_trapped_and_answered(harness):
     out, err = harness.finish(program)
     assert program.returncode == 0, err
     assert "threads " + repr([("10.0.0.1", 40000)] * 4) in out
+
+
+def test_message_calls_nonblocking_sockets_options_and_a_pending_connect(harness):
+    program = harness.spawn("""
+        import socket
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+        try:
+            s.recvfrom(10)
+        except BlockingIOError:
+            print("SOCK_NONBLOCK: EAGAIN", flush=True)
+        b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        b.setblocking(False)                                  # native: the file's O_NONBLOCK
+        try:
+            b.recvfrom(10)
+        except BlockingIOError:
+            print("set later: EAGAIN", flush=True)
+        try:
+            b.connect(("10.0.0.5", 99))
+        except BlockingIOError:
+            print("connect: EINPROGRESS", flush=True)
+        b.setblocking(True)
+        print("sendmsg", b.sendmsg([b"ab", b"cd"], [], 0, ("10.0.0.9", 53)), flush=True)
+        print("sendmsg plain", b.sendmsg([b"native"]), flush=True)     # continues natively
+        print("recvmsg", b.recvmsg(100), flush=True)                     # waits for the layer
+        try:
+            b.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        except OSError as e:
+            print("setsockopt errno", e.errno, flush=True)
+        try:
+            b.getpeername()
+        except OSError as e:
+            print("getpeername errno", e.errno, flush=True)
+        b.connect(("10.0.0.5", 99))                                      # waits for the layer
+        print("connected", flush=True)
+    """)
+    harness.serve(lambda: harness.layer.waiting, program=program)
+    sock, received = harness.layer.waiting.popleft()
+    assert received.resolve(RecvResult(b"xyz", SockAddr(AF_INET, "10.0.0.9", 53)))
+    harness.serve(lambda: harness.layer.waiting, program=program)
+    _, connected = harness.layer.waiting.popleft()
+    assert connected.resolve(None)
+    out, err = harness.finish(program)
+    assert program.returncode == 0, err
+    for line in ("SOCK_NONBLOCK: EAGAIN", "set later: EAGAIN", "connect: EINPROGRESS", "sendmsg 4",
+                 "sendmsg plain 6", "recvmsg (b'xyz', [], 0, ('10.0.0.9', 53))",
+                 f"setsockopt errno {errno.ENOPROTOOPT}", f"getpeername errno {errno.ENOTCONN}", "connected"):
+        assert line in out, (line, out, err)
+    assert harness.layer.sent == [(b"abcd", 0, SockAddr(AF_INET, "10.0.0.9", 53))]
+    assert harness.layer.sockets[sock]["ours"].recv(100) == b"native"
