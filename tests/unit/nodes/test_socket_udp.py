@@ -499,3 +499,16 @@ def test_loopback_datagrams_reach_a_socket_bound_to_127_0_0_1_only_by_that_addre
     assert local.recvfrom(100, net.now) == (b"lo", ("127.0.0.1", sender.getsockname()[1]))
     assert not local.recv_ready()
     assert h1.counters()["Udp"]["NoPorts"] == 1
+
+
+def test_ip_mtu_is_enotconn_unconnected_and_the_path_mtu_once_connected():
+    from nodes.socket import IP_MTU
+
+    net, h1, r1, h2 = host_router_host(mtu_right=576)
+    sock = udp(h1)
+    assert errno_of(sock.getsockopt, SOL_IP, IP_MTU) == errno.ENOTCONN
+    sock.connect((H2, 5000), net.now)
+    assert sock.getsockopt(SOL_IP, IP_MTU) == 1500
+    sock.sendmsg(bytes(1000), None, net.now)
+    net.run(1)
+    assert sock.getsockopt(SOL_IP, IP_MTU) == 576
