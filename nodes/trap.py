@@ -209,12 +209,15 @@ _U64 = struct.Struct("=Q")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
-_libc.process_vm_readv.restype = ctypes.c_ssize_t
-_libc.process_vm_readv.argtypes = [ctypes.c_int, ctypes.POINTER(Iovec), ctypes.c_ulong,
-                                   ctypes.POINTER(Iovec), ctypes.c_ulong, ctypes.c_ulong]
-_libc.process_vm_writev.restype = ctypes.c_ssize_t
-_libc.process_vm_writev.argtypes = _libc.process_vm_readv.argtypes
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+try:   # glibc and musl have them; importing this module elsewhere must still work
+    _libc.process_vm_readv.restype = ctypes.c_ssize_t
+    _libc.process_vm_readv.argtypes = [ctypes.c_int, ctypes.POINTER(Iovec), ctypes.c_ulong,
+                                       ctypes.POINTER(Iovec), ctypes.c_ulong, ctypes.c_ulong]
+    _libc.process_vm_writev.restype = ctypes.c_ssize_t
+    _libc.process_vm_writev.argtypes = _libc.process_vm_readv.argtypes
+    _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+except AttributeError:
+    pass
 
 
 def _syscall(nr: int, *args) -> int:
