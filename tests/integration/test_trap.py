@@ -56,11 +56,17 @@ class FakeUdpLayer:
         self.cancelled: list[Deferred] = []
         self.calls: list[str] = []
 
+    streams = False   # SOCK_STREAM only for the accept test: no transport behind it
+
     def socket(self, family, type, proto, call: Call):
         self.calls.append("socket")
-        if type != socket.SOCK_DGRAM:
+        if type != socket.SOCK_DGRAM and not (self.streams and type == socket.SOCK_STREAM):
             raise OSError(errno.ESOCKTNOSUPPORT, "fake: datagram sockets only")
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        return self.new_socket(family, type)
+
+    def new_socket(self, family, type):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET if type == socket.SOCK_DGRAM
+                                         else socket.SOCK_STREAM)
         ours.setblocking(False)
         sock_id = len(self.sockets) + 1
         self.sockets[sock_id] = {"ours": ours, "family": family, "bound": None}
@@ -102,10 +108,16 @@ class FakeUdpLayer:
         return deferred
 
     def listen(self, sock, backlog, call):
-        raise OSError(errno.EOPNOTSUPP, "fake")
+        self.calls.append(f"listen {backlog}")
+        self.sockets[sock]["listening"] = True
 
     def accept(self, sock, call):
-        raise OSError(errno.EOPNOTSUPP, "fake")
+        self.calls.append("accept")
+        if not self.sockets[sock].get("listening"):
+            raise OSError(errno.EINVAL, "fake: not listening")
+        deferred = call.defer()
+        self.waiting.append((sock, deferred))
+        return deferred
 
     def setsockopt(self, sock, level, name, value, call):
         raise OSError(errno.ENOPROTOOPT, "fake")
@@ -455,3 +467,35 @@ def test_message_calls_nonblocking_sockets_options_and_a_pending_connect(harness
         assert line in out, (line, out, err)
     assert harness.layer.sent == [(b"abcd", 0, SockAddr(AF_INET, "10.0.0.9", 53))]
     assert harness.layer.sockets[sock]["ours"].recv(100) == b"native"
+
+
+def test_accept_injects_a_new_socket_with_the_peer_address(harness):
+    harness.layer.streams = True
+    program = harness.spawn("""
+        import os, socket
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.bind(("0.0.0.0", 80))
+        srv.listen(5)
+        conn, peer = srv.accept()                    # accept4(SOCK_CLOEXEC), waits for the layer
+        print("accepted", peer, conn.fileno() != srv.fileno(), os.get_inheritable(conn.fileno()), flush=True)
+        conn.sendall(b"over the stream")             # native
+        print("conn name", conn.getsockname(), flush=True)
+        try:
+            socket.socket(fileno=os.dup(srv.fileno())).accept()   # dup: the same listening socket
+        except BlockingIOError:
+            pass
+    """)
+    harness.serve(lambda: harness.layer.waiting, program=program)
+    _, accepted = harness.layer.waiting.popleft()
+    new_id, program_end = harness.layer.new_socket(AF_INET, socket.SOCK_STREAM)
+    harness.layer.sockets[new_id]["bound"] = SockAddr(AF_INET, "10.0.0.1", 80)
+    assert accepted.resolve((new_id, program_end, (AF_INET, "10.0.0.7", 3333)))
+    harness.serve(lambda: harness.layer.waiting, program=program)
+    _, second = harness.layer.waiting.popleft()
+    assert second.fail(errno.EAGAIN)
+    out, err = harness.finish(program)
+    assert program.returncode == 0, err
+    assert "accepted ('10.0.0.7', 3333) True False" in out
+    assert "conn name ('10.0.0.1', 80)" in out
+    assert harness.layer.sockets[new_id]["ours"].recv(100) == b"over the stream"
+    assert "listen 5" in harness.layer.calls
