@@ -288,7 +288,7 @@ class SyscallFrontEnd:
     pending: dict[int, _Pending] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=lambda: {
         "trapped": 0, "continued": 0, "answered": 0, "failed": 0, "pending": 0, "cancelled": 0,
-        "vanished": 0})
+        "vanished": 0, "errors": 0})
 
     def __post_init__(self) -> None:
         self.arch = trap.current_arch()
@@ -371,35 +371,42 @@ class SyscallFrontEnd:
         name, handler = self._table.get(notification.nr, (None, None))
         call = Call(notification.id, notification.pid, name or self.arch.name_of(notification.nr),
                     open_file=self._getfd)
-        try:
-            if handler is None:
-                result = CONTINUE
-            else:
-                result = handler(listener, call, notification.args)
-        except _Vanished:
-            self._close_file(call)
-            self.counters["cancelled"] += 1
-            return
-        except OSError as error:
-            self._close_file(call)
-            self._answer(listener, call, error=error.errno or errno.EIO)
-            return
-        except BaseException:
-            self._close_file(call)
-            self._answer(listener, call, error=errno.EIO)   # never leave a program hanging
-            raise
-        if result is CONTINUE:
+        if handler is None:
             self._close_file(call)
             self.counters["continued"] += 1
             trap.respond(listener, call.id, continue_=True)
-        elif result is ANSWERED:
-            self._close_file(call)
-            self.counters["answered"] += 1
-        elif isinstance(result, tuple) and result and isinstance(result[0], Deferred):
-            self._wait(listener, call, *result)
-        else:
-            self._close_file(call)
-            self._answer(listener, call, value=int(result))
+            return
+        self._complete(listener, call, lambda: handler(listener, call, notification.args))
+
+    def _complete(self, listener: int, call: Call, produce: Callable[[], Any]) -> bool:
+        """Run `produce` (a handler, or a pending call's finish) and answer with what it gives:
+        a value, an errno (OSError), CONTINUE, ANSWERED, or (Deferred, finish) to wait.
+        A bug (any other exception) still answers, with EIO, before it propagates: a
+        program never hangs on our mistake. True when the call was answered now."""
+        try:
+            result = produce()
+            if isinstance(result, tuple) and result and isinstance(result[0], Deferred):
+                self._wait(listener, call, *result)
+                return False
+            if result is CONTINUE:
+                self.counters["continued"] += 1
+                return trap.respond(listener, call.id, continue_=True)
+            if result is ANSWERED:
+                self.counters["answered"] += 1
+                return True
+            return self._answer(listener, call, value=int(result))
+        except _Vanished:
+            self.counters["cancelled"] += 1
+            return False
+        except OSError as error:
+            return self._answer(listener, call, error=error.errno or errno.EIO)
+        except BaseException:
+            self.counters["errors"] += 1
+            self._answer(listener, call, error=errno.EIO)
+            raise
+        finally:
+            if call.id not in self.pending:
+                self._close_file(call)
 
     def _answer(self, listener: int, call: Call, value: int = 0, error: int = 0) -> bool:
         self.counters["failed" if error else "answered"] += 1
@@ -417,22 +424,14 @@ class SyscallFrontEnd:
                 return False
             if self._pending_by_tid.get(call.pid) == call.id:
                 del self._pending_by_tid[call.pid]
-            try:
-                if not trap.id_valid(listener, call.id):
-                    self.counters["cancelled"] += 1
-                    return False
-                if not ok:
-                    return self._answer(listener, call, error=value)
-                try:
-                    result = finish(value)
-                except OSError as error:
-                    return self._answer(listener, call, error=error.errno or errno.EIO)
-                if result is ANSWERED:
-                    self.counters["answered"] += 1
-                    return True
-                return self._answer(listener, call, value=int(result))
-            finally:
+            if not trap.id_valid(listener, call.id):
+                self.counters["cancelled"] += 1
                 self._close_file(call)
+                return False
+            if not ok:
+                self._close_file(call)
+                return self._answer(listener, call, error=value)
+            return self._complete(listener, call, lambda: finish(value))
 
         if deferred._outcome is not None:         # resolved before it was returned
             self.pending[call.id] = request

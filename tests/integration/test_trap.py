@@ -131,7 +131,7 @@ class FakeUdpLayer:
         return values[name].to_bytes(4, sys.byteorder)
 
     def shutdown(self, sock, how, call):
-        raise OSError(errno.EOPNOTSUPP, "fake")
+        raise RuntimeError("a bug in the socket layer")
 
     def close(self) -> None:
         for entry in self.sockets.values():
@@ -499,3 +499,19 @@ def test_accept_injects_a_new_socket_with_the_peer_address(harness):
     assert "conn name ('10.0.0.1', 80)" in out
     assert harness.layer.sockets[new_id]["ours"].recv(100) == b"over the stream"
     assert "listen 5" in harness.layer.calls
+
+
+def test_a_bug_in_the_socket_layer_answers_eio_and_is_raised(harness):
+    program = harness.spawn("""
+        import socket
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.shutdown(socket.SHUT_RD)
+        except OSError as e:
+            print("shutdown errno", e.errno, flush=True)
+    """)
+    with pytest.raises(RuntimeError, match="a bug in the socket layer"):
+        harness.finish(program)
+    out, err = harness.finish(program)
+    assert f"shutdown errno {errno.EIO}" in out, err
+    assert harness.front.counters["errors"] == 1
