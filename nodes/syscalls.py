@@ -79,7 +79,10 @@ _UINT = struct.Struct("=I")
 
 class SockAddr(NamedTuple):
     """A decoded sockaddr. `host`/`port` (and for AF_INET6 `flowinfo`, `scope_id`) as
-    Python's socket module gives them; `raw`: the bytes of any other family."""
+    Python's socket module gives them; `raw`: the bytes of any other family (AF_UNSPEC
+    included), so the socket layer can check their length as Linux does (inet_bind:
+    EINVAL when shorter than a sockaddr_in, before looking at the family). AF_INET and
+    AF_INET6 addresses too short for their family never get here (EINVAL)."""
     family: int
     host: str = ""
     port: int = 0
@@ -515,9 +518,11 @@ class SyscallFrontEnd:
             raise OSError(errno.EINVAL, "bad address length")
         return decode_sockaddr(self._read(call, address, length))
 
-    def _write_sockaddr(self, call: Call, address: int, length_pointer: int, value: SockAddr | None) -> None:
-        """move_addr_to_user: truncate to the program's length, store the full length."""
-        if not address and not length_pointer:
+    def _write_sockaddr(self, call: Call, address: int, length_pointer: int, value: SockAddr | None,
+                        optional: bool = False) -> None:
+        """move_addr_to_user: truncate to the program's length, store the full length.
+        `optional`: a NULL address means "not wanted" (accept), else EFAULT as any pointer."""
+        if optional and not address:
             return
         length = _INT.unpack(self._read(call, length_pointer, 4))[0]
         if length < 0:
@@ -605,7 +610,7 @@ class SyscallFrontEnd:
         def finish(accepted: tuple) -> Any:
             new_sock, program_end, peer = accepted
             try:
-                self._write_sockaddr(call, a[1], a[2] if a[1] else 0, peer)
+                self._write_sockaddr(call, a[1], a[2], peer, optional=True)
             except OSError:
                 os.close(program_end)
                 raise

@@ -74,8 +74,8 @@ class FakeUdpLayer:
 
     def bind(self, sock, address: SockAddr, call):
         self.calls.append("bind")
-        if address.family != self.sockets[sock]["family"]:
-            raise OSError(errno.EAFNOSUPPORT, "fake: wrong family")
+        if address.family != self.sockets[sock]["family"]:   # as inet_bind: the length first
+            raise OSError(errno.EINVAL if len(address.raw) < 16 else errno.EAFNOSUPPORT, "fake: wrong family")
         self.sockets[sock]["bound"] = address
 
     def getsockname(self, sock, call):
@@ -515,3 +515,34 @@ def test_a_bug_in_the_socket_layer_answers_eio_and_is_raised(harness):
     out, err = harness.finish(program)
     assert f"shutdown errno {errno.EIO}" in out, err
     assert harness.front.counters["errors"] == 1
+
+
+def test_bad_arguments_get_linux_errnos(harness):
+    """Decoded as net/socket.c does: address lengths, NULL pointers, sendto(addr, 0) is send()."""
+    program = harness.spawn("""
+        import ctypes, socket
+        libc = ctypes.CDLL(None, use_errno=True)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        fd = s.fileno()
+        def errno_of(result):
+            return ctypes.get_errno() if result < 0 else result
+        addr = ctypes.create_string_buffer(200)
+        length = ctypes.c_int(-1)
+        print("bind 200", errno_of(libc.bind(fd, addr, 200)), flush=True)
+        print("bind -1", errno_of(libc.bind(fd, addr, -1)), flush=True)
+        print("bind 8", errno_of(libc.bind(fd, addr, 8)), flush=True)
+        print("getsockname NULL", errno_of(libc.getsockname(fd, None, None)), flush=True)
+        print("getsockname len -1", errno_of(libc.getsockname(fd, addr, ctypes.byref(length))), flush=True)
+        length = ctypes.c_int(4)
+        libc.getsockname(fd, addr, ctypes.byref(length))
+        print("getsockname truncated", length.value, addr.raw[:6].hex(), flush=True)
+        print("sendto bad buffer", errno_of(libc.sendto(fd, ctypes.c_void_p(8), 4, 0, addr, 16)), flush=True)
+        print("bad fd", errno_of(libc.getsockname(9999, addr, ctypes.byref(length))), flush=True)
+    """)
+    out, err = harness.finish(program)
+    assert program.returncode == 0, err
+    for line in (f"bind 200 {errno.EINVAL}", f"bind -1 {errno.EINVAL}", f"bind 8 {errno.EINVAL}",
+                 f"getsockname NULL {errno.EFAULT}", f"getsockname len -1 {errno.EINVAL}",
+                 "getsockname truncated 16 02009c40" + "0000",
+                 f"sendto bad buffer {errno.EFAULT}", f"bad fd {errno.EBADF}"):
+        assert line in out, (line, out)
