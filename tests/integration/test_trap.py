@@ -546,3 +546,46 @@ def test_bad_arguments_get_linux_errnos(harness):
                  "getsockname truncated 16 02009c40" + "0000",
                  f"sendto bad buffer {errno.EFAULT}", f"bad fd {errno.EBADF}"):
         assert line in out, (line, out)
+
+
+def test_sendmmsg_and_recvmmsg_with_addresses(harness):
+    program = harness.spawn("""
+        import ctypes, socket, struct
+        from ctypes import POINTER, Structure, c_int, c_size_t, c_uint, c_void_p
+        class iovec(Structure):
+            _fields_ = [("base", c_void_p), ("len", c_size_t)]
+        class msghdr(Structure):
+            _fields_ = [("name", c_void_p), ("namelen", c_uint), ("iov", POINTER(iovec)), ("iovlen", c_size_t),
+                        ("control", c_void_p), ("controllen", c_size_t), ("flags", c_int)]
+        class mmsghdr(Structure):
+            _fields_ = [("hdr", msghdr), ("len", c_uint)]
+        assert ctypes.sizeof(mmsghdr) == 64
+        libc = ctypes.CDLL(None, use_errno=True)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        keep = []
+        def message(payload, name):
+            buf = ctypes.create_string_buffer(payload, max(len(payload), 1)); keep.append(buf)
+            vec = iovec(ctypes.addressof(buf), len(payload)); keep.append(vec)
+            header = mmsghdr()
+            header.hdr.iov, header.hdr.iovlen = ctypes.pointer(vec), 1
+            if name is not None:
+                addr = ctypes.create_string_buffer(name, 16); keep.append(addr)
+                header.hdr.name, header.hdr.namelen = ctypes.addressof(addr), 16
+            return header
+        to = lambda port: struct.pack("=H", 2) + struct.pack(">H", port) + bytes([10, 0, 0, 9]) + bytes(8)
+        out = (mmsghdr * 2)(message(b"one", to(1)), message(b"two!", to(2)))
+        print("sendmmsg", libc.sendmmsg(s.fileno(), out, 2, 0), out[0].len, out[1].len, flush=True)
+        inbox = (mmsghdr * 2)(message(bytes(10), bytes(16)), message(bytes(10), bytes(16)))
+        count = libc.recvmmsg(s.fileno(), inbox, 2, 0, None)
+        first = ctypes.string_at(inbox[0].hdr.iov[0].base, inbox[0].len)
+        name = ctypes.string_at(inbox[0].hdr.name, inbox[0].hdr.namelen)
+        print("recvmmsg", count, first, socket.inet_ntoa(name[4:8]), struct.unpack(">H", name[2:4])[0], flush=True)
+    """)
+    harness.serve(lambda: harness.layer.waiting, program=program)
+    _, first = harness.layer.waiting.popleft()
+    assert first.resolve((b"reply", (AF_INET, "10.0.0.9", 7)))
+    out, err = harness.finish(program)
+    assert program.returncode == 0, err
+    assert "sendmmsg 2 3 4" in out, (out, err)
+    assert "recvmmsg 1 b'reply' 10.0.0.9 7" in out, (out, err)
+    assert [(data, address.port) for data, _, address in harness.layer.sent] == [(b"one", 1), (b"two!", 2)]
