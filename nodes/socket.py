@@ -166,6 +166,14 @@ def parse_sockaddr(raw: "bytes | tuple | None", family: int, *, minimum: bool = 
         return SockAddr(given, int.from_bytes(raw[4:8], "big"), int.from_bytes(raw[2:4], "big"))
     if raw is None:
         raise _error(errno.EINVAL)
+    if hasattr(raw, "family") and hasattr(raw, "host"):
+        # the syscall front end's decoded sockaddr (family, host, port, flowinfo, scope_id, raw):
+        # its own family decides, as the bytes it came from would
+        if getattr(raw, "raw", b""):
+            return parse_sockaddr(raw.raw, family)
+        if raw.family not in (AF_INET, AF_INET6):
+            return SockAddr(raw.family, 0, raw.port)
+        return parse_sockaddr((raw.host, raw.port), raw.family)
     host, port = raw[0], raw[1]
     if not isinstance(port, int) or not 0 <= port <= 0xFFFF:
         raise OverflowError("port must be 0-65535.")

@@ -71,3 +71,19 @@ def test_a_malformed_cmsghdr_is_einval():
     with pytest.raises(OSError) as error:
         unpack_cmsgs((100).to_bytes(8, "little") + bytes(8))
     assert error.value.errno == errno.EINVAL
+
+
+def test_a_decoded_sockaddr_with_its_own_family_is_taken_as_is():
+    from typing import NamedTuple
+
+    class Decoded(NamedTuple):  # the shape nodes/syscalls.py hands over
+        family: int
+        host: str = ""
+        port: int = 0
+        flowinfo: int = 0
+        scope_id: int = 0
+        raw: bytes = b""
+
+    assert parse_sockaddr(Decoded(AF_INET6, "::ffff:10.0.0.1", 53), AF_INET) == SockAddr(AF_INET6, 0x0A000001, 53)
+    assert parse_sockaddr(Decoded(AF_INET, "10.0.0.1", 53), AF_INET6) == SockAddr(AF_INET, 0x0A000001, 53)
+    assert parse_sockaddr(Decoded(1, raw=b"\x01\x00/tmp/x"), AF_INET).family == 1
