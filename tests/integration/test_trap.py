@@ -12,6 +12,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.timeout(60)
 
 PY = sys.executable
 DEADLINE = 20.0
+SO_TIMESTAMP = 29      # Linux's SO_TIMESTAMP_OLD (the socket module does not name it)
 
 
 @pytest.fixture(autouse=True)
@@ -87,6 +89,8 @@ class FakeUdpLayer:
 
     def sendmsg(self, sock, data, flags, address, control, call):
         self.calls.append("sendmsg")
+        if control:
+            self.control = control
         self.sent.append((data, flags, address))
         return len(data)
 
@@ -589,3 +593,28 @@ def test_sendmmsg_and_recvmmsg_with_addresses(harness):
     assert "sendmmsg 2 3 4" in out, (out, err)
     assert "recvmmsg 1 b'reply' 10.0.0.9 7" in out, (out, err)
     assert [(data, address.port) for data, _, address in harness.layer.sent] == [(b"one", 1), (b"two!", 2)]
+
+
+def test_control_data_goes_both_ways_and_is_truncated_with_msg_ctrunc(harness):
+    program = harness.spawn("""
+        import socket, struct
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        ttl = [(socket.IPPROTO_IP, socket.IP_TTL, struct.pack("i", 5))]
+        print("sent", s.sendmsg([b"x"], ttl), flush=True)                 # control data: trapped
+        data, ancillary, flags, address = s.recvmsg(100, socket.CMSG_SPACE(16))
+        print("whole", data, ancillary, flags & socket.MSG_CTRUNC, address, flush=True)
+        data, ancillary, flags, address = s.recvmsg(100, 20)
+        print("truncated", data, flags & socket.MSG_CTRUNC, flush=True)
+    """)
+    timestamp = struct.pack("=QiiQQ", 32, socket.SOL_SOCKET, SO_TIMESTAMP, 1, 2)
+    for _ in range(2):
+        harness.serve(lambda: harness.layer.waiting, program=program)
+        _, deferred = harness.layer.waiting.popleft()
+        assert deferred.resolve((b"data", (AF_INET, "10.0.0.2", 9), timestamp, 0))
+    out, err = harness.finish(program)
+    assert program.returncode == 0, err
+    assert "sent 1" in out
+    expected = [(socket.SOL_SOCKET, SO_TIMESTAMP, struct.pack("=QQ", 1, 2))]
+    assert f"whole b'data' {expected!r} 0 ('10.0.0.2', 9)" in out, out
+    assert f"truncated b'data' {socket.MSG_CTRUNC}" in out, out
+    assert harness.layer.control[:16] == struct.pack("=Qii", 20, socket.IPPROTO_IP, socket.IP_TTL)
