@@ -39,10 +39,17 @@ answered. `HANDLERS` is the one table from syscall to handler.
 * O_NONBLOCK is per open file and set natively with fcntl(): each call reads it
   from our duplicate of the program's file (`Call.nonblock`).
 
-Left for the node kernel (`nodes/kernel.py`): register listeners in its poller,
-call `sweep()` every ~50 ms while calls are pending, call `forget(sock_id)` when
-the socket layer releases a socket (EOF on its end), and hand `Call.file` to
-nothing that outlives the call.
+Wiring into the node kernel (`nodes/kernel.py`): `add_listener(fd)` for each
+program started on the node; register every fd of `listeners` in the poller for
+POLLIN and call `on_readable(fd, events)` when it fires (False: the listener is
+finished and closed, unregister it); call `sweep()` every ~50 ms while `pending`
+is non-empty; call `forget(sock_id)` when the socket layer releases a socket (EOF
+on its end); `close()` at shutdown. Keep `Call.file` nowhere beyond the call.
+
+Measured on the 2-vCPU VM (tests/integration/test_trap.py prints it): getsockname
+trapped and answered ~31 us round trip, trapped and continued (a foreign fd) ~15 us,
+native 0.4 us; the floor, a bare NOTIF_RECV + CONTINUE with no work, ~9 us.
+SYNC_WAKE_UP is set but changes nothing measurable here.
 """
 from __future__ import annotations
 

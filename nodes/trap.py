@@ -628,7 +628,10 @@ def spawn_trapped(argv: Sequence[str], *, env: Mapping[str, str] | None = None, 
 
     The child runs `preexec` (namespaces, hostname...), installs the filter and hands
     the listener to us before it execs, so we hold it before the program's first
-    trapped call. The caller owns the listener fd (close it when done) and must
+    trapped call. Popen waits for the child's exec, so the hand-over is served by a
+    short-lived thread here. The child runs Python between fork and exec (preexec_fn):
+    call this from a process without busy threads (the launcher's zygote, a node
+    kernel's main thread before ZeroMQ's I/O threads hold locks), as subprocess warns. The caller owns the listener fd (close it when done) and must
     answer its notifications, or the program's socket calls wait forever. Raises
     TrapUnavailable (with the reason) when trapping is impossible here.
     """
