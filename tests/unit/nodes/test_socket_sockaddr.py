@@ -86,4 +86,7 @@ def test_a_decoded_sockaddr_with_its_own_family_is_taken_as_is():
 
     assert parse_sockaddr(Decoded(AF_INET6, "::ffff:10.0.0.1", 53), AF_INET) == SockAddr(AF_INET6, 0x0A000001, 53)
     assert parse_sockaddr(Decoded(AF_INET, "10.0.0.1", 53), AF_INET6) == SockAddr(AF_INET, 0x0A000001, 53)
-    assert parse_sockaddr(Decoded(1, raw=b"\x01\x00/tmp/x"), AF_INET).family == 1
+    assert parse_sockaddr(Decoded(1, raw=b"\x01\x00/tmp/socket.x.y"), AF_INET).family == 1  # then EAFNOSUPPORT
+    with pytest.raises(OSError) as error:
+        parse_sockaddr(Decoded(1, raw=b"\x01\x00/tmp/x"), AF_INET)  # shorter than a sockaddr_in: inet_bind's EINVAL
+    assert error.value.errno == errno.EINVAL
