@@ -326,7 +326,7 @@ class Kernel:
             "resolve": lambda name: str(self.resolve(name)),
             "ping": self.op_ping,
             "traceroute": self.op_traceroute,
-            "sockets": lambda: self.stack.udp.table(),
+            "sockets": lambda: self.stack.sockets.table(),
             "reassembly": lambda: self.stack.ipv4.reassembly.table(self.clock()),
             "filter_set": self.op_filter_set,
             "udp_bind": self.op_udp_bind,
