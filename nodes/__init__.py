@@ -5,7 +5,16 @@ contracts in pyproject.toml (tests/unit/test_layering.py runs them):
 
     kernel        the node process: event loop, clock, NICs on the bus, control ops
     memnet        several stacks wired in memory with a fake clock (tests, zygote warm-up)
-    (syscalls, trap)              planned: trapped syscalls (they call the socket layer)
+    syscalls      the syscall front end: trapped socket calls of programs, one handler each
+                  (`HANDLERS`, the one table), answered by the socket layer; it names every
+                  public name of the two below
+    syscall_dispatch              its machinery: listeners, dispatch, pending calls, the
+                                  program's fds and memory
+    syscall_args  what the socket layer sees of a call (SockAddr, Call, Deferred...); the codecs
+    trap          seccomp user notification: availability, `spawn_trapped`; it names every
+                  public name of the two below
+    trap_listener the listener's calls (receive, answer, inject an fd); the task's fds and memory
+    trap_abi      syscall numbers, uapi layouts and ioctl numbers, the BPF filter builder
     stack         the composition root (`struct net`): builds every layer with what it
                   needs, the receive path (netif_receive), the timer heap, the
                   exception barrier's logging

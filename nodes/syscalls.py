@@ -1,7 +1,7 @@
 """The syscall front end: trapped socket calls of programs, answered by the node's socket layer.
 
 Before changing this file, read issue 12's design section, seccomp_unotify(2) and
-`nodes/trap.py` (how calls are trapped; every kernel layout lives there).
+`nodes/trap.py` (how calls are trapped; every kernel layout is named there).
 
 A `SyscallFrontEnd` owns seccomp listener fds (one per program started on the
 node, see `trap.spawn_trapped`). The node's event loop registers each listener
@@ -11,6 +11,17 @@ call is decoded the way Linux's `net/socket.c` does it (`move_addr_to_kernel`,
 passed to the socket layer (`SocketLayer`, implemented by `nodes/socket.py`),
 and its result written back into the program's memory before the call is
 answered. `HANDLERS` is the one table from syscall to handler.
+
+Three modules, each importing only the ones below it; `syscalls.NAME` names every
+public name of the two below (import this module, not them):
+
+    syscalls          `SyscallFrontEnd`: one handler per trapped syscall (`sys_NAME`, Linux's
+                      argument order) and `HANDLERS`, the table from syscall to handler
+    syscall_dispatch  its machinery (`SyscallDispatch`): listeners and the loop, dispatch and
+                      answers, pending calls, the program's fds and memory, sockaddr in and out
+    syscall_args      what the socket layer sees (`SockAddr`, `RecvResult`, `Call`, `Deferred`,
+                      the `SocketLayer` protocol), the sockaddr codec, the argument constants
+                      and layouts (msghdr, iovec, mmsghdr), `_int`/`_uint`
 
 * **Our fds and the others.** `socket()` of an emulated family (AF_INET,
   AF_INET6) asks the socket layer for a socket: it returns a sock_id and the
@@ -55,508 +66,43 @@ from __future__ import annotations
 
 import errno
 import os
-import select
-import socket as _socket
 import struct
-from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple, Protocol
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from . import trap
+from .syscall_args import (
+    _INT, _IOVEC, _MMSGHDR_SIZE, _MSGHDR, _UINT, AF_INET, AF_INET6, AF_UNSPEC, EMULATED_FAMILIES,
+    MAX_OPTLEN, MAX_TRANSFER, MSG_CTRUNC, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_WAITFORONE, OPTMEM_MAX,
+    SOCK_CLOEXEC, SOCK_NONBLOCK, SOCKADDR_STORAGE, UIO_MAXIOV, Call, Deferred, RecvResult, SockAddr,
+    SocketLayer, SockId, _int, _maybe_deferred, _uint, decode_sockaddr, encode_sockaddr,
+)
+from .syscall_dispatch import ANSWERED, CONTINUE, PIDFD_CACHE, SyscallDispatch
 
-AF_UNSPEC, AF_INET, AF_INET6 = 0, 2, 10
-EMULATED_FAMILIES = (AF_INET, AF_INET6)
-SOCK_NONBLOCK, SOCK_CLOEXEC = 0o4000, 0o2000000
-MSG_DONTWAIT, MSG_ERRQUEUE, MSG_CTRUNC, MSG_WAITFORONE = 0x40, 0x2000, 0x8, 0x10000
-SOCKADDR_STORAGE = 128          # sizeof(struct sockaddr_storage)
-UIO_MAXIOV = 1024
-OPTMEM_MAX = 20480              # net.core.optmem_max: the biggest control buffer sendmsg takes
-MAX_TRANSFER = 4 << 20          # bytes read from a program per send call (more: a short send)
-MAX_OPTLEN = 1 << 16
-PIDFD_CACHE = 256               # pidfds of calling threads kept open
-
-_MSGHDR = struct.Struct("=QI4xQQQQi4x")   # name, namelen, iov, iovlen, control, controllen, flags
-_MMSGHDR_SIZE = _MSGHDR.size + 8          # + unsigned msg_len, padded
-_IOVEC = struct.Struct("=QQ")
-_INT = struct.Struct("=i")
-_UINT = struct.Struct("=I")
-
-
-# ---------------------------------------------------------------------------------------------
-# What the socket layer sees
-
-class SockAddr(NamedTuple):
-    """A decoded sockaddr. `host`/`port` (and for AF_INET6 `flowinfo`, `scope_id`) as
-    Python's socket module gives them; `raw`: the bytes of any other family (AF_UNSPEC
-    included), so the socket layer can check their length as Linux does (inet_bind:
-    EINVAL when shorter than a sockaddr_in, before looking at the family). AF_INET and
-    AF_INET6 addresses too short for their family never get here (EINVAL)."""
-    family: int
-    host: str = ""
-    port: int = 0
-    flowinfo: int = 0
-    scope_id: int = 0
-    raw: bytes = b""
-
-    def tuple(self) -> tuple:
-        if self.family == AF_INET6:
-            return (self.host, self.port, self.flowinfo, self.scope_id)
-        return (self.host, self.port)
-
-
-class RecvResult(NamedTuple):
-    """A received message: `length` is the call's result (len(data), or more with MSG_TRUNC)."""
-    data: bytes
-    address: SockAddr | None = None
-    control: bytes = b""
-    msg_flags: int = 0
-    length: int | None = None
-
-
-class Call:
-    """The context of one trapped call: `id`, the calling thread `pid`, the syscall `name`,
-    the program's `fd` it names. `file` is our duplicate of the program's open file
-    (pidfd_getfd, taken on first use: native recv on it, fcntl flags) and `nonblock` its
-    O_NONBLOCK; a pending call holds `file` until answered, as a blocked Linux syscall
-    holds its `struct file`."""
-
-    __slots__ = ("id", "pid", "name", "fd", "_file", "_nonblock", "_open")
-
-    def __init__(self, id: int, pid: int, name: str, fd: int = -1, nonblock: bool | None = None,
-                 open_file: Callable[[int, int], int] | None = None) -> None:
-        self.id, self.pid, self.name, self.fd = id, pid, name, fd
-        self._file, self._nonblock, self._open = -1, nonblock, open_file
-
-    @property
-    def file(self) -> int:
-        if self._file < 0 and self._open is not None and self.fd >= 0:
-            self._file = self._open(self.pid, self.fd)
-        return self._file
-
-    @property
-    def nonblock(self) -> bool:
-        if self._nonblock is None:
-            self._nonblock = self.file >= 0 and not os.get_blocking(self.file)
-        return self._nonblock
-
-    @staticmethod
-    def defer() -> "Deferred":
-        """A pending result, for a socket layer that may not import this module."""
-        return Deferred()
-
-    def close(self) -> None:
-        if self._file >= 0:
-            os.close(self._file)
-            self._file = -1
-
-    def __repr__(self) -> str:
-        return f"Call({self.name} id={self.id:#x} pid={self.pid} fd={self.fd})"
-
-
-class Deferred:
-    """A result the socket layer gives later: the call stays pending until `resolve`/`fail`."""
-
-    __slots__ = ("_sink", "_outcome", "_cancel", "cancelled")
-
-    def __init__(self) -> None:
-        self._sink: Callable[[bool, Any], bool] | None = None
-        self._outcome: tuple[bool, Any] | None = None
-        self._cancel: list[Callable[[], None]] = []
-        self.cancelled = False
-
-    def resolve(self, value: Any = None) -> bool:
-        """Answer the call with `value`; False when the call was gone (died, interrupted)."""
-        return self._finish(True, value)
-
-    def fail(self, error: int) -> bool:
-        """Fail the call with errno `error`; False when the call was gone."""
-        return self._finish(False, error)
-
-    def on_cancel(self, callback: Callable[[], None]) -> None:
-        """`callback()` runs if the call goes away unanswered (the socket layer drops its waiter)."""
-        self._cancel.append(callback)
-
-    @property
-    def done(self) -> bool:
-        return self._outcome is not None or self.cancelled
-
-    def _finish(self, ok: bool, value: Any) -> bool:
-        if self.done:
-            return False
-        self._outcome = (ok, value)
-        return self._sink(ok, value) if self._sink is not None else True
-
-    def _cancelled(self) -> None:
-        if not self.done:
-            self.cancelled = True
-            for callback in self._cancel:
-                callback()
-
-
-SockId = Any
-
-
-class SocketLayer(Protocol):
-    """What the front end needs of the node's socket layer (nodes/socket.py implements it).
-
-    Every method may raise OSError(errno) — the call fails with that errno — and the
-    ones that may block may return a `Deferred` of their result. `call.nonblock` and
-    MSG_DONTWAIT say whether blocking is allowed; with them set, never return a Deferred.
-
-    The socket layer sits below this module (pyproject's layers) and imports nothing
-    from it: it gets a Deferred from `call.defer()`, and may return plain tuples for
-    addresses, (family, host, port[, flowinfo, scope_id]), and for received messages,
-    (data, address[, control, msg_flags, length]): `SockAddr` and `RecvResult` are those
-    tuples with names. An address it is given is a `SockAddr` (`.tuple()` is the
-    stdlib's form; `raw` holds the bytes of a family the front end does not decode).
-    """
-
-    def socket(self, family: int, type: int, proto: int, call: Call) -> tuple[SockId, int]:
-        """A new socket: (sock_id, fd of the program's end). The front end injects that fd
-        and closes it (the program then holds the only copies)."""
-
-    def bind(self, sock: SockId, address: SockAddr, call: Call) -> None: ...
-
-    def connect(self, sock: SockId, address: SockAddr, call: Call) -> None | Deferred: ...
-
-    def listen(self, sock: SockId, backlog: int, call: Call) -> None: ...
-
-    def accept(self, sock: SockId, call: Call) -> tuple[SockId, int, SockAddr] | Deferred:
-        """(new sock_id, fd of the program's end, peer address), or a Deferred of it."""
-
-    def getsockname(self, sock: SockId, call: Call) -> SockAddr: ...
-
-    def getpeername(self, sock: SockId, call: Call) -> SockAddr: ...
-
-    def setsockopt(self, sock: SockId, level: int, name: int, value: bytes, call: Call) -> None: ...
-
-    def getsockopt(self, sock: SockId, level: int, name: int, size: int, call: Call) -> bytes | Deferred:
-        """The option's bytes (the front end truncates them to `size`)."""
-
-    def shutdown(self, sock: SockId, how: int, call: Call) -> None: ...
-
-    def sendmsg(self, sock: SockId, data: bytes, flags: int, address: SockAddr | None,
-                control: bytes, call: Call) -> int | Deferred:
-        """sendto/sendmsg/sendmmsg with an address or control data: bytes sent."""
-
-    def recvmsg(self, sock: SockId, size: int, flags: int, control_size: int,
-                call: Call) -> RecvResult | Deferred:
-        """recvfrom/recvmsg/recvmmsg that want an address, control data or the error queue."""
-
-
-# ---------------------------------------------------------------------------------------------
-# sockaddr codec
-
-def decode_sockaddr(raw: bytes) -> SockAddr:
-    """A sockaddr from a program (EINVAL for one too short for its family, as inet_bind)."""
-    if len(raw) < 2:
-        raise OSError(errno.EINVAL, "address too short")
-    family = struct.unpack_from("=H", raw)[0]
-    if family == AF_INET:
-        if len(raw) < 16:
-            raise OSError(errno.EINVAL, "sockaddr_in too short")
-        return SockAddr(AF_INET, _socket.inet_ntop(AF_INET, raw[4:8]), struct.unpack_from(">H", raw, 2)[0])
-    if family == AF_INET6:
-        if len(raw) < 24:           # SIN6_LEN_RFC2133: scope_id optional
-            raise OSError(errno.EINVAL, "sockaddr_in6 too short")
-        port, flowinfo = struct.unpack_from(">HI", raw, 2)
-        scope = struct.unpack_from("=I", raw, 24)[0] if len(raw) >= 28 else 0
-        return SockAddr(AF_INET6, _socket.inet_ntop(AF_INET6, raw[8:24]), port, flowinfo, scope)
-    return SockAddr(family, raw=bytes(raw))
-
-
-def encode_sockaddr(address: SockAddr) -> bytes:
-    if address.family == AF_INET:
-        return (struct.pack("=H", AF_INET) + struct.pack(">H", address.port)
-                + _socket.inet_pton(AF_INET, address.host) + bytes(8))
-    if address.family == AF_INET6:
-        return (struct.pack("=H", AF_INET6) + struct.pack(">HI", address.port, address.flowinfo)
-                + _socket.inet_pton(AF_INET6, address.host) + struct.pack("=I", address.scope_id))
-    return address.raw or struct.pack("=H", address.family)
-
-
-# ---------------------------------------------------------------------------------------------
-# The front end
-
-CONTINUE = object()     # handler result: let the kernel run the call natively
-ANSWERED = object()     # handler result: already answered (ADDFD with FLAG_SEND)
+__all__ = [   # every public name of the front end, wherever it is defined (see the module docstring)
+    # syscall_args
+    "AF_INET", "AF_INET6", "AF_UNSPEC", "EMULATED_FAMILIES", "MAX_OPTLEN", "MAX_TRANSFER", "MSG_CTRUNC",
+    "MSG_DONTWAIT", "MSG_ERRQUEUE", "MSG_WAITFORONE", "OPTMEM_MAX", "SOCK_CLOEXEC", "SOCK_NONBLOCK",
+    "SOCKADDR_STORAGE", "UIO_MAXIOV", "Call", "Deferred", "RecvResult", "SockAddr", "SocketLayer", "SockId",
+    "decode_sockaddr", "encode_sockaddr",
+    # syscall_dispatch
+    "ANSWERED", "CONTINUE", "PIDFD_CACHE", "SyscallDispatch",
+    # here
+    "HANDLERS", "SyscallFrontEnd",
+]
 
 
 @dataclass
-class _Pending:
-    listener: int
-    call: Call
-    deferred: Deferred
-    finish: Callable[[Any], Any]
+class SyscallFrontEnd(SyscallDispatch):
+    """Trapped calls of the node's programs, dispatched to `layer`. Single-threaded, never blocks.
 
-
-@dataclass
-class SyscallFrontEnd:
-    """Trapped calls of the node's programs, dispatched to `layer`. Single-threaded, never blocks."""
-    layer: SocketLayer
-    sync_wakeup: bool = True
-    listeners: set[int] = field(default_factory=set)
-    pending: dict[int, _Pending] = field(default_factory=dict)
-    counters: dict[str, int] = field(default_factory=lambda: {
-        "trapped": 0, "continued": 0, "answered": 0, "failed": 0, "pending": 0, "cancelled": 0,
-        "vanished": 0, "errors": 0})
+    The fields, the loop and the dispatch are `SyscallDispatch`'s (nodes/syscall_dispatch.py);
+    here are the handlers, one per entry of `HANDLERS`."""
 
     def __post_init__(self) -> None:
-        self.arch = trap.current_arch()
+        super().__post_init__()
         self._table = {self.arch.numbers[name]: (name, getattr(self, method))
                        for name, method in HANDLERS.items()}
-        self._ours: dict[int, SockId] = {}      # inode of the program's end (sockfs) -> sock_id
-        self._key_of: dict[SockId, int] = {}
-        self._pidfds: dict[int, int] = {}       # tid -> pidfd
-        self._pending_by_tid: dict[int, int] = {}
-
-    # --- listeners and the loop
-
-    def add_listener(self, listener: int) -> None:
-        """Serve `listener` (we own it from now on: closed by `close()` or at POLLHUP)."""
-        if self.sync_wakeup:
-            trap.set_sync_wakeup(listener)
-        self.listeners.add(listener)
-
-    def on_readable(self, listener: int, events: int = select.POLLIN, budget: int = 16) -> bool:
-        """`listener` polled `events`: take up to `budget` waiting notifications (after the
-        first, only while another is waiting: one poll(0) each). False once it is finished
-        (every program under it exited: POLLHUP with nothing waiting), closed here.
-
-        Measured: looking again right after an answer often finds the program's next call
-        already there (it runs on another CPU), and beats going round the loop (getsockname
-        round trip 31 us against 42 us with a budget of 1)."""
-        for _ in range(max(1, budget)):
-            if not events & select.POLLIN:
-                waiting, hung_up = trap.listener_state(listener)
-                if not waiting:
-                    if hung_up or events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
-                        self._drop_listener(listener)
-                        return False
-                    return True
-            events = 0
-            notification = trap.recv_notification(listener)
-            if notification is None:
-                self.counters["vanished"] += 1
-                continue
-            self.dispatch(listener, notification)
-        return True
-
-    def close(self) -> None:
-        """Close every listener (trapped calls of the programs then fail with ENOSYS)."""
-        for request in list(self.pending.values()):
-            self._cancel(request)
-        for listener in list(self.listeners):
-            self._drop_listener(listener)
-        self._close_pidfds()
-
-    def forget(self, sock_id: SockId) -> None:
-        """The socket layer released `sock_id` (EOF on its end): its fd is no longer ours."""
-        key = self._key_of.pop(sock_id, None)
-        if key is not None:
-            self._ours.pop(key, None)
-
-    def sweep(self) -> int:
-        """Drop pending calls whose task died or was interrupted; how many were dropped."""
-        dropped = 0
-        for request in list(self.pending.values()):
-            if not trap.id_valid(request.listener, request.call.id):
-                self._cancel(request)
-                dropped += 1
-        return dropped
-
-    def _drop_listener(self, listener: int) -> None:
-        for request in [r for r in self.pending.values() if r.listener == listener]:
-            self._cancel(request)
-        self.listeners.discard(listener)
-        os.close(listener)
-
-    # --- dispatch
-
-    def dispatch(self, listener: int, notification: trap.Notification) -> None:
-        """Handle one trapped call: answer it now, continue it, or leave it pending."""
-        self.counters["trapped"] += 1
-        old = self._pending_by_tid.get(notification.pid)
-        if old is not None and old in self.pending:    # that thread's previous call is gone
-            self._cancel(self.pending[old])
-        name, handler = self._table.get(notification.nr, (None, None))
-        call = Call(notification.id, notification.pid, name or self.arch.name_of(notification.nr),
-                    open_file=self._getfd)
-        if handler is None:
-            self._close_file(call)
-            self.counters["continued"] += 1
-            trap.respond(listener, call.id, continue_=True)
-            return
-        self._complete(listener, call, lambda: handler(listener, call, notification.args))
-
-    def _complete(self, listener: int, call: Call, produce: Callable[[], Any]) -> bool:
-        """Run `produce` (a handler, or a pending call's finish) and answer with what it gives:
-        a value, an errno (OSError), CONTINUE, ANSWERED, or (Deferred, finish) to wait.
-        A bug (any other exception) still answers, with EIO, before it propagates: a
-        program never hangs on our mistake. True when the call was answered now."""
-        try:
-            result = produce()
-            if isinstance(result, tuple) and result and isinstance(result[0], Deferred):
-                self._wait(listener, call, *result)
-                return False
-            if result is CONTINUE:
-                self.counters["continued"] += 1
-                return trap.respond(listener, call.id, continue_=True)
-            if result is ANSWERED:
-                self.counters["answered"] += 1
-                return True
-            return self._answer(listener, call, value=int(result))
-        except _Vanished:
-            self.counters["cancelled"] += 1
-            return False
-        except OSError as error:
-            return self._answer(listener, call, error=error.errno or errno.EIO)
-        except BaseException:
-            self.counters["errors"] += 1
-            self._answer(listener, call, error=errno.EIO)
-            raise
-        finally:
-            if call.id not in self.pending:
-                self._close_file(call)
-
-    def _answer(self, listener: int, call: Call, value: int = 0, error: int = 0) -> bool:
-        self.counters["failed" if error else "answered"] += 1
-        return trap.respond(listener, call.id, value=value, error=error)
-
-    def _wait(self, listener: int, call: Call, deferred: Deferred, finish: Callable[[Any], Any]) -> None:
-        request = _Pending(listener, call, deferred, finish)
-        try:
-            call.file                      # held while pending, as Linux holds the struct file
-        except OSError:
-            pass
-
-        def sink(ok: bool, value: Any) -> bool:
-            if self.pending.pop(call.id, None) is None:
-                return False
-            if self._pending_by_tid.get(call.pid) == call.id:
-                del self._pending_by_tid[call.pid]
-            if not trap.id_valid(listener, call.id):
-                self.counters["cancelled"] += 1
-                self._close_file(call)
-                return False
-            if not ok:
-                self._close_file(call)
-                return self._answer(listener, call, error=value)
-            return self._complete(listener, call, lambda: finish(value))
-
-        if deferred._outcome is not None:         # resolved before it was returned
-            self.pending[call.id] = request
-            deferred._sink = sink
-            sink(*deferred._outcome)
-            return
-        self.counters["pending"] += 1
-        self.pending[call.id] = request
-        self._pending_by_tid[call.pid] = call.id
-        deferred._sink = sink
-
-    def _cancel(self, request: _Pending) -> None:
-        call = request.call
-        if self.pending.pop(call.id, None) is None:
-            return
-        if self._pending_by_tid.get(call.pid) == call.id:
-            del self._pending_by_tid[call.pid]
-        self.counters["cancelled"] += 1
-        self._close_file(call)
-        request.deferred._cancelled()
-
-    @staticmethod
-    def _close_file(call: Call) -> None:
-        call.close()
-
-    # --- helpers for handlers
-
-    def _socket_of(self, call: Call, fd_arg: int) -> SockId | None:
-        """The sock_id behind the program's fd, or None (not ours: continue natively).
-        `call.file` (our duplicate of the program's file) is taken when first used.
-
-        The link /proc/TID/fd/N names a socket's inode: one syscall, for ours and for the
-        common "not ours" answer alike. (That the fd may be replaced by another thread
-        right after is the race any syscall has: Linux uses the file it found at entry.)"""
-        fd = _int(fd_arg)
-        call.fd = fd
-        if fd < 0:
-            return None
-        try:
-            link = os.readlink(f"/proc/{call.pid}/fd/{fd}")
-        except OSError:
-            return None                     # no such fd (the kernel says EBADF) or task gone
-        if not link.startswith("socket:["):
-            return None
-        return self._ours.get(int(link[8:-1]))
-
-    def _getfd(self, tid: int, fd: int) -> int:
-        """pidfd_getfd with a pidfd per thread kept open (a pidfd pins its task: a reused
-        tid never reaches the wrong process, it fails with ESRCH and is reopened)."""
-        pidfd = self._pidfds.get(tid)
-        if pidfd is not None:
-            try:
-                return trap.pidfd_getfd(pidfd, fd)
-            except OSError as error:
-                if error.errno != errno.ESRCH:
-                    raise
-                os.close(self._pidfds.pop(tid))
-        if len(self._pidfds) >= PIDFD_CACHE:
-            self._close_pidfds()
-        pidfd = self._pidfds[tid] = trap.pidfd_open(tid)
-        return trap.pidfd_getfd(pidfd, fd)
-
-    def _close_pidfds(self) -> None:
-        for pidfd in self._pidfds.values():
-            os.close(pidfd)
-        self._pidfds.clear()
-
-    def _read(self, call: Call, address: int, length: int) -> bytes:
-        if length and not address:
-            raise OSError(errno.EFAULT, "NULL pointer")
-        return trap.read_memory(call.pid, address, length)
-
-    def _write(self, call: Call, address: int, data: bytes) -> None:
-        if data and not address:
-            raise OSError(errno.EFAULT, "NULL pointer")
-        trap.write_memory(call.pid, address, data)
-
-    def _read_sockaddr(self, call: Call, address: int, length: int) -> SockAddr:
-        length = _int(length)
-        if length < 0 or length > SOCKADDR_STORAGE:
-            raise OSError(errno.EINVAL, "bad address length")
-        return decode_sockaddr(self._read(call, address, length))
-
-    def _write_sockaddr(self, call: Call, address: int, length_pointer: int, value: SockAddr | None,
-                        optional: bool = False) -> None:
-        """move_addr_to_user: truncate to the program's length, store the full length.
-        `optional`: a NULL address means "not wanted" (accept), else EFAULT as any pointer."""
-        if optional and not address:
-            return
-        length = _INT.unpack(self._read(call, length_pointer, 4))[0]
-        if length < 0:
-            raise OSError(errno.EINVAL, "negative address length")
-        raw = encode_sockaddr(SockAddr(*value)) if value is not None else b""
-        if length and raw and not address:
-            raise OSError(errno.EFAULT, "NULL pointer")
-        trap.write_memory_many(call.pid, [(address, raw[:length]), (length_pointer, _INT.pack(len(raw)))])
-
-    def _checked(self, listener: int, call: Call) -> None:
-        """After reading the task's memory by pid: was that still our task? (seccomp_unotify(2))"""
-        if not trap.id_valid(listener, call.id):
-            raise _Vanished()
-
-    def _install(self, listener: int, call: Call, sock: SockId, program_end: int, flags: int,
-                 send: bool = True) -> int:
-        """Inject the program's end of a new socket (closing ours) and remember it as ours."""
-        try:
-            if flags & SOCK_NONBLOCK:
-                os.set_blocking(program_end, False)
-            key = os.fstat(program_end).st_ino
-            self._ours[key] = sock
-            self._key_of[sock] = key
-            return trap.inject_fd(listener, call.id, program_end,
-                                  newfd_flags=os.O_CLOEXEC if flags & SOCK_CLOEXEC else 0, send=send)
-        finally:
-            os.close(program_end)            # the socket layer sees EOF if the injection failed
 
     # --- the handlers (Linux's argument order; `a` = the six raw arguments)
 
@@ -845,13 +391,6 @@ class SyscallFrontEnd:
         return _maybe_deferred(first, rest)
 
 
-class _Vanished(OSError):
-    """The task went away while we read its memory: nothing is answered."""
-
-    def __init__(self) -> None:
-        super().__init__(errno.ENOENT, "the trapped call is gone")
-
-
 # The one table: syscall name -> handler method (numbers per architecture in nodes/trap.py).
 HANDLERS = {
     "socket": "sys_socket",
@@ -873,20 +412,3 @@ HANDLERS = {
     "recvmmsg": "sys_recvmmsg",
 }
 assert set(HANDLERS) == set(trap.TRAPPED)
-
-
-def _maybe_deferred(result: Any, finish: Callable[[Any], Any]) -> Any:
-    """A handler's answer: finish(result) now, or (deferred, finish) to finish later."""
-    if isinstance(result, Deferred):
-        return (result, finish)
-    return finish(result)
-
-
-def _int(value: int) -> int:
-    """An `int` argument: the low 32 bits, signed (the kernel ignores the rest)."""
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value & 0x80000000 else value
-
-
-def _uint(value: int) -> int:
-    return value & 0xFFFFFFFF
