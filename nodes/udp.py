@@ -8,7 +8,7 @@ application) and seed 001's INET socket section. Linux equivalents:
 
 The kernel-side half of a UDP socket is a `UdpEndpoint` (struct udp_sock,
 reduced): its binding, its receive queue bounded in bytes like `SO_RCVBUF`,
-and the pending error (`sk_err`). The socket layer (`nodes/socket.py`) sits
+and the pending error (`sk_err`). The socket layer (`nodes/socket/`) sits
 on these endpoints through two callbacks (`on_receive`, `on_error`); the
 kernel's traceroute and the control ops use them directly.
 

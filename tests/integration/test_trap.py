@@ -98,7 +98,7 @@ class FakeUdpLayer:
         self.calls.append("recvmsg")
         if call.nonblock or flags & socket.MSG_DONTWAIT:
             raise OSError(errno.EAGAIN, "fake: nothing queued")
-        deferred = call.defer()                      # what nodes/socket.py does (no import)
+        deferred = call.defer()                      # what nodes/socket/ does (no import)
         deferred.on_cancel(lambda: self.cancelled.append(deferred))
         self.waiting.append((sock, deferred))
         return deferred
