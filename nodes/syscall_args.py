@@ -145,7 +145,7 @@ SockId = Any
 
 
 class SocketLayer(Protocol):
-    """What the front end needs of the node's socket layer (nodes/socket.py implements it).
+    """What the front end needs of the node's socket layer (the package nodes/socket implements it).
 
     Every method may raise OSError(errno) — the call fails with that errno — and the
     ones that may block may return a `Deferred` of their result. `call.nonblock` and

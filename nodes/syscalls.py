@@ -8,7 +8,7 @@ node, see `trap.spawn_trapped`). The node's event loop registers each listener
 for POLLIN and calls `on_readable(fd, events)`; nothing here blocks. A trapped
 call is decoded the way Linux's `net/socket.c` does it (`move_addr_to_kernel`,
 `copy_msghdr_from_user`, `move_addr_to_user`: the same EINVAL/EFAULT checks),
-passed to the socket layer (`SocketLayer`, implemented by `nodes/socket.py`),
+passed to the socket layer (`SocketLayer`, implemented by the package `nodes/socket`),
 and its result written back into the program's memory before the call is
 answered. `HANDLERS` is the one table from syscall to handler.
 

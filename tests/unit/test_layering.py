@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # What the user side of a node (nodes.api: stdlib-like sockets; nodes.tools: ip, ss, sysctl)
 # may never import: it talks to the node's kernel over its sockets only.
 STACK_MODULES = ("nodes.kernel", "nodes.stack", "nodes.ipv4", "nodes.icmp", "nodes.udp", "nodes.tcp",
-                 "nodes.neigh", "nodes.route", "nodes.nic", "nodes.skbuff", "nodes.socket", "nodes.syscalls")
+                 "nodes.neigh", "nodes.route", "nodes.nic", "nodes.skbuff", "nodes.socket", "nodes.syscalls",
+                 "nodes.syscall_dispatch", "nodes.syscall_args", "nodes.trap", "nodes.trap_listener",
+                 "nodes.trap_abi")
 
 
 def test_import_linter_contracts_are_kept():
