@@ -107,6 +107,12 @@ def unpack_frames(message: bytes | bytearray | memoryview) -> list[bytes]:
     return frames
 
 
+def holds_one_frame(message: bytes | bytearray | memoryview) -> bool:
+    """True when `message` is exactly one frame (its length prefix covers the rest): what a
+    sender flushes when idle. A receiver that got one need not ask for more before it polls again."""
+    return len(message) >= 2 and ((message[0] << 8) | message[1]) + 2 == len(message)
+
+
 def count_frames(message: bytes | bytearray | memoryview) -> int:
     """How many frames a data-plane message holds, checked like `unpack_frames` but without copying any.
 

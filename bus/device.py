@@ -55,7 +55,7 @@ from .port import PORT_COUNTERS, Port, derive_seed
 from .runtime import EventLoop, Lifecycle, prepare_process
 from .shaping import LinkParams
 from .transport import (DATA_HIGH_WATER_MARK, BatchError, ControlServer, FrameBatcher, cleanup_endpoint, count_frames,
-                        unpack_frames)
+                        holds_one_frame, unpack_frames)
 
 __all__ = ["CAPTURE_FLUSH_INTERVAL", "PORT_COUNTERS", "RECEIVE_BUDGET", "UPLINK_KEEPALIVE", "Device", "Port",
            "derive_seed", "main", "run_device"]
@@ -263,6 +263,8 @@ class Device(DeviceControl):
                 self._attach(port)
             if message:
                 self._receive(port, message, now)
+                if holds_one_frame(message):
+                    break  # an idle sender's lone frame: the next poll says if more came (see nodes/kernel.py)
         self.counters["rx_messages"] += received
 
     def _on_uplink(self, port: Port) -> None:

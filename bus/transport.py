@@ -27,14 +27,14 @@ import msgpack
 import zmq
 
 from .dataplane import (DATA_HIGH_WATER_MARK, HELLO, MAX_BATCH_BYTES, MAX_FRAME_LENGTH, BatchError, DataPort,
-                        FrameBatcher, count_frames, pack_frames, unpack_frames)
+                        FrameBatcher, count_frames, holds_one_frame, pack_frames, unpack_frames)
 
 __all__ = [
     # endpoints
     "MAX_IPC_PATH", "ipc_endpoint", "endpoint_path", "cleanup_endpoint",
     # the data plane (bus/dataplane.py)
     "DATA_HIGH_WATER_MARK", "HELLO", "MAX_BATCH_BYTES", "MAX_FRAME_LENGTH", "BatchError", "DataPort",
-    "FrameBatcher", "count_frames", "pack_frames", "unpack_frames",
+    "FrameBatcher", "count_frames", "holds_one_frame", "pack_frames", "unpack_frames",
     # the control channel
     "ControlClient", "ControlError", "ControlServer", "ControlTimeout", "Deferred",
 ]

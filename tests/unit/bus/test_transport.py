@@ -458,3 +458,12 @@ def test_data_port_sends_a_lone_frame_as_one_framed_message_and_counts_it(contex
     finally:
         port.close()
         router.close()
+
+
+def test_holds_one_frame_tells_a_lone_frame_from_a_batch_and_from_garbage():
+    from bus.transport import holds_one_frame, pack_frames
+    frame = bytes(range(60))
+    assert holds_one_frame(pack_frames([frame]))
+    assert not holds_one_frame(pack_frames([frame, frame]))
+    assert not holds_one_frame(pack_frames([frame])[:-1])  # truncated
+    assert not holds_one_frame(b"") and not holds_one_frame(b"\x00")
