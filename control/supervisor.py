@@ -423,13 +423,15 @@ class Supervisor:
             handle = self._by_pid.pop(pid, None)
             if handle is None:
                 return
-            handle.state = ProcessState.EXITED
             handle.returncode = returncode
             handle.signal = sig
             expected = handle.exit_expected or self._stopping
+            # Published before anyone can see the process as exited: wait_crash_reports()
+            # (and so Emulation.unexpected_crashes) relies on the crash being queued by then.
+            self._publish(self._exit_event(handle, expected))
+            handle.state = ProcessState.EXITED
             self._exit_count += 1
             self._exited.notify_all()
-        self._publish(self._exit_event(handle, expected))
 
     def _on_zygote_lost(self) -> None:
         """The zygote died on its own: its children died with it (PDEATHSIG); report them all."""
@@ -437,17 +439,17 @@ class Supervisor:
         with self._lock:
             lost = list(self._by_pid.values())
             self._by_pid.clear()
+            code = self._zygote.process.returncode
+            self._publish(ExitEvent(ZYGOTE_NAME, self._zygote.pid,
+                                    code if code is None or code >= 0 else None,
+                                    -code if code is not None and code < 0 else None,
+                                    read_log_tail(self.run_dir.log_path(ZYGOTE_NAME)), False, time.monotonic()))
             for handle in lost:
-                handle.state, handle.returncode, handle.signal = ProcessState.EXITED, None, signal.SIGKILL
+                handle.returncode, handle.signal = None, signal.SIGKILL
+                self._publish(self._exit_event(handle, handle.exit_expected))  # queued before it is seen exited
+                handle.state = ProcessState.EXITED
             self._exit_count += 1
             self._exited.notify_all()
-        code = self._zygote.process.returncode
-        self._publish(ExitEvent(ZYGOTE_NAME, self._zygote.pid,
-                                code if code is None or code >= 0 else None,
-                                -code if code is not None and code < 0 else None,
-                                read_log_tail(self.run_dir.log_path(ZYGOTE_NAME)), False, time.monotonic()))
-        for handle in lost:
-            self._publish(self._exit_event(handle, handle.exit_expected))
 
     def _exit_event(self, handle: ProcessHandle, expected: bool) -> ExitEvent:
         return ExitEvent(handle.name, handle.pid or 0, handle.returncode, handle.signal,
