@@ -26,13 +26,14 @@ from typing import Any, Callable, Iterable, TypeVar
 import psutil
 import zmq
 
-from bus.transport import ControlClient, ControlError
+from bus.transport import ControlClient
 
 from .handles import Hop, LinkHandle, NodeHandle, PingResult  # noqa: F401 - Hop re-exported
 from .plan import Plan, build_plan
 from .supervisor import ExitEvent, ProcessExited, Supervisor
 from .topology import load_topology
 from .topology_model import Topology
+from .waiting import wait_for
 
 T = TypeVar("T")
 
@@ -327,19 +328,8 @@ class Emulation:
         return self.supervisor.call(segment, "capture_stop")
 
     def wait_for(self, predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> T:
-        """Poll `predicate` until it returns something truthy; that value, or TimeoutError."""
-        deadline = time.monotonic() + timeout
-        last_error: Exception | None = None
-        while True:
-            try:
-                value = predicate()
-                if value:
-                    return value
-            except (ControlError, KeyError) as exc:
-                last_error = exc
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"condition not met within {timeout:g} s" + (f" (last error: {last_error})" if last_error else ""))
-            time.sleep(interval)
+        """Poll `predicate` until it returns something truthy; that value, or TimeoutError (control/waiting.py)."""
+        return wait_for(predicate, timeout, interval)
 
     def pingall(self, count: int = 1, timeout: float = 1.0, nodes: Iterable[str] | None = None) -> dict[tuple[str, str], PingResult | Exception]:
         """Ping every ordered pair of hosts (Mininet's pingall); results by (src, dst).
