@@ -37,6 +37,18 @@ def require_tool(name: str) -> str:
     pytest.skip(reason)
 
 
+def require_trap() -> None:
+    """Seccomp user notification (root, Linux >= 5.14): skips locally, fails under CI=true when missing."""
+    from nodes import trap
+
+    reason = trap.unavailable_reason()
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and syscall trapping is unavailable: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "integration" in item.nodeid.split("/") or "scenarios" in item.nodeid.split("/"):

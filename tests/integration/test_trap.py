@@ -23,6 +23,7 @@ import pytest
 
 from nodes import trap
 from nodes.syscalls import AF_INET, Call, Deferred, RecvResult, SockAddr, SyscallFrontEnd
+from tests.conftest import require_trap
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,11 +34,7 @@ SO_TIMESTAMP = 29      # Linux's SO_TIMESTAMP_OLD (the socket module does not na
 
 @pytest.fixture(autouse=True)
 def _trap_available():
-    reason = trap.unavailable_reason()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and syscall trapping is unavailable: {reason}", pytrace=False)
-        pytest.skip(reason)
+    require_trap()
 
 
 @pytest.fixture(autouse=True)

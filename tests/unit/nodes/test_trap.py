@@ -14,6 +14,7 @@ import pytest
 
 from nodes import syscalls, trap
 from nodes.syscalls import AF_INET, AF_INET6, Deferred, SockAddr, decode_sockaddr, encode_sockaddr
+from tests.conftest import require_trap
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -148,10 +149,10 @@ def test_a_deferred_answers_once_and_tells_if_the_call_was_gone():
     assert cancelled == [1] and gone.cancelled and gone.resolve(1) is False
 
 
-@pytest.mark.skipif(trap.unavailable_reason() is not None, reason="process_vm_readv of ourselves: trap unavailable")
 @pytest.mark.parametrize("size", [1, 16, 70000])
 def test_memory_is_read_and_written_in_place(size):
     """Our own memory stands in for a program's: the same calls, small and beyond the scratch."""
+    require_trap()  # process_vm_readv of ourselves needs what trapping needs
     target = ctypes.create_string_buffer(b"\x01" * size, size)
     other = ctypes.create_string_buffer(8)
     address, pid = ctypes.addressof(target), trap.os.getpid()
