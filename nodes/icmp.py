@@ -44,7 +44,7 @@ from .wire.icmp import (
     QuotedDatagram,
     echo_reply_for,
     echo_request_bytes,
-    quoted_echo,
+    echo_header,
 )
 from .sysctl import Sysctl
 from .wire.ipv4 import IP_OFFSET, IPPROTO_ICMP, unpack_fixed_header
@@ -232,7 +232,7 @@ class IcmpLayer:
 
     def _echo_error(self, message: IcmpMessage, quoted: QuotedDatagram, datagram: Datagram, now: float) -> None:
         """An error quoting one of our ICMP messages: find the echo session by identifier."""
-        echo = quoted_echo(quoted.transport_bytes)
+        echo = echo_header(quoted.transport_bytes)
         if echo is None:
             return
         listener = self.echo_listeners.get(echo[0])

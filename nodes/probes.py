@@ -28,7 +28,7 @@ from .wire.icmp import (
     TIME_EXCEEDED,
     IcmpMessage,
     QuotedDatagram,
-    quoted_echo,
+    echo_header,
 )
 from .wire.udp import quoted_ports
 
@@ -164,7 +164,7 @@ class PingSession:
     def echo_error(self, message: IcmpMessage, quoted: QuotedDatagram, datagram: "Datagram", now: float) -> None:
         if self.done:
             return
-        echo = quoted_echo(quoted.transport_bytes)
+        echo = echo_header(quoted.transport_bytes)
         if echo is None:
             return
         sequence = echo[1]

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 from ..icmp import IcmpLayer
 from ..ipv4 import Datagram, IPv4Layer
 from ..nic import NetDevice
+from ..route_cache import DstEntry
 from ..skbuff import SKB_TRUESIZE_OVERHEAD
 from ..sysctl import Sysctl
 from ..udp import UdpLayer, icmp_error_report
@@ -87,6 +88,7 @@ class InetSocket(SocketOptions):
         self.bind_address_locked = False  # SOCK_BINDADDR_LOCK
         self.bind_port_locked = False  # SOCK_BINDPORT_LOCK
         self.peer: tuple[int, int] | None = None  # inet_daddr, inet_dport
+        self.dst: DstEntry | None = None  # sk_dst_cache: the route a connect() chose (IP_MTU reads it)
         # options
         self.reuseaddr = False
         self.reuseport = False
@@ -214,7 +216,6 @@ class InetSocket(SocketOptions):
     def recvmsg(self, bufsize: int, now: float, flags: int = 0) -> Message:
         """Dequeue (or MSG_PEEK) the next datagram; EAGAIN when none waits (never blocks)."""
         self._check_open()
-        self.layer.now = now
         if bufsize < 0:
             raise _error(errno.EINVAL)
         if flags & MSG_ERRQUEUE:
@@ -418,15 +419,16 @@ class InetSocket(SocketOptions):
             raise _error(errno.EAFNOSUPPORT)
         return target
 
-    def _route_checks(self, destination: int, now: float) -> None:
-        """ip_route_output_flow, then udp_sendmsg/raw_sendmsg's RTCF_BROADCAST test."""
+    def _route_checks(self, destination: int, now: float) -> DstEntry:
+        """ip_route_output_flow, then the RTCF_BROADCAST test of udp_sendmsg/raw_sendmsg/ip4_datagram_connect."""
         entry = self.layer.ipv4.route_output(destination, now)
         if (entry.type == "broadcast" or destination == 0xFFFFFFFF) and not self.broadcast:
             raise _error(errno.EACCES)
+        return entry
 
     # ------------------------------------------------------------ shutdown, close
 
-    def shutdown(self, how: int) -> None:
+    def shutdown(self, how: int, now: float) -> None:
         """inet_shutdown: EINVAL for a bad `how`; ENOTCONN unless connected, the mask set all the same."""
         self._check_open()
         if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
@@ -436,11 +438,11 @@ class InetSocket(SocketOptions):
         if self.state == TCP_CLOSE:
             raise _error(errno.ENOTCONN)
 
-    def close(self) -> None:
+    def close(self, now: float) -> None:
         """The last reference is gone (the program closed its end, or died): unhash, free the queues."""
         if self.closed:
             return
-        self._unhash()
+        self._unhash(now)
         self.closed = True
         self.receive_queue.clear()
         self.error_queue.clear()
@@ -448,7 +450,7 @@ class InetSocket(SocketOptions):
         self.layer.sockets.discard(self)
         self._wake()
 
-    def _unhash(self) -> None:
+    def _unhash(self, now: float) -> None:
         pass
 
     def describe(self) -> dict:

@@ -43,7 +43,6 @@ class SocketLayer:
         self.udp = udp
         self.sysctl = sysctl
         self.rng = rng
-        self.now = 0.0  # the time of the last call that gave one (for getsockopt(IP_MTU), shutdown)
         self.sockets: set[InetSocket] = set()
         self.stream: dict[int, StreamProtocol] = {}  # inetsw[SOCK_STREAM] by protocol
         self.raw: dict[int, list[RawSocket]] = {}  # raw_v4_hashinfo by protocol

@@ -207,9 +207,10 @@ class SocketOptions:
         if option == IP_TTL:
             return self.uc_ttl if self.uc_ttl != -1 else self.layer.sysctl["net.ipv4.ip_default_ttl"]
         if option == IP_MTU:
-            if self.state != TCP_ESTABLISHED or self.peer is None:
+            # ip_sockglue: dst_mtu(sk_dst_get(sk)); the route cache lowers a cached entry's pmtu in place.
+            if self.state != TCP_ESTABLISHED or self.dst is None:
                 raise _error(errno.ENOTCONN)
-            return self.layer.ipv4.route_output(self.peer[0], self.layer.now).pmtu
+            return self.dst.pmtu
         if option == IP_OPTIONS:
             return b""
         if option == IP_HDRINCL and self.type == SOCK_RAW:

@@ -10,11 +10,12 @@ from typing import Any, Iterable
 from ..ip_fragment import FragmentationNeeded
 from ..ipv4 import Datagram
 from ..skbuff import SKB_TRUESIZE_OVERHEAD
-from ..wire.icmp import ECHO_REQUEST, IcmpMessage, QuotedDatagram, echo_request_bytes
+from ..wire.icmp import ECHO_REQUEST, IcmpMessage, QuotedDatagram, echo_header, echo_request_bytes
 from ..wire.ipv4 import IPPROTO_ICMP
 from .cmsg import _Queued
-from .constants import AF_INET, AF_UNSPEC, MSG_OOB, SEND_SHUTDOWN, TCP_CLOSE, TCP_ESTABLISHED, _error
+from .constants import AF_INET, MSG_OOB, SEND_SHUTDOWN, TCP_CLOSE, TCP_ESTABLISHED, _error
 from .inet import InetSocket, LayerView
+from .sockaddr import is_unspec
 
 
 class _PingIdentifier:
@@ -89,16 +90,14 @@ class PingSocket(InetSocket):
 
     def connect(self, address: Any, now: float) -> None:
         self._check_open()
-        if isinstance(address, (bytes, bytearray)) and len(address) >= 2 and int.from_bytes(address[:2], "little") == AF_UNSPEC:
+        if is_unspec(address):
             self.disconnect()
             return
         target = self._addr(address)
         if target.family != AF_INET:
             raise _error(errno.EAFNOSUPPORT)
         self._autobind()
-        entry = self.layer.ipv4.route_output(target.address, now)
-        if (entry.type == "broadcast" or target.address == 0xFFFFFFFF) and not self.broadcast:
-            raise _error(errno.EACCES)
+        self.dst = entry = self._route_checks(target.address, now)
         if not self.source:
             self.source = int(entry.src) if entry.src is not None else target.address
         if not self.address:
@@ -108,11 +107,11 @@ class PingSocket(InetSocket):
 
     def disconnect(self) -> None:
         self.state = TCP_CLOSE
-        self.peer = None
+        self.peer = self.dst = None
         if not self.bind_address_locked:
             self.address = self.source = 0
         if not self.bind_port_locked and self.identifier:
-            self._unhash()
+            self.layer.ping_unhash(self)
 
     def sendmsg(self, data: bytes, address: Any, now: float, flags: int = 0,
                 ancillary: Iterable[tuple[int, int, bytes]] = ()) -> int:
@@ -143,7 +142,7 @@ class PingSocket(InetSocket):
         self._route_checks(destination, now)
         if self.sk_err:
             raise _error(self._take_error())
-        sequence = int.from_bytes(data[6:8], "big")
+        sequence = echo_header(data)[1]  # type checked above: an echo request
         message = echo_request_bytes(self.identifier, sequence, data[8:])
         try:
             self.layer.ipv4.output(destination, IPPROTO_ICMP, message, now, src=self.cmsg_source or self.source or None,
@@ -161,11 +160,11 @@ class PingSocket(InetSocket):
                             len(data) + SKB_TRUESIZE_OVERHEAD, int(datagram.dst), datagram.dev), udp_rule=False)
 
     def _error(self, message: IcmpMessage, quoted: QuotedDatagram, datagram: Datagram, now: float) -> None:
-        header_length = (message.payload[0] & 0x0F) * 4 if message.payload else 20
+        header_length = quoted.header.header_length
         self._icmp_error(message, quoted, datagram, now, port=0, payload=bytes(message.payload[header_length:]),
                          ping=True)
 
-    def _unhash(self) -> None:
+    def _unhash(self, now: float) -> None:
         if self.identifier:
             self.layer.ping_unhash(self)
 

@@ -10,13 +10,13 @@ from ..ip_fragment import FragmentationNeeded
 from ..ipv4 import Datagram
 from ..skbuff import SKB_TRUESIZE_OVERHEAD
 from ..wire.icmp import IcmpMessage, QuotedDatagram
-from ..wire.ipv4 import IPPROTO_ICMP
+from ..wire.ipv4 import IP_DF, IPPROTO_ICMP, MIN_HEADER_LENGTH, unpack_fixed_header
 from .cmsg import _Queued
 from .constants import (
     AF_INET, AF_UNSPEC, ICMP_FILTER, IPPROTO_RAW, MSG_OOB, TCP_CLOSE, TCP_ESTABLISHED, _error,
 )
 from .inet import InetSocket, LayerView
-from .sockaddr import parse_sockaddr
+from .sockaddr import is_unspec, parse_sockaddr
 
 
 class RawSocket(InetSocket):
@@ -71,15 +71,13 @@ class RawSocket(InetSocket):
 
     def connect(self, address: Any, now: float) -> None:
         self._check_open()
-        if isinstance(address, (bytes, bytearray)) and len(address) >= 2 and int.from_bytes(address[:2], "little") == AF_UNSPEC:
-            self.state, self.peer = TCP_CLOSE, None
+        if is_unspec(address):
+            self.state, self.peer, self.dst = TCP_CLOSE, None, None
             return
         target = parse_sockaddr(address, AF_INET)
         if target.family != AF_INET:
             raise _error(errno.EAFNOSUPPORT)
-        entry = self.layer.ipv4.route_output(target.address, now)
-        if (entry.type == "broadcast" or target.address == 0xFFFFFFFF) and not self.broadcast:
-            raise _error(errno.EACCES)
+        self.dst = entry = self._route_checks(target.address, now)
         if not self.source:
             self.source = int(entry.src) if entry.src is not None else target.address
         if not self.address:
@@ -125,23 +123,20 @@ class RawSocket(InetSocket):
 
     def _send_hdrinc(self, data: bytes, destination: int, now: float) -> int:
         """raw_send_hdrinc: the program's header, with total length and checksum (and id, source if 0) filled in."""
-        if len(data) < 20:
+        if len(data) < MIN_HEADER_LENGTH:
             raise _error(errno.EINVAL)
-        header_length = (data[0] & 0x0F) * 4
-        if header_length < 20 or header_length > len(data):
+        version_ihl, tos, _, identification, flags, ttl, protocol, _, source, header_dst = unpack_fixed_header(data)
+        header_length = (version_ihl & 0x0F) * 4
+        if header_length < MIN_HEADER_LENGTH or header_length > len(data):
             raise _error(errno.EINVAL)
         entry = self.layer.ipv4.route_output(destination, now)
         if entry.type == "unicast" and len(data) > entry.pmtu:
             raise _error(errno.EMSGSIZE)  # never fragmented
-        flags = int.from_bytes(data[6:8], "big")
-        source = int.from_bytes(data[12:16], "big") or self.source or None
-        identification = int.from_bytes(data[4:6], "big") or None
-        protocol = data[9]
         payload = data[header_length:]
         # Options in the program's header are not carried (ipv4.output writes a 20-byte header).
-        self.layer.ipv4.output(int.from_bytes(data[16:20], "big") or destination, protocol, payload, now,
-                               src=source, ttl=data[8], tos=data[1], dont_fragment=bool(flags & 0x4000),
-                               identification=identification)
+        self.layer.ipv4.output(header_dst or destination, protocol, payload, now,
+                               src=source or self.source or None, ttl=ttl, tos=tos,
+                               dont_fragment=bool(flags & IP_DF), identification=identification or None)
         if protocol == IPPROTO_ICMP and len(payload) >= 8:
             self.layer.icmp.out_count(payload[0])
         return len(data)
@@ -171,9 +166,8 @@ class RawSocket(InetSocket):
         """raw_err: only with IP_RECVERR or when connected; the payload from the quoted header (hdrincl) or after it."""
         if not self.recverr and self.state != TCP_ESTABLISHED:
             return
-        header_length = (message.payload[0] & 0x0F) * 4 if message.payload else 20
-        payload = message.payload if self.hdrincl else message.payload[header_length:]
+        payload = message.payload if self.hdrincl else message.payload[quoted.header.header_length:]
         self._icmp_error(message, quoted, datagram, now, port=0, payload=bytes(payload))
 
-    def _unhash(self) -> None:
+    def _unhash(self, now: float) -> None:
         self.layer.raw_unhash(self)

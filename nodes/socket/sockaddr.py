@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..wire.addresses import IPv4Address
 from ..wire.errors import WireError
-from .constants import AF_INET, AF_INET6, _MAPPED_PREFIX, _error
+from .constants import AF_INET, AF_INET6, AF_UNSPEC, _MAPPED_PREFIX, _error
 
 _SOCKADDR_IN = struct.Struct("=H2s4s8x")  # sa_family (host order), port and address (network order)
 _SOCKADDR_IN6 = struct.Struct("=H2s4s16sI")
@@ -74,6 +74,11 @@ def parse_sockaddr(raw: "bytes | tuple | None", family: int, *, minimum: bool = 
         return SockAddr(AF_INET, int(IPv4Address(host or "0.0.0.0")), port)
     except WireError:
         raise _error(errno.EINVAL) from None
+
+
+def is_unspec(raw: "bytes | tuple | None") -> bool:
+    """A raw sockaddr whose family is AF_UNSPEC: connect() to it dissolves the association."""
+    return isinstance(raw, (bytes, bytearray)) and len(raw) >= 2 and int.from_bytes(raw[:2], "little") == AF_UNSPEC
 
 
 def _v6(packed: bytes, port: int) -> SockAddr:

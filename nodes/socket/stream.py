@@ -180,7 +180,7 @@ class StreamSocket(InetSocket):
             mask |= POLLOUT | POLLWRNORM
         return mask
 
-    def shutdown(self, how: int) -> None:
+    def shutdown(self, how: int, now: float) -> None:
         self._check_open()
         if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
             raise _error(errno.EINVAL)
@@ -189,13 +189,13 @@ class StreamSocket(InetSocket):
             raise _error(errno.ENOTCONN)
         if self.state == TCP_LISTEN:
             if (how + 1) & RCV_SHUTDOWN:  # inet_shutdown: a listener stops listening
-                self.proto.shutdown(self, how, self.layer.now)
+                self.proto.shutdown(self, how, now)
                 self.state = TCP_CLOSE
                 self.accept_queue.clear()
             self._wake()
             return
         self.shutdown_mask |= how + 1
-        self.proto.shutdown(self, how, self.layer.now)
+        self.proto.shutdown(self, how, now)
         self._wake()
 
     def send_room(self) -> int:
@@ -210,7 +210,6 @@ class StreamSocket(InetSocket):
                 ancillary: Iterable[tuple[int, int, bytes]] = ()) -> int:
         """inet_sendmsg -> the transport; EPIPE after SHUT_WR, ENOTCONN before the connection (tcp_sendmsg)."""
         self._check_open()
-        self.layer.now = now
         if self.sk_err:
             raise _error(self._take_error())
         if self.shutdown_mask & SEND_SHUTDOWN:
@@ -222,7 +221,6 @@ class StreamSocket(InetSocket):
     def recvmsg(self, bufsize: int, now: float, flags: int = 0) -> Message:
         """inet_recvmsg -> the transport; ENOTCONN before the connection, EINVAL on a listener."""
         self._check_open()
-        self.layer.now = now
         if self.state == TCP_LISTEN:
             raise _error(errno.ENOTCONN)
         if self.sk_err:
@@ -234,8 +232,8 @@ class StreamSocket(InetSocket):
         data = self.proto.recvmsg(self, bufsize, flags, now)
         return Message(data, None, 0, [], len(data))
 
-    def _unhash(self) -> None:
+    def _unhash(self, now: float) -> None:
         for child in self.accept_queue:
-            child.close()
+            child.close(now)
         self.accept_queue.clear()
-        self.proto.close(self, self.layer.now)
+        self.proto.close(self, now)

@@ -13,12 +13,14 @@ from ..skbuff import SKB_TRUESIZE_OVERHEAD
 from ..udp import UdpEndpoint
 from ..wire.addresses import IPv4Address
 from ..wire.icmp import IcmpMessage, QuotedDatagram
+from ..wire.udp import quoted_ports
 from .cmsg import _Queued
 from .constants import (
     AF_INET, AF_INET6, AF_UNSPEC, IP_PMTUDISC_DO, IP_PMTUDISC_PROBE, MSG_OOB, SEND_SHUTDOWN, TCP_CLOSE,
     TCP_ESTABLISHED, _error,
 )
 from .inet import InetSocket, LayerView
+from .sockaddr import is_unspec
 
 
 class UdpSocket(InetSocket):
@@ -98,7 +100,7 @@ class UdpSocket(InetSocket):
     def connect(self, address: Any, now: float) -> None:
         """inet_dgram_connect + ip4_datagram_connect: a default peer, the source chosen now."""
         self._check_open()
-        if isinstance(address, (bytes, bytearray)) and len(address) >= 2 and int.from_bytes(address[:2], "little") == AF_UNSPEC:
+        if is_unspec(address):
             self.disconnect()
             return
         if isinstance(address, tuple) and address and address[0] is None:
@@ -108,9 +110,7 @@ class UdpSocket(InetSocket):
         assert target.address is not None
         self._autobind()
         destination = target.address
-        entry = self.layer.ipv4.route_output(destination, now)
-        if (entry.type == "broadcast" or destination == 0xFFFFFFFF) and not self.broadcast:
-            raise _error(errno.EACCES)
+        self.dst = entry = self._route_checks(destination, now)
         endpoint = self.endpoint
         source = endpoint.source or (entry.src if entry.src is not None else destination)
         if not endpoint.source:
@@ -125,7 +125,7 @@ class UdpSocket(InetSocket):
         """__udp_disconnect: forget the peer; an unlocked address and port are given back."""
         endpoint = self.endpoint
         self.state = TCP_CLOSE
-        self.peer = endpoint.peer = None
+        self.peer = endpoint.peer = self.dst = None
         if not self.bind_address_locked:
             endpoint.address = endpoint.source = IPv4Address.from_wire(0)
             endpoint.v6_any = self.family == AF_INET6 and endpoint.hashed
@@ -138,7 +138,6 @@ class UdpSocket(InetSocket):
                 ancillary: Iterable[tuple[int, int, bytes]] = ()) -> int:
         """udp_sendmsg: EMSGSIZE, EOPNOTSUPP, EDESTADDRREQ, EINVAL, EACCES, EPIPE and the route's errno."""
         self._check_open()
-        self.layer.now = now
         data = bytes(data)
         if len(data) > 0xFFFF:
             raise _error(errno.EMSGSIZE)
@@ -186,12 +185,12 @@ class UdpSocket(InetSocket):
         return self._queue(item, udp_rule=True)
 
     def _error(self, message: IcmpMessage, quoted: QuotedDatagram, datagram: Datagram, now: float) -> None:
-        transport = quoted.transport_bytes
-        port = (transport[2] << 8) | transport[3] if len(transport) >= 4 else 0
-        header_length = (message.payload[0] & 0x0F) * 4 if message.payload else 20
+        ports = quoted_ports(quoted.transport_bytes)
+        port = ports[1] if ports is not None else 0
+        header_length = quoted.header.header_length
         original = message.payload[header_length + 8:max(header_length + 8, quoted.header.total_length)]
         self._icmp_error(message, quoted, datagram, now, port=port, payload=bytes(original))
 
-    def _unhash(self) -> None:
+    def _unhash(self, now: float) -> None:
         if self.endpoint.hashed:
             self.udp.unbind(self.endpoint)

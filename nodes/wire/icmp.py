@@ -258,9 +258,9 @@ _from_bytes = int.from_bytes
 _ECHO_REPLY_TYPE_CODE = bytes((ECHO_REPLY, 0))
 
 
-def quoted_echo(transport: "bytes | bytearray | memoryview") -> "tuple[int, int] | None":
-    """(identifier, sequence) of an echo request quoted in an ICMP error, else None
-    (not an echo request, or fewer than the 8 bytes of its header)."""
+def echo_header(transport: "bytes | bytearray | memoryview") -> "tuple[int, int] | None":
+    """(identifier, sequence) of the echo request at the start of `transport` (quoted in an ICMP
+    error, or written by a program), else None (not an echo request, or shorter than its header)."""
     if len(transport) < HEADER_LENGTH or transport[0] != ECHO_REQUEST:
         return None
     rest = _HEADER.unpack_from(transport)[3]

@@ -169,7 +169,7 @@ def test_shutdown_rd_stops_a_listener():
     layer, ports = stream_layer()
     sock = layer.socket(AF_INET, SOCK_STREAM, 0)
     sock.listen(1)
-    sock.shutdown(0)
+    sock.shutdown(0, 0.0)
     assert sock.state == TCP_CLOSE
 
 
@@ -188,7 +188,7 @@ def test_close_of_a_listener_closes_what_waits_to_be_accepted():
     child = layer.socket(AF_INET, SOCK_STREAM, 0)
     child.state = TCP_ESTABLISHED
     listener.enqueue_accept(child)
-    listener.close()
+    listener.close(0.0)
     assert child.closed and ports.listening == []
 
 

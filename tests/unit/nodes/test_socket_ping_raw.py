@@ -107,7 +107,7 @@ def test_closing_a_ping_socket_frees_its_identifier():
     net, h1, r1, h2 = host_router_host()
     sock = ping_socket(h1)
     sock.bind(("0.0.0.0", 77))
-    sock.close()
+    sock.close(net.now)
     assert 77 not in h1.icmp.echo_listeners
 
 
@@ -189,7 +189,7 @@ def test_a_raw_socket_takes_an_unknown_protocol_so_no_protocol_unreachable():
 
 def test_without_a_raw_socket_the_protocol_is_unreachable_again():
     net, h1, r1, h2 = host_router_host()
-    raw_socket(h2, 253).close()
+    raw_socket(h2, 253).close(net.now)
     raw_socket(h1, 253).sendto(b"experiment", (H2, 0), net.now)
     net.run(1)
     assert h2.counters()["Ip"]["InUnknownProtos"] == 1

@@ -123,7 +123,7 @@ def test_close_releases_the_port():
     net, h1, r1, h2 = host_router_host()
     first = udp(h2)
     first.bind(("0.0.0.0", 7000))
-    first.close()
+    first.close(net.now)
     second = udp(h2)
     second.bind(("0.0.0.0", 7000))
     assert second.getsockname() == ("0.0.0.0", 7000)
@@ -132,7 +132,7 @@ def test_close_releases_the_port():
 def test_a_closed_socket_is_ebadf():
     net, h1, r1, h2 = host_router_host()
     sock = udp(h2)
-    sock.close()
+    sock.close(net.now)
     assert errno_of(sock.getsockname) == errno.EBADF
 
 
@@ -166,7 +166,7 @@ def test_closing_the_last_bound_leaves_the_first_reachable():
     first, second = udp(h2, reuseaddr=1), udp(h2, reuseaddr=1)
     first.bind(("0.0.0.0", 7000))
     second.bind(("0.0.0.0", 7000))
-    second.close()
+    second.close(net.now)
     udp(h1).sendto(b"still here", ("10.0.2.10", 7000), net.now)
     net.run(1)
     assert [data for data, _ in drain(first, net.now)] == [b"still here"]

@@ -381,14 +381,14 @@ def test_poll_and_on_ready_report_arrivals():
 
 def test_shutdown_of_an_unconnected_socket_is_enotconn():
     net, h1, r1, h2 = host_router_host()
-    assert errno_of(udp(h1).shutdown, SHUT_WR) == errno.ENOTCONN
+    assert errno_of(udp(h1).shutdown, SHUT_WR, net.now) == errno.ENOTCONN
 
 
 def test_send_after_shut_wr_is_epipe():
     net, h1, r1, h2 = host_router_host()
     sock = udp(h1)
     sock.connect((H2, 5000), net.now)
-    sock.shutdown(SHUT_WR)
+    sock.shutdown(SHUT_WR, net.now)
     assert errno_of(sock.sendmsg, b"x", None, net.now) == errno.EPIPE
 
 
