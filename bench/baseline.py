@@ -107,17 +107,42 @@ def _dealer(context: zmq.Context, endpoint: str, identity: bytes) -> zmq.Socket:
     return socket
 
 
-def _relay_sender(endpoint: str, message: bytes, messages: int, done: "multiprocessing.synchronize.Event") -> None:
+def _relay_sender(endpoint: str, messages: list[bytes], done: "multiprocessing.synchronize.Event") -> None:
     context = zmq.Context()
     dealer = _dealer(context, endpoint, b"a")
     time.sleep(0.05)
-    for _ in range(messages):
+    for message in messages:
         dealer.send(message, copy=False)
     # Stay connected until the receiver has everything: libzmq drops what is
     # still unread in the socket buffer when a sender disconnects behind a full pipe.
     done.wait(60)
     dealer.close(linger=0)
     context.term()
+
+
+def relay_elapsed(messages: list[bytes]) -> float:
+    """Seconds a bare ROUTER relay process (DEALER -> relay -> DEALER, ipc) takes to carry
+    `messages[1:]` (the first one starts the clock), each moved as an opaque blob."""
+    with tempfile.TemporaryDirectory(prefix="netemu-bench-") as directory:
+        endpoint, relay = _start_relay(directory)
+        context = zmq.Context()
+        receiver = _dealer(context, endpoint, b"b")
+        time.sleep(0.05)
+        done = _fork.Event()
+        sender = _fork.Process(target=_relay_sender, args=(endpoint, messages, done))
+        sender.start()
+        receiver.recv()
+        start = time.perf_counter()
+        for _ in range(len(messages) - 1):
+            receiver.recv(copy=False)
+        elapsed = time.perf_counter() - start
+        done.set()
+        sender.join()
+        receiver.send(b"quit")
+        relay.join(5)
+        receiver.close(linger=0)
+        context.term()
+    return elapsed
 
 
 def relay_frame_rate(size: int = 1514, count: int = 100_000, batch: int = 1) -> float:
@@ -130,26 +155,7 @@ def relay_frame_rate(size: int = 1514, count: int = 100_000, batch: int = 1) -> 
     frame = bytes(size)
     message = frame if batch == 1 else (size.to_bytes(2, "big") + frame) * batch
     messages = max(2, count // batch)
-    with tempfile.TemporaryDirectory(prefix="netemu-bench-") as directory:
-        endpoint, relay = _start_relay(directory)
-        context = zmq.Context()
-        receiver = _dealer(context, endpoint, b"b")
-        time.sleep(0.05)
-        done = _fork.Event()
-        sender = _fork.Process(target=_relay_sender, args=(endpoint, message, messages, done))
-        sender.start()
-        receiver.recv()
-        start = time.perf_counter()
-        for _ in range(messages - 1):
-            receiver.recv(copy=False)
-        elapsed = time.perf_counter() - start
-        done.set()
-        sender.join()
-        receiver.send(b"quit")
-        relay.join(5)
-        receiver.close(linger=0)
-        context.term()
-    return (messages - 1) * batch / elapsed
+    return (messages - 1) * batch / relay_elapsed([message] * messages)
 
 
 def _echo(endpoint: str, identity: bytes) -> None:

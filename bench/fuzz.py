@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import tempfile
 import time
 from pathlib import Path
 
 import psutil
-import zmq
 
 from bus.transport import pack_frames
 from control.emulation import Emulation
@@ -45,38 +43,9 @@ PAIRS = [("h1", "h2"), ("h2", "h1")]
 RECOVERY_TIMEOUT = 60.0
 
 
-def _relay_sender(endpoint: str, messages: list[bytes], done) -> None:  # noqa: ANN001 - multiprocessing Event
-    context = zmq.Context()
-    dealer = baseline._dealer(context, endpoint, b"a")
-    time.sleep(0.05)
-    for message in messages:
-        dealer.send(message, copy=False)
-    done.wait(60)
-    dealer.close(linger=0)
-    context.term()
-
-
 def relay_rate(messages: list[bytes], frames_per_message: list[int]) -> float:
     """Frames/s of these exact packed messages through a bare ROUTER relay process (no frame is parsed)."""
-    with tempfile.TemporaryDirectory(prefix="netemu-bench-") as directory:
-        endpoint, relay = baseline._start_relay(directory)
-        context = zmq.Context()
-        receiver = baseline._dealer(context, endpoint, b"b")
-        time.sleep(0.05)
-        done = baseline._fork.Event()
-        sender = baseline._fork.Process(target=_relay_sender, args=(endpoint, messages, done))
-        sender.start()
-        receiver.recv()
-        start = time.perf_counter()
-        for _ in range(len(messages) - 1):
-            receiver.recv(copy=False)
-        elapsed = time.perf_counter() - start
-        done.set()
-        sender.join()
-        receiver.send(b"quit")
-        relay.join(5)
-        receiver.close(linger=0)
-        context.term()
+    elapsed = baseline.relay_elapsed(messages)
     return sum(frames_per_message[1:]) / elapsed if elapsed > 0 else float("nan")
 
 
