@@ -6,8 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOPO ?= topologies/two_lans.yaml
 # Debian tools the test suite runs (tshark reads our pcaps, ping and iperf3 run on
-# nodes); keep in step with .ci/run. Without them their tests skip locally, and fail under CI=true.
-DEB_TOOLS := tshark iputils-ping iperf3
+# nodes, traceroute too); keep in step with .ci/run. Without them their tests skip locally, and fail under CI=true.
+DEB_TOOLS := tshark iputils-ping iperf3 traceroute
 
 .PHONY: test run bench venv clean deps
 
