@@ -4,6 +4,9 @@
     netemu down [NAME | --all]    stop a detached emulation (--all: every one, and stale run dirs)
     netemu status [NAME]          processes, PIDs, liveness, per-link counters
     netemu check TOPO.yaml        validate only
+    netemu exec [--name N] NODE [-e VAR=VAL]... -- CMD ARGS...
+                                  run a program with its sockets on NODE's stack
+    netemu attach [--name N] NODE a shell on NODE (prompt `NODE$ `)
     netemu capture SEG -w FILE    start/stop a capture on a running segment
     netemu graph TOPO.yaml -o F   draw the topology
 
@@ -27,8 +30,8 @@ VERBS = {
     "down": "stop a detached emulation (NAME | --all)",
     "status": "processes, PIDs, liveness, per-link counters (NAME)",
     "check": "validate a topology file only (TOPO.yaml)",
-    "attach": "interactive shell on a node (NODE) - arrives with the socket layer",
-    "exec": "run a program whose AF_INET sockets use a node's stack (NODE -- CMD...) - arrives with the socket layer",
+    "attach": "interactive shell on a node (NODE): its programs use the node's stack",
+    "exec": "run a program whose AF_INET sockets use a node's stack (NODE [-e VAR=VAL] -- CMD...)",
     "capture": "start/stop a capture on a running segment (SEGMENT -w FILE.pcap | --stop)",
     "graph": "draw a topology (TOPO.yaml -o FILE.svg|png)",
 }
@@ -66,11 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("topology")
 
     attach = verbs.add_parser("attach", help=VERBS["attach"])
+    attach.add_argument("--name", help="emulation name (default: the only one running)")
     attach.add_argument("node")
 
-    execute = verbs.add_parser("exec", help=VERBS["exec"])
+    execute = verbs.add_parser("exec", help=VERBS["exec"], usage="netemu exec [--name N] NODE [-e VAR=VAL]... -- CMD ARGS...")
+    execute.add_argument("--name", help="emulation name (default: the only one running)")
+    execute.add_argument("-e", "--env", dest="env", action="append", default=[], metavar="VAR=VAL",
+                         help="set an environment variable of the program (repeatable)")
     execute.add_argument("node")
-    execute.add_argument("command", nargs=argparse.REMAINDER)
+    execute.add_argument("command", nargs=argparse.REMAINDER, help="the program and its arguments, after --")
 
     capture = verbs.add_parser("capture", help=VERBS["capture"])
     capture.add_argument("segment")
@@ -412,13 +419,61 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_not_yet(args: argparse.Namespace) -> int:
-    return _error(f"{args.verb}: not available yet: running programs on a node's stack arrives with the "
-                  "socket-layer issue (use the netemu> CLI or the scenario API meanwhile)", 2)
+def _exec_words(args: argparse.Namespace) -> list[str] | None:
+    """The command after NODE, once the options given after NODE (`-e VAR=VAL`, `--name N`, up to
+    `--`) are moved into `args` (argparse leaves everything after NODE to the command)."""
+    words = list(args.command)
+    args.env = list(args.env)                      # argparse's default list is shared between parses
+    while words and words[0] != "--":
+        option, equal, value = words[0].partition("=")
+        if option in ("-e", "--env", "--name") and not equal and len(words) > 1:
+            option, value = words[0], words[1]
+            del words[:2]
+        elif option in ("--env", "--name") and equal or option.startswith("-e") and len(option) > 2:
+            if option.startswith("-e") and not option.startswith("--"):
+                option, value = "-e", words[0][2:]
+            del words[:1]
+        else:
+            break                                  # the command itself, given without `--`
+        if option == "--name":
+            args.name = value
+        else:
+            args.env.append(value)
+    if words[:1] == ["--"]:
+        words.pop(0)
+    return words or None
 
 
-COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "check": cmd_check, "attach": cmd_not_yet,
-            "exec": cmd_not_yet, "capture": cmd_capture, "graph": cmd_graph}
+def cmd_exec(args: argparse.Namespace) -> int:
+    from control import exec_client
+    from control.programs import parse_assignments
+
+    command = _exec_words(args)
+    if command is None:
+        return _error("exec: no command given (netemu exec [--name N] NODE [-e VAR=VAL]... -- CMD ARGS...)", 2)
+    try:
+        assignments = parse_assignments(args.env)
+    except ValueError as error:
+        return _error(f"exec: {error}", 2)
+    try:
+        site = exec_client.find_site(args.name, args.node)
+    except LookupError as error:
+        return _error(f"exec: {error}")
+    return exec_client.run_foreground(site, command, assignments=assignments)
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    from control import exec_client
+
+    try:
+        site = exec_client.find_site(args.name, args.node)
+    except LookupError as error:
+        return _error(f"attach: {error}")
+    return exec_client.attach(site)
+
+
+COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "check": cmd_check, "attach": cmd_attach,
+            "exec": cmd_exec, "capture": cmd_capture, "graph": cmd_graph}
 
 
 def _reader_gone() -> int:

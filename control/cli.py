@@ -24,6 +24,7 @@ from bus.transport import ControlError
 
 from . import render
 from .emulation import Emulation, LinkHandle
+from .exec_client import cli_attach, cli_run
 from .topology_parse import parse_route
 
 HISTORY_FILE = Path(os.environ.get("NETEMU_HISTORY", Path.home() / ".netemu_history"))
@@ -387,13 +388,21 @@ class NetemuShell(cmd.Cmd):
         if words[0] not in self.net.topology.nodes:
             raise CommandError(f"unknown command {words[0]!r}; type help")
         if len(words) < 2:
-            raise CommandError(f"usage: {words[0]} COMMAND (one of: {', '.join(NODE_COMMANDS)})")
+            raise CommandError(f"usage: {words[0]} COMMAND [ARGS] (built in: {', '.join(NODE_COMMANDS)}; else a program)")
         node = self._node(words[0])
         command, args = words[1], words[2:]
         handler: Callable[[Any, list[str]], None] | None = getattr(self, f"node_{command}", None)
-        if handler is None:
-            raise CommandError(f"{words[0]}: unknown command {command!r} (one of: {', '.join(NODE_COMMANDS)})")
+        if handler is None:  # any other program runs on the node's stack, as Mininet's `h1 cmd`
+            if status := cli_run(self.net, node.name, words[1:], self.stdout, self.script):
+                raise CommandError(f"{words[0]}: {command} exited with status {status}")
+            return
         handler(node, args)
+
+    def do_attach(self, arg: str) -> None:
+        """attach NODE: a shell on the node (`netemu attach NODE`); back here when it exits."""
+        if self.script:
+            raise CommandError("attach: needs a terminal (scripts: `netemu attach NODE` reads commands from a pipe)")
+        cli_attach(self.net, self._node(arg.strip()).name)
 
     def node_ping(self, node: Any, args: list[str]) -> None:
         options = parse_ping(args)

@@ -166,12 +166,26 @@ class Emulation:
         if any did.
         """
         caught = self.barrier_exceptions() if self.strict and self._started else {}
-        self.supervisor.__exit__(None, None, None)
+        try:
+            self._stop_programs()
+        finally:
+            self.supervisor.__exit__(None, None, None)
         self._started = False
         if caught:
             listed = ", ".join(f"{name}: {count}" for name, count in sorted(caught.items()))
             raise EmulationError(f"{self.name}: the exception barrier of nodes caught what a node must never "
                                  f"raise ({listed}); their logs have the tracebacks (keep_logs=True keeps them)")
+
+    def _stop_programs(self) -> None:
+        """Programs on nodes (ours, and `netemu exec`'s of other processes, recorded in the run
+        directory) and all their processes: SIGTERM, then SIGKILL (control/program_guard.py)."""
+        from .program_guard import stop_registered
+
+        programs = self.__dict__.get("programs")
+        if programs is not None:
+            programs.stop_all()
+        if self.plan is not None:
+            stop_registered(self.plan.run_dir)
 
     def barrier_exceptions(self) -> dict[str, int]:
         """Nodes whose exception barrier caught anything: name -> rx_exceptions + timer_exceptions."""

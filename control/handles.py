@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from socket import AF_INET, SOCK_STREAM
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from bus.shaping import parse_link_params
 from bus.transport import ControlClient
 
 if TYPE_CHECKING:
     from .emulation import Emulation
+    from .programs import NodeSite
 
 
 @dataclass
@@ -148,6 +151,9 @@ class NodeHandle:
         emulation = self.emulation
         emulation.supervisor.restart(self.name, ready_timeout=emulation.ready_timeout)
         emulation._wait_attached([interface.attachment for interface in self.model.interfaces.values()])
+        programs = emulation.__dict__.get("programs")
+        if programs is not None:  # programs outlive their node: the new kernel serves them
+            programs.rehand(self.name)
 
     def pause(self) -> None:
         """Freeze the node (SIGSTOP): its timers stop, frames queue up, control requests time out."""
@@ -163,13 +169,64 @@ class NodeHandle:
             raise ProcessLookupError(f"{self.name} is not running")
         return handle.pid
 
-    # -- arrive with the sockets issue ----------------------------------------
+    # -- programs on the node (control/programs.py, docs/programs.md) ------------
 
-    def socket(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("emulated sockets (node.socket) arrive with the socket-layer issue")
+    def site(self) -> "NodeSite":
+        """Where this node is reached: run directory, control endpoint, syscall socket, hosts file."""
+        from .programs import NodeSite
 
-    def exec(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("running programs on a node's stack (node.exec) arrives with the socket-layer issue")
+        plan = self.emulation.plan
+        assert plan is not None, "the emulation is not started"
+        return NodeSite(self.emulation.name, self.name, plan.run_dir)
+
+    def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+             **popen_kwargs: Any) -> subprocess.Popen:
+        """Start `argv` with its sockets on this node: the `subprocess.Popen` of the program itself.
+
+        `popen_kwargs` are Popen's (stdin, stdout, stderr, text, cwd...); `env`
+        replaces ours as the base, the node's variables (NETEMU_NODE, PATH with
+        the node's tools first) go on top. Raises FileNotFoundError/PermissionError
+        as Popen does, `ProgramError` when programs cannot run here (no root,
+        no seccomp user notification). The program runs until it exits or the
+        emulation is torn down (then it and all its processes are stopped).
+        """
+        from .programs import ProgramTable
+
+        table = self.emulation.__dict__.setdefault("programs", ProgramTable())
+        return table.start(self.site(), argv, env=env, **popen_kwargs).popen
+
+    def run(self, argv: Sequence[str], *, input: Any = None, capture_output: bool = False,
+            timeout: float | None = None, check: bool = False, **popen_kwargs: Any) -> subprocess.CompletedProcess:
+        """Run `argv` on this node to completion, as `subprocess.run` does (input, capture_output,
+        timeout: the program is killed, then TimeoutExpired; check: CalledProcessError)."""
+        if input is not None:
+            if popen_kwargs.get("stdin") is not None:
+                raise ValueError("stdin and input arguments may not both be used")
+            popen_kwargs["stdin"] = subprocess.PIPE
+        if capture_output:
+            if popen_kwargs.get("stdout") is not None or popen_kwargs.get("stderr") is not None:
+                raise ValueError("stdout and stderr arguments may not be used with capture_output")
+            popen_kwargs["stdout"] = popen_kwargs["stderr"] = subprocess.PIPE
+        with self.exec(argv, **popen_kwargs) as process:
+            try:
+                stdout, stderr = process.communicate(input, timeout=timeout)
+            except subprocess.TimeoutExpired as expired:
+                process.kill()
+                expired.output, expired.stderr = process.communicate()
+                raise
+            except BaseException:
+                process.kill()
+                raise
+        result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        if check:
+            result.check_returncode()
+        return result
+
+    def socket(self, family: int = AF_INET, type: int = SOCK_STREAM, proto: int = 0) -> Any:  # noqa: A002
+        """A `socket.socket` on this node's stack (nodes/api.py), reaching its kernel over the syscall socket."""
+        from nodes import api
+
+        return api.socket(self.site().syscall, family, type, proto)
 
 
 class LinkHandle:

@@ -1,0 +1,275 @@
+"""No orphans: finding, stopping and guarding every process of the programs started on nodes.
+
+Before changing this file, read namespaces(7) and mount_namespaces(7), and the
+"Teardown" section of docs/programs.md.
+
+**How a program's processes are found.** Every program started on a node
+(`control.programs`) runs in a private mount and UTS namespace of its own (for
+the hosts file and the hostname), created between fork and exec. Every
+descendant inherits both: children, shells, pipelines, and daemons that
+double-fork, call setsid() or are reparented to init. So the processes of a
+program are exactly the live processes whose /proc/PID/ns/mnt and ns/uts are the
+program's pair (inode and device of the nsfs files), wherever they are in the
+process tree. Process groups (bash job control makes new ones), the parent chain
+(reparenting hides orphans from psutil's children(recursive=True)) and cgroups
+(v1 here: no cgroup.kill; the freezer needs a hierarchy we would own) were
+considered; the namespace pair is as robust as the freezer and needs nothing but
+/proc. Escaping it takes setns()/unshare() of both namespaces (CAP_SYS_ADMIN):
+a program that does so on purpose is not followed.
+
+An nsfs inode number is reused once its namespace is gone, so a namespace is
+only trusted while someone holds it open: the holder of the program (the
+`netemu exec` client, the emulation's process) and its guard keep an fd of
+/proc/PID/ns/mnt and /proc/PID/ns/uts until the program is stopped.
+
+**Who stops them.**
+* Teardown of the emulation (`Emulation.stop`, so `netemu down`, Ctrl-C of
+  `netemu up`, the pytest fixture): every program recorded in the run
+  directory's `programs/` (one JSON record per program, whoever started it) is
+  sent SIGTERM, the whole namespace; after a grace period SIGKILL, repeated until
+  no member is left (a member forking meanwhile is found by the next scan).
+* The holder ends normally: it stops its own programs (`ProgramTable`).
+* The holder is killed outright (SIGKILL of `netemu exec`, of pytest): its guard
+  notices. A guard is a small process of its own (this file run as a script, no
+  project import, in a session of its own so no terminal signal reaches it) whose
+  stdin is a pipe from the holder: the holder writes one line per program added
+  or removed; EOF on the pipe, which the kernel gives when the holder dies however
+  it dies, makes the guard stop every program still listed, then exit.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+PROGRAMS_DIR = "programs"     # in the run directory: one record per running program
+TERM_GRACE = 1.0              # SIGTERM, then this long before SIGKILL
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramRecord:
+    """What identifies a program's processes: its top pid and its namespace pair."""
+
+    pid: int
+    node: str
+    argv: list[str]
+    mnt: tuple[int, int]       # (st_dev, st_ino) of /proc/PID/ns/mnt
+    uts: tuple[int, int]
+    holder: int                # pid of the process that started it and holds its listener
+
+    def as_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ProgramRecord":
+        data = json.loads(text)
+        return cls(int(data["pid"]), str(data["node"]), list(data["argv"]), tuple(data["mnt"]),
+                   tuple(data["uts"]), int(data["holder"]))
+
+
+def namespace_ids(pid: int | str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(mnt, uts) of process `pid`, each as (st_dev, st_ino); OSError when it is gone."""
+    mnt = os.stat(f"/proc/{pid}/ns/mnt")
+    uts = os.stat(f"/proc/{pid}/ns/uts")
+    return (mnt.st_dev, mnt.st_ino), (uts.st_dev, uts.st_ino)
+
+
+def hold_namespaces(pid: int) -> list[int]:
+    """Open fds on the namespaces of `pid`, so their inode numbers cannot be reused while held."""
+    fds = []
+    try:
+        for kind in ("mnt", "uts"):
+            fds.append(os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC))
+    except OSError:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
+def _alive(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] not in (b"Z", b"X")
+
+
+def members(records: Iterable[ProgramRecord]) -> dict[int, ProgramRecord]:
+    """Every live process (zombies excluded) in the namespace pair of one of `records`."""
+    wanted = {(record.mnt, record.uts): record for record in records}
+    if not wanted:
+        return {}
+    me = os.getpid()
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            pair = namespace_ids(entry.name)
+        except OSError:
+            continue
+        record = wanted.get(pair)
+        if record is not None and _alive(entry.name):
+            found[int(entry.name)] = record
+    return found
+
+
+def stop_programs(records: Iterable[ProgramRecord], grace: float = TERM_GRACE, timeout: float = 5.0) -> list[int]:
+    """SIGTERM every process of `records`, SIGKILL what is left after `grace`; the pids that survived.
+
+    Scans again until nothing is left, so a process forked meanwhile is caught.
+    """
+    records = list(records)
+    if not records:
+        return []
+    for pid in members(records):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while members(records) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = members(records)
+        if not left or time.monotonic() > deadline:
+            return sorted(left)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.005)
+
+
+# -- the registry in the run directory -------------------------------------------------------
+
+
+def record_path(run_dir: str, pid: int) -> str:
+    return os.path.join(run_dir, PROGRAMS_DIR, f"{pid}.json")
+
+
+def register(run_dir: str, record: ProgramRecord) -> None:
+    """Write the record of a started program (atomically) so teardown finds it."""
+    directory = os.path.join(run_dir, PROGRAMS_DIR)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    temporary = os.path.join(directory, f".{record.pid}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(record.as_json())
+    os.replace(temporary, record_path(run_dir, record.pid))
+
+
+def unregister(run_dir: str, pid: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(record_path(run_dir, pid))
+
+
+def registered(run_dir: str) -> list[ProgramRecord]:
+    """Every program recorded in the run directory (records that do not parse are skipped)."""
+    directory = os.path.join(run_dir, PROGRAMS_DIR)
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    records = []
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(directory, name), encoding="utf-8") as handle:
+                records.append(ProgramRecord.from_json(handle.read()))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return records
+
+
+def stop_registered(run_dir: str, grace: float = TERM_GRACE) -> list[int]:
+    """Teardown: stop every program recorded in the run directory; the pids that survived."""
+    records = registered(run_dir)
+    survivors = stop_programs(records, grace)
+    for record in records:
+        unregister(run_dir, record.pid)
+    return survivors
+
+
+# -- the guard --------------------------------------------------------------------------------
+
+
+class Guard:
+    """The holder's side of a guard process: tell it each program added or removed."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+
+    def _say(self, message: dict) -> None:
+        assert self.process.stdin is not None
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            self.process.stdin.write(json.dumps(message).encode() + b"\n")
+            self.process.stdin.flush()
+
+    def add(self, record: ProgramRecord) -> None:
+        self._say({"add": json.loads(record.as_json())})
+
+    def remove(self, pid: int) -> None:
+        self._say({"remove": pid})
+
+    def close(self) -> None:
+        """Every program is stopped already: end the guard (EOF with nothing listed)."""
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+        try:
+            self.process.wait(5.0)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _hold_if_same(record: ProgramRecord) -> list[int]:
+    """Fds holding the namespaces of `record`'s process if it still runs in them, else []."""
+    try:
+        held = hold_namespaces(record.pid)
+    except OSError:
+        return []
+    try:
+        same = namespace_ids(record.pid) == (record.mnt, record.uts)
+    except OSError:
+        same = False
+    if not same:
+        for fd in held:
+            os.close(fd)
+        return []
+    return held
+
+
+def guard_main() -> int:
+    """Read add/remove lines until EOF, holding each program's namespaces; then stop what is listed."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(signum, signal.SIG_IGN)
+    listed: dict[int, tuple[ProgramRecord, list[int]]] = {}
+    for line in sys.stdin.buffer:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if "add" in message:
+            record = ProgramRecord.from_json(json.dumps(message["add"]))
+            held = _hold_if_same(record)
+            if held:              # else already gone: nothing to guard (its namespaces may be reused)
+                listed[record.pid] = (record, held)
+        elif "remove" in message:
+            _, held = listed.pop(int(message["remove"]), (None, []))
+            for fd in held:
+                os.close(fd)
+    stop_programs([record for record, _ in listed.values()])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(guard_main())
