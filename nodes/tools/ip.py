@@ -293,8 +293,9 @@ class IpCommand:
         for full in ("add", "change", "replace", "delete", "append", "prepend"):
             if matches(verb, full):
                 return self.route_modify(full, words[1:])
-        if matches(verb, "get") or matches(verb, "flush") or matches(verb, "save") or matches(verb, "restore"):
-            raise ToolExit(f'ip: "ip route {verb}" is not supported on a netemu node', 255)
+        for full in ("get", "flush", "save", "restore", "showdump"):
+            if matches(verb, full):
+                raise ToolExit(f'ip: "ip route {full}" is not supported on a netemu node', 255)
         raise usage_error(f'Command "{verb}" is unknown, try "ip route help".')
 
     def route_show(self, words: list[str]) -> int:
