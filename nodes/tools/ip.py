@@ -6,7 +6,7 @@ abbreviated as iproute2 allows (`ip a`, `ip r`, `ip n`, `ip l`, `ip ro`,
 status 2 when the kernel refuses a change (iproute2's `RTNETLINK answers:` and
 `Error: ...` extack messages), 1 for a missing device or an argument that is
 not an address, 255 for a malformed command line. What netemu's kernel has no
-op for (rules, tunnels, `ip route get`, IPv6 addresses, JSON output) is
+op for (rules, tunnels, `ip route get`, IPv6 addresses) is
 refused by name rather than ignored. Usage: `ip [OPTIONS] OBJECT [COMMAND [ARGS]]`.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from bus.transport import ControlError
 
-from . import ip_format
+from . import ip_format, ip_json
 from .common import Node, ToolExit, emit, run
 
 # iproute2's objects in the order of ip.c's table: an abbreviation means the first one it begins.
@@ -34,7 +34,8 @@ EXTACK_MESSAGES = ("Nexthop has invalid gateway", "Invalid prefix for given pref
 
 USAGE = """Usage: ip [ OPTIONS ] OBJECT { COMMAND | help }
 where  OBJECT := { address | link | neighbour | route }   (netemu: these four)
-       OPTIONS := { -4 | -s[tatistics] | -o[neline] | -br[ief] | -d[etails] | -c[olor] }"""
+       OPTIONS := { -4 | -6 | -0 | -s[tatistics] | -o[neline] | -br[ief] | -j[son] | -p[retty] |
+                    -d[etails] | -c[olor] | -V[ersion] }"""
 
 
 @dataclass
@@ -46,6 +47,8 @@ class Options:
     oneline: bool = False
     brief: bool = False
     version: bool = False
+    json: bool = False
+    pretty: bool = False
 
 
 def usage_error(message: str) -> ToolExit:
@@ -83,10 +86,12 @@ def parse_options(argv: list[str]) -> tuple[Options, list[str]]:
         elif matches(opt, "-brief") and len(opt) > 2:
             options.brief = True
         elif matches(opt, "-details") or matches(opt, "-resolve") or matches(opt, "-human") \
-                or matches(opt, "-pretty") or opt.split("=")[0] in ("-c", "-color", "-colour"):
+                or opt.split("=")[0] in ("-c", "-color", "-colour"):
             pass  # nothing to add to what netemu prints, or only colours
         elif matches(opt, "-json"):
-            raise ToolExit("ip: JSON output (-j) is not supported by netemu's ip", 255)
+            options.json = True
+        elif matches(opt, "-pretty"):
+            options.pretty = True
         elif matches(opt, "-Version"):
             options.version = True
         elif matches(opt, "-help"):
@@ -153,6 +158,11 @@ class IpCommand:
         emit(self.out, lines)
         return 0
 
+    def emit_json(self, value: object) -> int:
+        """`ip -j [-p]`: one JSON array (iproute2 prints `[]` for an empty table)."""
+        emit(self.out, [ip_json.dumps(value, self.options.pretty)])
+        return 0
+
     # -- ip address --------------------------------------------------------
 
     def addr(self, words: list[str]) -> int:
@@ -173,7 +183,11 @@ class IpCommand:
         devices = self.selected_devices(words)
         options = self.options
         if options.family in ("inet6",):
-            return 0  # netemu nodes have no IPv6 addresses yet
+            return self.emit_json([]) if options.json else 0  # netemu nodes have no IPv6 addresses yet
+        if options.json:
+            if options.family == "link":
+                return self.emit_json([ip_json.link(dev, bool(options.statistics)) for dev in devices])
+            return self.emit_json(ip_json.addr(devices, options.family == "inet", bool(options.statistics)))
         if options.brief:
             return self.emit(ip_format.brief(devices, link=options.family == "link"))
         if options.family == "link":
@@ -239,6 +253,8 @@ class IpCommand:
     def link(self, words: list[str]) -> int:
         if not words or any(matches(words[0], name) for name in ("list", "show", "lst")):
             devices = self.selected_devices(words[1:])
+            if self.options.json:
+                return self.emit_json([ip_json.link(dev, bool(self.options.statistics)) for dev in devices])
             if self.options.brief:
                 return self.emit(ip_format.brief(devices, link=True))
             return self.emit(ip_format.link_show(devices, statistics=bool(self.options.statistics),
@@ -300,12 +316,14 @@ class IpCommand:
 
     def route_show(self, words: list[str]) -> int:
         if self.options.family in ("inet6", "link"):
-            return 0
+            return self.emit_json([]) if self.options.json else 0
         table, dev, prefix = "main", None, None
         rest = list(words)
         while rest:
             word = rest.pop(0)
             if word == "cache":
+                if self.options.json:
+                    raise ToolExit('ip: "ip -j route show cache" is not supported on a netemu node', 255)
                 return self.emit(ip_format.route_cache(self.node.call("route_cache")))
             if word in ("table", "dev", "oif"):
                 if not rest:
@@ -325,6 +343,8 @@ class IpCommand:
         routes = self.node.call("routes", table=table)
         if prefix is not None:
             routes = [route for route in routes if route_destination(route["dst"]) == prefix]
+        if self.options.json:
+            return self.emit_json(ip_json.routes(routes, table=table, dev=dev))
         return self.emit(ip_format.route_show(routes, table=table, dev=dev))
 
     def route_modify(self, verb: str, words: list[str]) -> int:
@@ -387,7 +407,7 @@ class IpCommand:
 
     def neigh_show(self, words: list[str]) -> int:
         if self.options.family in ("inet6", "link"):
-            return 0
+            return self.emit_json([]) if self.options.json else 0
         dev, address, all_states = None, None, False
         rest = list(words)
         while rest:
@@ -408,6 +428,8 @@ class IpCommand:
         entries = self.node.call("neigh")
         if address is not None:
             entries = [entry for entry in entries if entry["ip"] == address]
+        if self.options.json:
+            return self.emit_json(ip_json.neighbours(entries, dev=dev, all_states=all_states or address is not None))
         return self.emit(ip_format.neigh_show(entries, dev=dev, statistics=bool(self.options.statistics),
                                               all_states=all_states or address is not None))
 

@@ -8,6 +8,7 @@ the tools see exactly the shapes and errors a running node gives them.
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import stat
@@ -233,6 +234,29 @@ def test_ip_command_line_errors(network):
     assert run(ip, h1, "addr", "frob") == (255, "", 'Command "frob" is unknown, try "ip address help".\n')
     assert run(ip, h1, "rule")[0] == 255
     assert h1.calls == []  # nothing reached the node
+
+
+def test_ip_json_has_iproute2s_keys(network):
+    net, h1 = network
+    router = mac_of(MemNode(net, net.stacks["r1"]))
+    status, out, _ = run(ip, h1, "-j", "addr", "show", "eth0")
+    assert status == 0 and out.count("\n") == 1
+    [eth0] = json.loads(out)
+    assert {key: eth0[key] for key in ("ifindex", "ifname", "flags", "mtu", "operstate", "link_type")} == {
+        "ifindex": 2, "ifname": "eth0", "flags": ["BROADCAST", "MULTICAST", "UP", "LOWER_UP"], "mtu": 1500,
+        "operstate": "UP", "link_type": "ether"}
+    assert eth0["addr_info"] == [{"family": "inet", "local": "10.0.1.10", "prefixlen": 24, "broadcast": "10.0.1.255",
+                                  "scope": "global", "label": "eth0", "valid_life_time": 4294967295,
+                                  "preferred_life_time": 4294967295}]
+    assert json.loads(run(ip, h1, "-j", "-p", "route")[1]) == [
+        {"dst": "default", "gateway": "10.0.1.1", "dev": "eth0", "flags": []},
+        {"dst": "10.0.1.0/24", "dev": "eth0", "protocol": "kernel", "scope": "link", "prefsrc": "10.0.1.10",
+         "flags": []}]
+    assert json.loads(run(ip, h1, "-j", "neigh")[1]) == [
+        {"dst": "10.0.1.1", "dev": "eth0", "lladdr": router, "state": ["REACHABLE"]}]
+    [lo] = json.loads(run(ip, h1, "-j", "-s", "link", "show", "lo")[1])
+    assert lo["stats64"]["rx"]["packets"] == 0 and "addr_info" not in lo
+    assert run(ip, h1, "-j", "-6", "addr")[1] == "[]\n"
 
 
 # ---------------------------------------------------------------- ip neigh and arp
