@@ -320,6 +320,24 @@ def test_recvmsg_gives_the_address_and_control_messages_truncated_to_the_buffer(
         assert buffer == b"payl"
 
 
+def test_recvmsg_into_scatters_and_recv_of_the_error_queue_asks_the_node(node):
+    node.layer.deliver_after = 0.0
+    with api.socket(node.path, socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        first, second = bytearray(3), bytearray(10)
+        length, ancillary, flags, address = sock.recvmsg_into([first, second])
+        assert (length, bytes(first), bytes(second[:4]), address) == (7, b"pay", b"load", ("10.0.2.1", 4242))
+        assert node.layer.last("recvmsg")[0][1] == 13
+        assert sock.recv(100, socket.MSG_ERRQUEUE) == b"payload"
+        assert node.layer.last("recvmsg")[0][2] == socket.MSG_ERRQUEUE
+
+
+def test_sendmsg_without_address_or_ancillary_data_stays_native(node):
+    with api.socket(node.path, socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        assert sock.sendmsg([b"na", b"tive"]) == 6
+        assert node.layer.kernel_ends[1].recv(100) == b"native"
+    assert "sendmsg" not in [name for name, _, _ in node.layer.calls]
+
+
 def test_accept_passes_a_new_socket_with_its_peer(node):
     with api.socket(node.path, socket.AF_INET, socket.SOCK_STREAM) as server:
         server.bind(("0.0.0.0", 8000))
