@@ -107,7 +107,7 @@ class Sysctl:
         if show_all:
             return self.show_all(node, out, pattern)
         if not names:
-            raise ToolExit(f"sysctl: no variables specified\nTry `sysctl --help' for more information.", 1)
+            raise ToolExit("sysctl: no variables specified\nTry `sysctl --help' for more information.", 1)
         for name in names:
             if "=" in name:
                 key, _, value = name.partition("=")

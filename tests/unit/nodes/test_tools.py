@@ -200,6 +200,13 @@ def test_ip_route_shows_the_fib_as_iproute2(network):
         ip, h1, "r", "show", "table", "all")
 
 
+def test_ip_route_show_cache_lists_the_route_cache(network):
+    _, h1 = network
+    shown = lines(ip, h1, "route", "show", "cache")
+    assert "10.0.2.10 via 10.0.1.1 dev eth0 src 10.0.1.10" in shown
+    assert shown[shown.index("10.0.2.10 via 10.0.1.1 dev eth0 src 10.0.1.10") + 1].startswith("    cache  used ")
+
+
 def test_ip_route_add_then_del(network):
     _, h1 = network
     assert run(ip, h1, "route", "add", "192.0.2.0/24", "via", "10.0.1.1", "metric", "5") == (0, "", "")
@@ -415,18 +422,13 @@ def test_sysctl_a_and_p(network, tmp_path):
 # ---------------------------------------------------------------- off a node, and the shims
 
 
-def test_a_tool_off_a_node_says_so(monkeypatch):
+@pytest.mark.parametrize("tool, argv", [(ip, ["route"]), (ss, ["-uan"]), (sysctl, ["-a"]), (arp, ["-n"])])
+def test_a_tool_off_a_node_says_so(monkeypatch, tool, argv):
     monkeypatch.delenv("NETEMU_CONTROL", raising=False)
-    for tool in (ip, ss, sysctl, arp):
-        name = tool.__name__.rsplit(".", 1)[1]
-        err = io.StringIO()
-        assert tool.main(["-n", "x"] if tool is sysctl else [], stdout=io.StringIO(), stderr=err) == 1 \
-            or tool is ip  # `ip` alone is a usage error before any call
-        if tool is not ip:
-            assert err.getvalue() == f"{name}: not on a netemu node (NETEMU_CONTROL is not set)\n"
-    err = io.StringIO()
-    assert ip.main(["route"], stdout=io.StringIO(), stderr=err) == 1
-    assert err.getvalue() == "ip: not on a netemu node (NETEMU_CONTROL is not set)\n"
+    name = tool.__name__.rsplit(".", 1)[1]
+    out, err = io.StringIO(), io.StringIO()
+    assert tool.main(argv, stdout=out, stderr=err) == 1
+    assert (out.getvalue(), err.getvalue()) == ("", f"{name}: not on a netemu node (NETEMU_CONTROL is not set)\n")
 
 
 def test_a_node_that_is_gone_or_silent_is_reported(monkeypatch, tmp_path):
