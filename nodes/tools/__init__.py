@@ -1,4 +1,4 @@
-"""The node's command-line tools, as programs: `ip`, `ss`, `sysctl`, `arp`.
+"""The node's command-line tools, as programs: `ip`, `ss`, `sysctl`, `arp`, `route`.
 
 `netemu exec` and `netemu attach` put `BIN_DIR` first on PATH, so `ip route`
 run by a program on node h1 shows h1's routes, never the host's. Each file of
@@ -17,7 +17,7 @@ from pathlib import Path
 BIN_DIR = str(Path(__file__).resolve().parent / "bin")
 """Absolute path of the directory of tool executables, to put first on a node program's PATH."""
 
-TOOLS = ("ip", "ss", "sysctl", "arp")
+TOOLS = ("ip", "ss", "sysctl", "arp", "route")
 """The programs in BIN_DIR, each the shim of the module `nodes.tools.<name>`."""
 
 __all__ = ["BIN_DIR", "TOOLS"]

@@ -1,4 +1,4 @@
-"""The node's tools as programs (nodes/tools/bin: ip, ss, sysctl, arp) against a running emulation.
+"""The node's tools as programs (nodes/tools/bin: ip, ss, sysctl, arp, route) against a running emulation.
 
 Each tool runs as a subprocess through its shim, with the environment
 `netemu exec`/`attach` give every program on a node (NETEMU_CONTROL,
@@ -46,6 +46,7 @@ def test_ip_addr_lists_the_nodes_address_not_the_hosts(net):
     assert "    inet 10.0.1.10/24 brd 10.0.1.255 scope global eth0" in shown
     assert "    inet 10.0.2.10/24" not in shown
     assert on(net, "h2", "ip -br a show eth0").stdout.split()[2] == "10.0.2.10/24"
+    assert on(net, "h2", "route -n").stdout.splitlines()[2].split()[:4] == ["0.0.0.0", "10.0.2.1", "0.0.0.0", "UG"]
 
 
 @pytest.mark.timeout(120)

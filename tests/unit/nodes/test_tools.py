@@ -21,7 +21,7 @@ from bus.transport import ControlError, _reply_error
 from nodes.kernel import Kernel
 from nodes.memnet import host_router_host
 from nodes.socket import AF_INET, AF_INET6, IPPROTO_ICMP, SOCK_DGRAM
-from nodes.tools import BIN_DIR, TOOLS, arp, common, ip, ss, sysctl
+from nodes.tools import BIN_DIR, TOOLS, arp, common, ip, route, ss, sysctl
 from nodes.wire.addresses import parse_cidr
 
 
@@ -266,6 +266,31 @@ def test_ip_json_has_iproute2s_keys(network):
     assert run(ip, h1, "-j", "-6", "addr")[1] == "[]\n"
 
 
+def test_route_n_is_net_tools_format(network):
+    _, h1 = network
+    assert lines(route, h1, "-n") == [
+        "Kernel IP routing table",
+        "Destination     Gateway         Genmask         Flags Metric Ref    Use Iface",
+        "0.0.0.0         10.0.1.1        0.0.0.0         UG    0      0        0 eth0",
+        "10.0.1.0        0.0.0.0         255.255.255.0   U     0      0        0 eth0",
+    ]
+    assert lines(route, h1)[2].startswith("default         10.0.1.1 ")
+
+
+def test_route_add_and_del_change_the_same_table_as_ip(network):
+    _, h1 = network
+    assert run(route, h1, "add", "-net", "192.0.2.0", "netmask", "255.255.255.0", "gw", "10.0.1.1") == (0, "", "")
+    assert run(route, h1, "add", "-host", "198.51.100.9", "dev", "eth0") == (0, "", "")
+    assert run(route, h1, "add", "-net", "172.16.0.0", "gw", "10.0.1.1", "metric", "3") == (0, "", "")
+    assert lines(ip, h1, "route")[2:] == ["172.16.0.0/16 via 10.0.1.1 dev eth0 metric 3",
+                                          "192.0.2.0/24 via 10.0.1.1 dev eth0",
+                                          "198.51.100.9 dev eth0 scope link"]
+    assert "198.51.100.9    0.0.0.0         255.255.255.255 UH    0      0        0 eth0" in lines(route, h1, "-n")
+    assert run(route, h1, "add", "-net", "192.0.2.0/24", "gw", "10.0.1.1") == (7, "", "SIOCADDRT: File exists\n")
+    assert run(route, h1, "del", "-net", "192.0.2.0/24") == (0, "", "")
+    assert run(route, h1, "del", "-net", "192.0.2.0/24") == (7, "", "SIOCDELRT: No such process\n")
+
+
 # ---------------------------------------------------------------- ip neigh and arp
 
 
@@ -422,7 +447,8 @@ def test_sysctl_a_and_p(network, tmp_path):
 # ---------------------------------------------------------------- off a node, and the shims
 
 
-@pytest.mark.parametrize("tool, argv", [(ip, ["route"]), (ss, ["-uan"]), (sysctl, ["-a"]), (arp, ["-n"])])
+@pytest.mark.parametrize("tool, argv", [(ip, ["route"]), (ss, ["-uan"]), (sysctl, ["-a"]), (arp, ["-n"]),
+                                        (route, ["-n"])])
 def test_a_tool_off_a_node_says_so(monkeypatch, tool, argv):
     monkeypatch.delenv("NETEMU_CONTROL", raising=False)
     name = tool.__name__.rsplit(".", 1)[1]
