@@ -171,7 +171,7 @@ class IpCommand:
         if matches(words[0], "add") or matches(words[0], "delete") or matches(words[0], "replace"):
             return self.addr_modify(words[0], words[1:])
         if matches(words[0], "flush"):
-            dev = self.dev_argument(words[1:], "flush")
+            dev = self.dev_argument(words[1:])
             if dev is None:
                 raise usage_error("Flush requires arguments.")
             for address in self.device(dev, showing=True)["addresses"]:
@@ -241,9 +241,12 @@ class IpCommand:
         cidr = inet_prefix(local)
         if dev is None:
             raise ToolExit('Not enough information: "dev" argument is required.', 1)
-        self.device(dev, showing=False)
+        device = self.device(dev, showing=False)
         if matches(verb, "delete"):
             self.change("addr_del", dev=dev, ip=cidr)
+        elif matches(verb, "replace") and any(f"{a['address']}/{a['prefix_length']}" == cidr
+                                              for a in device["addresses"]):
+            return 0  # already there: replace leaves it as it is
         else:
             self.change("addr_add", dev=dev, ip=cidr)
         return 0
@@ -436,7 +439,7 @@ class IpCommand:
     def neigh_flush(self, words: list[str]) -> int:
         if not words:
             raise usage_error("Flush requires arguments.")
-        dev = self.dev_argument(words, "flush")
+        dev = self.dev_argument(words)
         if dev is not None:
             self.device(dev, showing=True)
         elif words != ["all"]:
@@ -484,7 +487,7 @@ class IpCommand:
         return 0
 
     @staticmethod
-    def dev_argument(words: list[str], what: str) -> str | None:
+    def dev_argument(words: list[str]) -> str | None:
         """`dev NAME` in a command's words, or None."""
         if "dev" in words:
             index = words.index("dev")

@@ -176,6 +176,7 @@ def test_ip_addr_add_and_del(network):
     assert "    inet 192.168.7.1/24 brd 192.168.7.255 scope global eth0" in lines(ip, h1, "a", "show", "eth0")
     assert "192.168.7.0/24 dev eth0 proto kernel scope link src 192.168.7.1" in lines(ip, h1, "route")
     assert run(ip, h1, "addr", "add", "192.168.7.1/24", "dev", "eth0") == (2, "", "RTNETLINK answers: File exists\n")
+    assert run(ip, h1, "addr", "replace", "192.168.7.1/24", "dev", "eth0") == (0, "", "")
     assert run(ip, h1, "addr", "del", "192.168.7.1/24", "dev", "eth0") == (0, "", "")
     assert run(ip, h1, "addr", "del", "192.168.7.1/24", "dev", "eth0") == (
         2, "", "RTNETLINK answers: Cannot assign requested address\n")
