@@ -94,41 +94,45 @@ class _NodeWatch:
 
 def run_foreground(site: NodeSite, argv: Sequence[str], *, assignments: Mapping[str, str] | None = None,
                    extra_env: Mapping[str, str] | None = None, stderr: IO[str] | None = None,
-                   **popen_kwargs: Any) -> int:
+                   verb: str = "exec", **popen_kwargs: Any) -> int:
     """Run `argv` on the node until it ends: its exit status (127/126 when it cannot be executed).
 
     For a process of its own (`netemu exec`): the program dies with us, we watch
-    the node for restarts, SIGTERM/SIGHUP stop it. Messages go to `stderr`.
+    the node for restarts, SIGTERM/SIGHUP stop it. Messages go to `stderr` as `netemu: VERB: ...`.
     """
     stderr = stderr or sys.stderr
     main_thread = threading.current_thread() is threading.main_thread()
+    previous: dict[int, Any] = {}
+    if main_thread:   # from before the start: a Ctrl-C as soon as the program runs must not end us
+        for signum, handler in ((signal.SIGINT, signal.SIG_IGN), (signal.SIGQUIT, signal.SIG_IGN),
+                                (signal.SIGTERM, _stop), (signal.SIGHUP, _stop)):
+            previous[signum] = signal.signal(signum, handler)
     guard = Guard()
     try:
         try:
             program = start(site, argv, assignments={**(extra_env or {}), **(assignments or {})}, guard=guard,
-                            parent_death=main_thread, **popen_kwargs)
+                            parent_death=main_thread, foreground=main_thread, **popen_kwargs)
         except OSError as error:
             code, message = describe_spawn_error(argv, error)
-            print(f"netemu: exec: {message}", file=stderr)
+            print(f"netemu: {verb}: {message}", file=stderr)
             return code
         except (ProgramError, ValueError) as error:
-            print(f"netemu: exec: {error}", file=stderr)
+            print(f"netemu: {verb}: {error}", file=stderr)
             return 1
-        return _wait(program, _NodeWatch(site), stderr, main_thread)
+        return _wait(program, _NodeWatch(site), stderr, verb)
+    except _Stop as stopped:      # during the start: the program, if any, is stopped by start's clean-up
+        return 128 + stopped.signum
     finally:
         guard.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
-def _wait(program: Program, watch: _NodeWatch, stderr: IO[str], main_thread: bool) -> int:
-    previous: dict[int, Any] = {}
+def _stop(signum: int, frame: object) -> None:
+    raise _Stop(signum)
 
-    def stop(signum: int, frame: object) -> None:
-        raise _Stop(signum)
 
-    if main_thread:
-        for signum, handler in ((signal.SIGINT, signal.SIG_IGN), (signal.SIGQUIT, signal.SIG_IGN),
-                                (signal.SIGTERM, stop), (signal.SIGHUP, stop)):
-            previous[signum] = signal.signal(signum, handler)
+def _wait(program: Program, watch: _NodeWatch, stderr: IO[str], verb: str) -> int:
     try:
         while True:
             try:
@@ -137,7 +141,7 @@ def _wait(program: Program, watch: _NodeWatch, stderr: IO[str], main_thread: boo
             except subprocess.TimeoutExpired:
                 pass
             if not watch.emulation_alive():
-                print(f"netemu: exec: emulation {program.site.emulation} is gone: stopping {program.record.argv[0]}",
+                print(f"netemu: {verb}: emulation {program.site.emulation} is gone: stopping {program.record.argv[0]}",
                       file=stderr)
                 program.stop()
                 return exit_status(program.popen.returncode) if program.popen.returncode is not None else 1
@@ -145,7 +149,7 @@ def _wait(program: Program, watch: _NodeWatch, stderr: IO[str], main_thread: boo
                 try:
                     program.hand()
                 except Exception as error:  # noqa: BLE001 - the node may be going down again
-                    print(f"netemu: exec: could not hand the program to the restarted {program.site.node}: {error}",
+                    print(f"netemu: {verb}: could not hand the program to the restarted {program.site.node}: {error}",
                           file=stderr)
     except _Stop as stopped:
         program.stop()
@@ -154,8 +158,6 @@ def _wait(program: Program, watch: _NodeWatch, stderr: IO[str], main_thread: boo
         if program.popen.returncode is None and program.popen.poll() is None:
             program.stop()
         program.release()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def attach(site: NodeSite, *, stderr: IO[str] | None = None) -> int:
@@ -163,7 +165,7 @@ def attach(site: NodeSite, *, stderr: IO[str] | None = None) -> int:
     interactive = os.isatty(0)
     argv, extra = attach_argv(site, interactive)
     try:
-        return run_foreground(site, argv, extra_env=extra, stderr=stderr)
+        return run_foreground(site, argv, extra_env=extra, stderr=stderr, verb="attach")
     finally:
         reclaim_terminal(0)
 

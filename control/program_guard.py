@@ -18,9 +18,9 @@ considered; the namespace pair is as robust as the freezer and needs nothing but
 a program that does so on purpose is not followed.
 
 An nsfs inode number is reused once its namespace is gone, so a namespace is
-only trusted while someone holds it open: the holder of the program (the
-`netemu exec` client, the emulation's process) and its guard keep an fd of
-/proc/PID/ns/mnt and /proc/PID/ns/uts until the program is stopped.
+only trusted while someone holds it open: the holder's guard keeps fds of the
+program's ns/mnt and ns/uts until the program is over. (Teardown reads the
+records while their holders and guards still run.)
 
 **Who stops them.**
 * Teardown of the emulation (`Emulation.stop`, so `netemu down`, Ctrl-C of
@@ -32,9 +32,11 @@ only trusted while someone holds it open: the holder of the program (the
 * The holder is killed outright (SIGKILL of `netemu exec`, of pytest): its guard
   notices. A guard is a small process of its own (this file run as a script, no
   project import, in a session of its own so no terminal signal reaches it) whose
-  stdin is a pipe from the holder: the holder writes one line per program added
-  or removed; EOF on the pipe, which the kernel gives when the holder dies however
-  it dies, makes the guard stop every program still listed, then exit.
+  stdin is a SOCK_SEQPACKET socket from the holder. Each program announces itself
+  there from its preexec, before it execs, with fds of its namespaces (so the guard
+  holds them even if the holder dies right after the fork); the holder says when
+  a program is over. EOF, which the kernel gives when the holder dies however it
+  dies, makes the guard stop every program still listed, then exit.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -201,29 +204,42 @@ def stop_registered(run_dir: str, grace: float = TERM_GRACE) -> list[int]:
 
 
 class Guard:
-    """The holder's side of a guard process: tell it each program added or removed."""
+    """The holder's side of a guard process (one per holder, started before its first program).
+
+    The guard's stdin is a SOCK_SEQPACKET socket; we keep the other end. Each program
+    announces itself from its own preexec, before exec (`announce`): one packet with
+    its record and, by SCM_RIGHTS, fds of its two namespaces, so the guard holds them
+    even when we are killed a moment after the fork. `remove` says a program is over.
+    """
 
     def __init__(self) -> None:
-        self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__)], stdin=theirs.fileno(),
+                                            stdout=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        finally:
+            theirs.close()
+        self.socket = ours
+        self.holder = os.getpid()
 
-    def _say(self, message: dict) -> None:
-        assert self.process.stdin is not None
-        with contextlib.suppress(BrokenPipeError, ValueError):
-            self.process.stdin.write(json.dumps(message).encode() + b"\n")
-            self.process.stdin.flush()
-
-    def add(self, record: ProgramRecord) -> None:
-        self._say({"add": json.loads(record.as_json())})
+    def announce(self, node: str, argv: list[str]) -> None:
+        """In the program's child, after its namespaces are made and before exec: tell the guard."""
+        fds = hold_namespaces(os.getpid())
+        try:
+            mnt, uts = [(os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in fds]
+            record = ProgramRecord(os.getpid(), node, argv, mnt, uts, self.holder)
+            socket.send_fds(self.socket, [json.dumps({"add": json.loads(record.as_json())}).encode()], fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def remove(self, pid: int) -> None:
-        self._say({"remove": pid})
+        with contextlib.suppress(OSError):
+            self.socket.send(json.dumps({"remove": pid}).encode())
 
     def close(self) -> None:
         """Every program is stopped already: end the guard (EOF with nothing listed)."""
-        with contextlib.suppress(BrokenPipeError, ValueError):
-            if self.process.stdin is not None:
-                self.process.stdin.close()
+        self.socket.close()
         try:
             self.process.wait(5.0)
         except subprocess.TimeoutExpired:
@@ -231,39 +247,43 @@ class Guard:
             self.process.wait()
 
 
-def _hold_if_same(record: ProgramRecord) -> list[int]:
-    """Fds holding the namespaces of `record`'s process if it still runs in them, else []."""
-    try:
-        held = hold_namespaces(record.pid)
-    except OSError:
-        return []
-    try:
-        same = namespace_ids(record.pid) == (record.mnt, record.uts)
-    except OSError:
-        same = False
-    if not same:
-        for fd in held:
-            os.close(fd)
-        return []
-    return held
+def _forget_finished(listed: dict[int, tuple[ProgramRecord, list[int]]]) -> None:
+    """Drop programs whose first process has ended and left no process behind (e.g. a failed exec)."""
+    ended = [record for record, _ in listed.values() if not _alive(str(record.pid))]
+    if not ended:
+        return
+    remaining = {(record.mnt, record.uts) for record in members(ended).values()}
+    for record in ended:
+        if (record.mnt, record.uts) not in remaining:
+            for fd in listed.pop(record.pid)[1]:
+                os.close(fd)
 
 
 def guard_main() -> int:
-    """Read add/remove lines until EOF, holding each program's namespaces; then stop what is listed."""
+    """Read add/remove packets until EOF, holding each program's namespaces; then stop what is listed."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(signum, signal.SIG_IGN)
+    channel = socket.socket(fileno=0)
     listed: dict[int, tuple[ProgramRecord, list[int]]] = {}
-    for line in sys.stdin.buffer:
+    while True:
         try:
-            message = json.loads(line)
+            data, fds, _, _ = socket.recv_fds(channel, 65536, 2)
+        except OSError:
+            break
+        if not data:
+            break                 # EOF: the holder is gone, however it went
+        try:
+            message = json.loads(data)
         except ValueError:
-            continue
-        if "add" in message:
+            message = {}
+        if "add" in message and len(fds) == 2:
+            _forget_finished(listed)
             record = ProgramRecord.from_json(json.dumps(message["add"]))
-            held = _hold_if_same(record)
-            if held:              # else already gone: nothing to guard (its namespaces may be reused)
-                listed[record.pid] = (record, held)
-        elif "remove" in message:
+            listed[record.pid] = (record, fds)
+            continue
+        for fd in fds:
+            os.close(fd)
+        if "remove" in message:
             _, held = listed.pop(int(message["remove"]), (None, []))
             for fd in held:
                 os.close(fd)

@@ -128,7 +128,8 @@ class _Namespaces:
     only calls libc through pre-built ctypes functions and writes one line on a pipe.
     """
 
-    def __init__(self, site: NodeSite, report_fd: int, parent_death: bool) -> None:
+    def __init__(self, site: NodeSite, argv: list[str], report_fd: int, guard: Guard | None, parent_death: bool,
+                 foreground: bool = False) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         self.unshare = libc.unshare
         self.mount = libc.mount
@@ -140,6 +141,10 @@ class _Namespaces:
         self.hostname = site.node.encode()
         self.report_fd = report_fd
         self.parent = os.getpid() if parent_death else None
+        self.foreground = foreground
+        self.guard = guard
+        self.node = site.node
+        self.argv = argv
         self.chained: Callable[[], None] | None = None
 
     def _fail(self, step: str) -> None:
@@ -148,6 +153,9 @@ class _Namespaces:
         raise OSError(code, f"{step}: {os.strerror(code)}")
 
     def __call__(self) -> None:
+        if self.foreground:               # the starter ignores them while it waits; a shell's job gets them
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGQUIT, signal.SIG_DFL)
         if self.parent is not None:       # `netemu exec` killed outright: its program dies with it
             self.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
             if os.getppid() != self.parent:
@@ -160,6 +168,12 @@ class _Namespaces:
             self._fail(f"bind-mounting {os.fsdecode(self.hosts)} over /etc/hosts")
         if self.sethostname(self.hostname, len(self.hostname)) != 0:
             self._fail("sethostname")
+        if self.guard is not None:        # before exec: the guard holds our namespaces from now on
+            try:
+                self.guard.announce(self.node, self.argv)
+            except OSError as error:
+                os.write(self.report_fd, f"error telling the guard: {error.strerror}\n".encode())
+                raise
         mnt, uts = os.stat("/proc/self/ns/mnt"), os.stat("/proc/self/ns/uts")
         os.write(self.report_fd, f"ok {mnt.st_dev} {mnt.st_ino} {uts.st_dev} {uts.st_ino}\n".encode())
         if self.chained is not None:
@@ -208,14 +222,16 @@ class Program:
 
 def start(site: NodeSite, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
           assignments: Mapping[str, str] | None = None, guard: Guard | None = None,
-          parent_death: bool = False, **popen_kwargs: Any) -> Program:
+          parent_death: bool = False, foreground: bool = False, **popen_kwargs: Any) -> Program:
     """Start `argv` on `site`'s node and hand its listener over; the running `Program`.
 
     `env` replaces our environment as the base (as Popen's does); the node's
     variables and `assignments` come on top. `popen_kwargs` go to subprocess.Popen
     (a `preexec_fn` runs after the namespaces are set up). Raises FileNotFoundError /
     PermissionError as Popen does for a missing or non-executable program, and
-    ProgramError when the program cannot run on the node.
+    ProgramError when the program cannot run on the node. `parent_death`: the program
+    is killed when the calling thread ends (PR_SET_PDEATHSIG). `foreground`: SIGINT and
+    SIGQUIT are reset to their defaults in the program (the caller ignores them while it waits).
     """
     if not argv:
         raise ValueError("no command given")
@@ -225,7 +241,7 @@ def start(site: NodeSite, argv: Sequence[str], *, env: Mapping[str, str] | None 
     from nodes import trap
 
     report_read, report_write = os.pipe2(os.O_CLOEXEC)
-    setup = _Namespaces(site, report_write, parent_death)
+    setup = _Namespaces(site, [str(word) for word in argv], report_write, guard, parent_death, foreground)
     setup.chained = popen_kwargs.pop("preexec_fn", None)
     stdio = {name: popen_kwargs.pop(name, None) for name in ("stdin", "stdout", "stderr")}
     try:
@@ -253,8 +269,6 @@ def start(site: NodeSite, argv: Sequence[str], *, env: Mapping[str, str] | None 
     except OSError as error:      # the run directory is gone: the emulation is stopping
         program.stop(0.0)
         raise ProgramError(f"{site.emulation} is not running ({error.strerror})") from None
-    if guard is not None:
-        guard.add(record)
     try:
         program.hand()
     except Exception as error:  # noqa: BLE001 - whatever failed, the program must not run unserved
