@@ -5,6 +5,7 @@ skip without root locally and fail under CI=true (require_trap).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -255,3 +256,49 @@ def test_attach_pipe_runs_the_nodes_ip(base):
     result = netemu("attach", "h1", input="ip addr\nexit\n", env=_env(base))
     assert result.returncode == 0, result.stderr
     assert "inet 10.0.1.10/24" in result.stdout
+
+
+def test_attach_on_a_terminal_shows_the_nodes_prompt_and_ctrl_c_interrupts_its_command(base):
+    """A pseudo-terminal, as a user's: the prompt `h1$ `, Ctrl-C stops the running command, not
+    the shell, and the shell's exit status is attach's."""
+    import pty
+    import select
+
+    pid, terminal = pty.fork()
+    if pid == 0:                                          # the child: `netemu attach h1` on the terminal
+        os.chdir(ROOT)
+        os.environ["NETEMU_RUN_DIR"] = str(base)
+        os.environ["SHELL"] = "/bin/bash"
+        os.execv(sys.executable, [sys.executable, str(LAUNCHER), "attach", "h1"])
+    seen = bytearray()
+
+    def shown(text: bytes) -> bool:
+        readable, _, _ = select.select([terminal], [], [], 0.1)
+        if readable:
+            try:
+                seen.extend(os.read(terminal, 4096))
+            except OSError:                                # EIO: the terminal's other side is gone
+                return text in seen
+        return text in seen
+
+    try:
+        wait_for(lambda: shown(b"h1$ "), timeout=20)
+        os.write(terminal, b"hostname; sleep 60\n")
+        wait_for(lambda: shown(b"h1\r\n"), timeout=20)                # hostname printed
+        del seen[:]
+        os.write(terminal, b"\x03")                        # Ctrl-C: sleep dies, bash prompts again
+        wait_for(lambda: shown(b"h1$ "), timeout=20)
+        os.write(terminal, b"exit 5\n")
+
+        def exited() -> int | None:
+            shown(b"")                                     # keep the terminal drained
+            done, status = os.waitpid(pid, os.WNOHANG)
+            return os.waitstatus_to_exitcode(status) if done == pid else None
+        assert wait_for(lambda: (lambda code: None if code is None else [code])(exited()), timeout=20) == [5]
+        pid = 0
+    finally:
+        if pid:
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        os.close(terminal)
