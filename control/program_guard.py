@@ -228,14 +228,20 @@ class Guard:
         try:
             mnt, uts = [(os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in fds]
             record = ProgramRecord(os.getpid(), node, argv, mnt, uts, self.holder)
-            socket.send_fds(self.socket, [json.dumps({"add": json.loads(record.as_json())}).encode()], fds)
+            # MSG_NOSIGNAL: the child's SIGPIPE is back to its default here (subprocess restores it)
+            socket.send_fds(self.socket, [json.dumps({"add": json.loads(record.as_json())}).encode()], fds,
+                            socket.MSG_NOSIGNAL)
         finally:
             for fd in fds:
                 os.close(fd)
 
     def remove(self, pid: int) -> None:
         with contextlib.suppress(OSError):
-            self.socket.send(json.dumps({"remove": pid}).encode())
+            self.socket.send(json.dumps({"remove": pid}).encode(), socket.MSG_NOSIGNAL)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
 
     def close(self) -> None:
         """Every program is stopped already: end the guard (EOF with nothing listed)."""

@@ -362,7 +362,7 @@ class ProgramTable:
     def start(self, site: NodeSite, argv: Sequence[str], **kwargs: Any) -> Program:
         with self._lock:
             self._sweep()
-            if self._guard is None:
+            if self._guard is None or not self._guard.alive:   # (a guard killed by hand is replaced)
                 self._guard = Guard()
             guard = self._guard
         program = start(site, argv, guard=guard, **kwargs)
