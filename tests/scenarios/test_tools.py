@@ -13,18 +13,21 @@ import sys
 
 import pytest
 
-from bus.testing import short_run_dir
 from control.emulation import Emulation
 from nodes.tools import BIN_DIR
+from tests.conftest import require_trap
 
-from .helpers import topology
+from .helpers import private_run_base, topology
+
+# A program holding one UDP socket on its node until its stdin closes.
+UDP_HOLDER = ("import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 5400)); "
+              "print('ready', flush=True); sys.stdin.read()")
 
 
 @pytest.fixture(scope="module")
 def net():
     """two_lans (h1 -- lan1 -- r1 -- lan2 -- h2) in a private run directory."""
-    with short_run_dir() as base, pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NETEMU_RUN_DIR", str(base))
+    with private_run_base():
         with Emulation(topology("two_lans"), name="scn-tools") as emulation:
             yield emulation
 
@@ -120,3 +123,25 @@ def test_a_tool_off_a_node_or_with_its_node_gone(tmp_path):
                             timeout=60)
     assert (result.returncode, result.stderr) == (1, f"ss: node h9 is not running (no control socket at "
                                                      f"{tmp_path}/h9.ctl)\n")
+
+
+@pytest.mark.timeout(120)
+def test_tools_run_as_programs_on_the_node_and_ss_p_names_socket_owners(net):
+    """Through `node.exec`/`run` (the syscall trap, the PATH exec gives): the tools see their node,
+    and `ss -p` finds the program behind a socket by the inode the node reports."""
+    require_trap()
+    routes = net["h2"].run(["ip", "route"], capture_output=True, text=True, timeout=60)
+    assert (routes.returncode, routes.stderr) == (0, "")
+    assert routes.stdout.splitlines()[0] == "default via 10.0.2.1 dev eth0"
+    holder = net["h2"].exec([sys.executable, "-c", UDP_HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert holder.stdout.readline() == "ready\n"
+        shown = net["h2"].run(["ss", "-uanp"], capture_output=True, text=True, timeout=60)
+        assert (shown.returncode, shown.stderr) == (0, "")
+        [row] = [line for line in shown.stdout.splitlines() if " 0.0.0.0:5400 " in line]
+        assert row.split()[:3] == ["UNCONN", "0", "0"]
+        assert f",pid={holder.pid},fd=" in row and row.split()[-1].startswith('users:(("python')
+    finally:
+        holder.kill()
+        holder.wait()
