@@ -3,7 +3,9 @@
 Each tool runs as a subprocess through its shim, with the environment
 `netemu exec`/`attach` give every program on a node (NETEMU_CONTROL,
 NETEMU_NODE, NETEMU_PYTHON, the tools first on PATH). The tools use only the
-control channel, so no syscall trap is needed here.
+control channel, so no syscall trap is needed for them; the last test runs
+them as real programs on the node (`node.run`, under the trap) to see `ss -p`
+find a program's socket.
 """
 from __future__ import annotations
 
