@@ -388,7 +388,7 @@ class NetemuShell(cmd.Cmd):
         if words[0] not in self.net.topology.nodes:
             raise CommandError(f"unknown command {words[0]!r}; type help")
         if len(words) < 2:
-            raise CommandError(f"usage: {words[0]} COMMAND [ARGS] (built in: {', '.join(NODE_COMMANDS)}; else a program)")
+            raise CommandError(f"usage: {words[0]} COMMAND (one of: {', '.join(NODE_COMMANDS)}) or PROGRAM [ARGS]")
         node = self._node(words[0])
         command, args = words[1], words[2:]
         handler: Callable[[Any, list[str]], None] | None = getattr(self, f"node_{command}", None)
