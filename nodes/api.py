@@ -52,6 +52,8 @@ _CMSGHDR = struct.Struct("@Nii")            # struct cmsghdr: cmsg_len, cmsg_lev
 assert _CMSGHDR.size == _socket.CMSG_LEN(0)
 _INT = struct.Struct("=i")
 _TYPE_FLAGS = _socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC
+# One reply buffer per thread: a fresh 132 KiB bytes per call would be an mmap and munmap each.
+_buffers = threading.local()
 
 
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
@@ -89,8 +91,11 @@ def _send(conn: _socket.socket, message: dict, fds: Iterable[int] = ()) -> None:
 
 def _receive(conn: _socket.socket, sys_path: str) -> tuple[dict, list[int]]:
     """One reply and the fds it carries (EOF: the node went away in the middle of the call)."""
+    buffer = getattr(_buffers, "reply", None)
+    if buffer is None:
+        buffer = _buffers.reply = bytearray(MAX_REPLY)
     try:
-        data, ancillary, _flags, _ = conn.recvmsg(MAX_REPLY, _FD_SPACE, _socket.MSG_CMSG_CLOEXEC)
+        length, ancillary, _flags, _ = conn.recvmsg_into([buffer], _FD_SPACE, _socket.MSG_CMSG_CLOEXEC)
     except OSError as error:
         if error.errno not in _GONE:
             raise
@@ -101,10 +106,10 @@ def _receive(conn: _socket.socket, sys_path: str) -> tuple[dict, list[int]]:
             received = array.array("i")
             received.frombytes(payload[:len(payload) - len(payload) % received.itemsize])
             fds.extend(received)
-    if not data:
+    if not length:
         _close_all(fds)
         raise _node_down(sys_path, "it went away during the call")
-    return msgpack.unpackb(data, raw=False), fds
+    return msgpack.unpackb(memoryview(buffer)[:length], raw=False), fds
 
 
 def _close_all(fds: Iterable[int]) -> None:

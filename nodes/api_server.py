@@ -123,6 +123,7 @@ class ApiServer:
         self.counters = {"connections": 0, "requests": 0, "answered": 0, "failed": 0, "pending": 0,
                          "timed_out": 0, "cancelled": 0, "errors": 0, "listeners": 0}
         self._next_id = 1
+        self._buffer = bytearray(MAX_REQUEST)   # one request at a time: read into the same buffer
         self._reported: set[tuple[str, int]] = set()
         self._ops: dict[str, Callable[[Connection, dict, list[int]], Any]] = {
             "listener": self._op_listener, "socket": self._op_socket,
@@ -161,14 +162,15 @@ class ApiServer:
     def _on_readable(self, connection: Connection) -> None:
         while not connection.closed:
             try:
-                data, ancillary, flags, _ = connection.sock.recvmsg(MAX_REQUEST, _FD_SPACE, _socket.MSG_CMSG_CLOEXEC)
+                length, ancillary, flags, _ = connection.sock.recvmsg_into(
+                    [self._buffer], _FD_SPACE, _socket.MSG_CMSG_CLOEXEC)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 self._drop(connection)
                 return
             fds = _fds_of(ancillary)
-            if not data:                                # EOF: the client closed (or died)
+            if not length:                              # EOF: the client closed (or died)
                 _close_all(fds)
                 self._drop(connection)
                 return
@@ -182,7 +184,7 @@ class ApiServer:
                 _close_all(fds)
                 self._reply(connection, {"ok": False, "errno": errno.EMSGSIZE})
                 continue
-            self._serve(connection, data, fds)
+            self._serve(connection, memoryview(self._buffer)[:length], fds)
 
     def _drop(self, connection: Connection) -> None:
         """Close a connection; its pending call is cancelled (the client is gone)."""
@@ -218,7 +220,7 @@ class ApiServer:
 
     # --- requests
 
-    def _serve(self, connection: Connection, raw: bytes, fds: list[int]) -> None:
+    def _serve(self, connection: Connection, raw: memoryview, fds: list[int]) -> None:
         """One request, behind the exception barrier: every request is answered."""
         self.counters["requests"] += 1
         try:
