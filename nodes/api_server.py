@@ -106,6 +106,13 @@ class Connection:
     pid: int
     pending: _Pending | None = None
     closed: bool = False
+    requests: int = 0               # read from the client
+    replies: int = 0                # sent to it
+
+    @property
+    def unanswered(self) -> bool:
+        """The current request has no reply yet and none is on its way (no pending call)."""
+        return not self.closed and self.pending is None and self.replies < self.requests
 
 
 class ApiServer:
@@ -125,6 +132,7 @@ class ApiServer:
         self._next_id = 1
         self._buffer = bytearray(MAX_REQUEST)   # one request at a time: read into the same buffer
         self._reported: set[tuple[str, int]] = set()
+        self._last_bug: BaseException | None = None
         self._ops: dict[str, Callable[[Connection, dict, list[int]], Any]] = {
             "listener": self._op_listener, "socket": self._op_socket,
             **{name: self._socket_call for name in SOCKET_CALLS},
@@ -170,6 +178,8 @@ class ApiServer:
                 self._drop(connection)
                 return
             fds = _fds_of(ancillary)
+            if length:
+                connection.requests += 1
             if not length:                              # EOF: the client closed (or died)
                 _close_all(fds)
                 self._drop(connection)
@@ -239,7 +249,8 @@ class ApiServer:
                 raise OSError(errno.ENOSYS, f"no such op {op!r}")
             handler(connection, request, fds)
         except OSError as error:
-            self._reply(connection, {"ok": False, "errno": error.errno or errno.EIO})
+            if connection.unanswered:
+                self._reply(connection, {"ok": False, "errno": error.errno or errno.EIO})
         except Exception as error:
             self._bug(connection, "request", error)
             if NapiScheduler.reraise:
@@ -248,9 +259,13 @@ class ApiServer:
             _close_all(fds)
 
     def _bug(self, connection: Connection, what: str, error: BaseException) -> None:
-        """A node bug met while serving: answer EIO, log it once per code site."""
+        """A node bug met while serving: answer EIO (unless the request was answered before the
+        bug surfaced, e.g. re-raised through a Deferred resolved at once), log it once per code site."""
+        if error is self._last_bug:
+            return
+        self._last_bug = error
         self.counters["errors"] += 1
-        if connection.pending is None and not connection.closed:
+        if connection.unanswered:
             self._reply(connection, {"ok": False, "errno": errno.EIO})
         innermost = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
         site = (innermost.filename, innermost.lineno or 0) if innermost is not None else ("?", 0)
@@ -265,6 +280,7 @@ class ApiServer:
             return False
         self.counters["failed" if reply.get("ok") is False else "answered"] += 1
         ancillary = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        connection.replies += 1
         try:
             connection.sock.sendmsg([msgpack.packb(reply, use_bin_type=True)], ancillary)
         except OSError as error:

@@ -42,6 +42,7 @@ class FakeLayer:
         self.cancelled: list[str] = []
         self.deliver_after: float | None = None     # a blocking recvmsg is answered after this long
         self.bug = False
+        self.malformed = False
 
     def _record(self, name: str, call: Call, *arguments) -> None:
         self.calls.append((name, arguments, call))
@@ -139,6 +140,10 @@ class FakeLayer:
                             _cmsg(SOL_IP, IP_TTL, struct.pack("=i", 63)), 0, 7)
         if call.nonblock or flags & socket.MSG_DONTWAIT:
             raise OSError(errno.EAGAIN, "nothing queued")
+        if self.malformed:                          # a bug met while finishing a call resolved at once
+            deferred = call.defer()
+            deferred.resolve(RecvResult(None))
+            return deferred
         return self._wait("recvmsg", call, result)
 
 
@@ -496,6 +501,22 @@ def test_a_bug_in_the_layer_is_reraised_when_the_suite_asks(node):
     wait_for(lambda: node.errors)
     assert [type(error) for error in node.errors] == [RuntimeError]
     node.errors.clear()
+
+
+@pytest.mark.parametrize("reraise", [False, True])
+def test_a_bug_while_finishing_a_deferred_answers_once(node, monkeypatch, reraise):
+    monkeypatch.setattr(NapiScheduler, "reraise", reraise)
+    with api.socket(node.path, socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        node.layer.malformed = True
+        with pytest.raises(OSError) as caught:
+            sock.recvfrom(100)
+        assert caught.value.errno == errno.EIO
+        assert sock.getsockname() == ("0.0.0.0", 0)     # the same connection: no second reply in it
+    assert node.server.counters["errors"] == 1
+    if reraise:
+        wait_for(lambda: node.errors)
+        assert [type(error) for error in node.errors] == [TypeError]
+        node.errors.clear()
 
 
 def test_the_listener_op_hands_the_fd_to_the_front_end(node):
