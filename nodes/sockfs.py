@@ -63,12 +63,14 @@ from .socket.constants import (
     MSG_DONTWAIT, MSG_ERRQUEUE, MSG_PEEK, MSG_TRUNC, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_ERROR, SO_RCVBUF, SO_RCVTIMEO,
     SO_SNDBUF, SO_SNDTIMEO, SOCK_STREAM, SOL_SOCKET, TCP_ESTABLISHED, TCP_LISTEN,
 )
+from . import trap
 from .socket.inet import InetSocket
 from .syscall_args import Call, RecvResult, SockAddr
 
 RETRY_PUSH = 0.002          # seconds between attempts to push into a full pair
 MAX_DATAGRAM = 1 << 17      # bytes read from our end per message (more than any IPv4 datagram)
 NATIVE_BATCH = 64           # messages taken from a program's end per loop pass
+REAP_BROKEN = 1.0           # seconds between checks that a broken file's program still holds it
 CAP_NET_RAW = 13            # capability bit: raw sockets (and, here, the other network privileges)
 
 
@@ -106,6 +108,8 @@ class SocketFile:
     stalled: bool = False           # the pair was full: push again later
     read_shut: bool = False         # SHUT_RD: nothing more is written to the program
     native_send_errors: int = 0
+    renewable: bool = False         # a trapped program's: its fd can be replaced (Call.replace)
+    broken: bool = False            # our end closed to show POLLERR: renewed at the next trapped call
 
     @property
     def stream(self) -> bool:
@@ -153,6 +157,7 @@ class Sockfs:
         self._next_id = 1
         self._dirty: dict[int, SocketFile] = {}
         self._retry: Any = None
+        self._reaper: Any = None
         self._buffer = bytearray(MAX_DATAGRAM)
         self.counters = {"sockets": 0, "released": 0, "pushed": 0, "native_sent": 0, "native_send_errors": 0}
 
@@ -161,22 +166,28 @@ class Sockfs:
     def socket(self, family: int, type_: int, proto: int, call: Call) -> tuple[int, int]:
         uid, groups, privileged = credentials(call.pid)
         sock = self.layer.socket(family, type_, proto, privileged=privileged, uid=uid, groups=groups)
-        return self._open(sock, call.pid)
+        return self._open(sock, call.pid, renewable=call.replace is not None)
 
-    def _open(self, sock: InetSocket, pid: int) -> tuple[int, int]:
-        kind = _socket.SOCK_STREAM if sock.type == SOCK_STREAM else _socket.SOCK_SEQPACKET
-        ours, theirs = _socket.socketpair(_socket.AF_UNIX, kind)
-        ours.setblocking(False)
-        ours.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, max(sock.rcvbuf // 2, 4096))
+    def _open(self, sock: InetSocket, pid: int, renewable: bool = False) -> tuple[int, int]:
         sock_id, self._next_id = self._next_id, self._next_id + 1
-        inode = os.fstat(theirs.fileno()).st_ino
-        file = SocketFile(sock_id, sock, ours, inode, pid)
+        file = SocketFile(sock_id, sock, None, 0, pid, renewable=renewable)  # type: ignore[arg-type]
+        theirs = self._new_pair(file)
         self.files[sock_id] = file
-        self.by_inode[inode] = sock_id
         sock.on_ready = lambda _sock, file=file: self._dirty.__setitem__(file.id, file)
-        self.add_reader(ours.fileno(), lambda: self._from_program(file))
         self.counters["sockets"] += 1
         return sock_id, theirs.detach()
+
+    def _new_pair(self, file: SocketFile) -> _socket.socket:
+        """A new socketpair for `file`: ours is its `end` (a reader), the program's is returned."""
+        kind = _socket.SOCK_STREAM if file.stream else _socket.SOCK_SEQPACKET
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX, kind)
+        ours.setblocking(False)
+        ours.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, max(file.sock.rcvbuf // 2, 4096))
+        file.end = ours
+        file.inode = os.fstat(theirs.fileno()).st_ino
+        self.by_inode[file.inode] = file.id
+        self.add_reader(ours.fileno(), lambda: self._from_program(file))
+        return theirs
 
     def lookup(self, fd: int) -> int | None:
         """The socket whose program end `fd` is (any duplicate of it), or None."""
@@ -185,10 +196,12 @@ class Sockfs:
         except OSError:
             return None
 
-    def _file(self, sock_id: int) -> SocketFile:
+    def _file(self, sock_id: int, call: Call | None = None) -> SocketFile:
         file = self.files.get(sock_id)
         if file is None:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        if file.broken and call is not None and call.replace is not None:
+            self._renew(file, call)
         return file
 
     def release(self, file: SocketFile) -> None:
@@ -201,22 +214,27 @@ class Sockfs:
             self._cancel_timer(reader)
             reader.deferred.fail(errno.EBADF)
         file.readers.clear()
-        try:
-            self.remove_reader(file.end.fileno())
-        except (KeyError, ValueError):
-            pass
-        file.end.close()
+        if not file.broken:
+            self._close_end(file)
         file.sock.on_ready = None
         file.sock.close(self.clock())
         self.counters["released"] += 1
         if self.on_release is not None:
             self.on_release(file.id)
 
+    def _close_end(self, file: SocketFile) -> None:
+        try:
+            self.remove_reader(file.end.fileno())
+        except (KeyError, ValueError):
+            pass
+        file.end.close()
+
     def close(self) -> None:
         for file in list(self.files.values()):
             self.release(file)
-        if self._retry is not None:
-            self._retry.cancel()
+        for timer in (self._retry, self._reaper):
+            if timer is not None:
+                timer.cancel()
 
     # ------------------------------------------------------------ the program's native sends
 
@@ -295,8 +313,12 @@ class Sockfs:
                     break
                 file.readers.popleft()
                 self._finish(reader, lambda: self._connected(file))
-        if not file.stream:
-            self._push(file)
+        if file.stream or file.broken:
+            return
+        if file.renewable and not file.readers and (sock.recverr or sock.recverr6) and (sock.error_queue or sock.sk_err):
+            self._show_error(file)
+            return
+        self._push(file)
 
     def _finish(self, reader: _Reader, produce: Callable[[], Any]) -> None:
         self._cancel_timer(reader)
@@ -365,10 +387,10 @@ class Sockfs:
     # ------------------------------------------------------------ the protocol's calls
 
     def bind(self, sock_id: int, address: SockAddr, call: Call) -> None:
-        self._file(sock_id).sock.bind(address)
+        self._file(sock_id, call).sock.bind(address)
 
     def connect(self, sock_id: int, address: SockAddr, call: Call) -> Any:
-        file = self._file(sock_id)
+        file = self._file(sock_id, call)
         file.sock.connect(address, self.clock())
         if not file.stream or file.sock.state == TCP_ESTABLISHED:
             return None
@@ -382,10 +404,10 @@ class Sockfs:
             raise OSError(error, os.strerror(error))
 
     def listen(self, sock_id: int, backlog: int, call: Call) -> None:
-        self._file(sock_id).sock.listen(backlog)
+        self._file(sock_id, call).sock.listen(backlog)
 
     def accept(self, sock_id: int, call: Call) -> Any:
-        file = self._file(sock_id)
+        file = self._file(sock_id, call)
         try:
             return self._accept_now(file)
         except BlockingIOError:
@@ -399,15 +421,15 @@ class Sockfs:
         return child_id, program_end, (child.family, *child.getpeername())
 
     def getsockname(self, sock_id: int, call: Call) -> tuple:
-        sock = self._file(sock_id).sock
+        sock = self._file(sock_id, call).sock
         return (sock.family, *sock.getsockname())
 
     def getpeername(self, sock_id: int, call: Call) -> tuple:
-        sock = self._file(sock_id).sock
+        sock = self._file(sock_id, call).sock
         return (sock.family, *sock.getpeername())
 
     def setsockopt(self, sock_id: int, level: int, name: int, value: bytes, call: Call) -> None:
-        file = self._file(sock_id)
+        file = self._file(sock_id, call)
         file.sock.setsockopt(level, name, value)
         if level != SOL_SOCKET:
             return
@@ -417,11 +439,11 @@ class Sockfs:
             file.end.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, max(file.sock.rcvbuf // 2, 4096))
 
     def getsockopt(self, sock_id: int, level: int, name: int, size: int, call: Call) -> bytes:
-        value = self._file(sock_id).sock.getsockopt(level, name)
+        value = self._file(sock_id, call).sock.getsockopt(level, name)
         return value.to_bytes(4, "little", signed=True) if isinstance(value, int) else bytes(value)
 
     def shutdown(self, sock_id: int, how: int, call: Call) -> None:
-        file = self._file(sock_id)
+        file = self._file(sock_id, call)
         try:
             file.sock.shutdown(how, self.clock())
         finally:
@@ -434,13 +456,13 @@ class Sockfs:
 
     def sendmsg(self, sock_id: int, data: bytes, flags: int, address: SockAddr | None, control: bytes,
                 call: Call) -> int:
-        file = self._file(sock_id)
+        file = self._file(sock_id, call)
         self._drain(file)
         ancillary = unpack_cmsgs(control) if control else ()
         return file.sock.sendmsg(data, address, self.clock(), flags, ancillary)
 
     def recvmsg(self, sock_id: int, size: int, flags: int, control_size: int, call: Call) -> Any:
-        file = self._file(sock_id)
+        file = self._file(sock_id, call)
         sock = file.sock
         if flags & MSG_ERRQUEUE:
             return self._result(file, sock.recvmsg(size, self.clock(), flags), control_size)
@@ -493,6 +515,95 @@ class Sockfs:
     @staticmethod
     def _address(file: SocketFile, address: tuple | None) -> tuple | None:
         return None if address is None else (file.sock.family, *address)
+
+    # ------------------------------------------------------------ POLLERR: renewing the pair
+
+    def _show_error(self, file: SocketFile) -> None:
+        """Make the program's poll() see POLLERR for an error a native call cannot report.
+
+        A unix socket shows POLLERR only with sk_err set, and the one way to set it from
+        here is Linux's own: closing our end with data unread makes the program's end
+        ECONNRESET (unix_release_sock), i.e. POLLERR | POLLHUP | POLLIN; datagrams not yet
+        read stay readable there. The program's next trapped call on that fd (after POLLERR:
+        recvmsg(MSG_ERRQUEUE), or recvfrom/getsockopt(SO_ERROR)) finds the file broken and
+        `_renew` puts a new pair's end at its fd number before answering: Debian traceroute
+        and glibc's resolver read errors exactly this way. Other copies of the old file
+        (dup, fork) stay broken (EOF): a known limit."""
+        program_end = self._borrow_program_end(file)
+        if program_end is None:
+            return
+        try:
+            program_end.send(b"\0")               # unread on our end when it closes
+        except OSError:
+            return
+        finally:
+            program_end.close()
+        self._close_end(file)
+        self.by_inode.pop(file.inode, None)
+        file.broken = True
+        self.counters["renewed"] = self.counters.get("renewed", 0) + 1
+        if self._reaper is None:
+            self._reaper = self.call_later(REAP_BROKEN, self._reap_broken)
+
+    def _borrow_program_end(self, file: SocketFile) -> _socket.socket | None:
+        """A copy of the program's end, taken from the socket's creator (pidfd_getfd)."""
+        link = f"socket:[{file.inode}]"
+        try:
+            for fd in os.listdir(f"/proc/{file.pid}/fd"):
+                if os.readlink(f"/proc/{file.pid}/fd/{fd}") == link:
+                    pidfd = os.pidfd_open(file.pid)
+                    try:
+                        return _socket.socket(fileno=trap.pidfd_getfd(pidfd, int(fd)))
+                    finally:
+                        os.close(pidfd)
+        except OSError:
+            return None
+        return None
+
+    def _renew(self, file: SocketFile, call: Call) -> None:
+        """A trapped call on a broken file: a new pair, its end at the program's fd, the unread moved."""
+        old_end = _socket.socket(fileno=call.file)
+        try:
+            old_end.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)    # the ECONNRESET we caused
+            left = array.array("i", [0])
+            fcntl.ioctl(old_end.fileno(), termios.FIONREAD, left)
+            while file.pushed and file.pushed_bytes > left[0]:
+                file.pushed_bytes -= file.pushed.popleft().length
+            unread, remaining = [], left[0]
+            while remaining > 0:                # (the peer is gone: b"" is EOF, not a datagram)
+                try:
+                    data = old_end.recv(MAX_DATAGRAM, MSG_DONTWAIT)
+                except OSError:
+                    break
+                if not data:
+                    break
+                unread.append(data)
+                remaining -= len(data)
+            nonblock = not old_end.getblocking()
+        finally:
+            old_end.detach()
+        theirs = self._new_pair(file)
+        theirs.setblocking(not nonblock)
+        for data in unread:
+            file.end.send(data)
+        call.replace(theirs.fileno())
+        call.adopt(theirs.detach())
+        file.broken = False
+
+    def _reap_broken(self) -> None:
+        """Release broken files whose program closed them without another trapped call."""
+        self._reaper = None
+        broken = [file for file in self.files.values() if file.broken]
+        for file in broken:
+            link = f"socket:[{file.inode}]"
+            try:
+                held = any(os.readlink(f"/proc/{file.pid}/fd/{fd}") == link for fd in os.listdir(f"/proc/{file.pid}/fd"))
+            except OSError:
+                held = False
+            if not held:
+                self.release(file)
+        if any(file.broken for file in self.files.values()):
+            self._reaper = self.call_later(REAP_BROKEN, self._reap_broken)
 
     # ------------------------------------------------------------ waiting
 

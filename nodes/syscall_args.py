@@ -68,12 +68,16 @@ class Call:
     O_NONBLOCK; a pending call holds `file` until answered, as a blocked Linux syscall
     holds its `struct file`."""
 
-    __slots__ = ("id", "pid", "name", "fd", "_file", "_nonblock", "_open")
+    __slots__ = ("id", "pid", "name", "fd", "_file", "_nonblock", "_open", "replace")
 
     def __init__(self, id: int, pid: int, name: str, fd: int = -1, nonblock: bool | None = None,
-                 open_file: Callable[[int, int], int] | None = None) -> None:
+                 open_file: Callable[[int, int], int] | None = None,
+                 replace: Callable[[int], None] | None = None) -> None:
         self.id, self.pid, self.name, self.fd = id, pid, name, fd
         self._file, self._nonblock, self._open = -1, nonblock, open_file
+        # replace(our_fd): put a copy of our file at the program's `fd` (dup2 into the program,
+        # its FD_CLOEXEC kept); trapped calls only (None for the in-process front end)
+        self.replace = replace
 
     @property
     def file(self) -> int:
@@ -91,6 +95,11 @@ class Call:
     def defer() -> "Deferred":
         """A pending result, for a socket layer that may not import this module."""
         return Deferred()
+
+    def adopt(self, fd: int) -> None:
+        """From now on `file` is `fd` (ours to close), e.g. after `replace` put a new file there."""
+        self.close()
+        self._file, self._nonblock = fd, None
 
     def close(self) -> None:
         if self._file >= 0:

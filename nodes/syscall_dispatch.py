@@ -130,6 +130,7 @@ class SyscallDispatch:
         name, handler = self._table.get(notification.nr, (None, None))
         call = Call(notification.id, notification.pid, name or self.arch.name_of(notification.nr),
                     open_file=self._getfd)
+        call.replace = lambda our_fd: self._replace_fd(listener, call, our_fd)
         if handler is None:
             self._close_file(call)
             self.counters["continued"] += 1
@@ -287,6 +288,19 @@ class SyscallDispatch:
         if length and raw and not address:
             raise OSError(errno.EFAULT, "NULL pointer")
         trap.write_memory_many(call.pid, [(address, raw[:length]), (length_pointer, _INT.pack(len(raw)))])
+
+    def _replace_fd(self, listener: int, call: Call, our_fd: int) -> None:
+        """Put a copy of `our_fd` at the program's `call.fd` (ADDFD_FLAG_SETFD: dup2 into the task,
+        FD_CLOEXEC kept) and follow the socket there (sockfs renews a socket's pair this way)."""
+        with open(f"/proc/{call.pid}/fdinfo/{call.fd}", encoding="ascii") as info:
+            flags = next(int(line.split()[1], 8) for line in info if line.startswith("flags:"))
+        old_key = int(os.readlink(f"/proc/{call.pid}/fd/{call.fd}")[8:-1])
+        trap.inject_fd(listener, call.id, our_fd, newfd_flags=flags & os.O_CLOEXEC, send=False, newfd=call.fd)
+        sock = self._ours.pop(old_key, None)
+        if sock is not None:
+            key = os.fstat(our_fd).st_ino
+            self._ours[key] = sock
+            self._key_of[sock] = key
 
     def _checked(self, listener: int, call: Call) -> None:
         """After reading the task's memory by pid: was that still our task? (seccomp_unotify(2))"""

@@ -6,7 +6,6 @@ driven through its socket layer directly. What nodes/kernel.py does, minus ZeroM
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -208,3 +207,39 @@ def test_ping_socket_and_raw_socket_answers(node):
     lines = [line.split() for line in out.splitlines()]
     assert lines[0] == ["raw", "10.0.2.10", "63", "0"]
     assert lines[1] == ["ping", "10.0.2.10", "0"]
+
+
+def test_poll_sees_pollerr_for_the_error_queue_and_the_socket_goes_on(node):
+    """Debian traceroute's way: IP_RECVERR, poll() for POLLERR, recvmsg(MSG_ERRQUEUE); then the
+    same socket (renewed under the same fd) still sends and receives natively."""
+    echo = udp_echo(node.h2, 7200)
+    process = node.start("""
+        import select, socket, struct
+        IP_RECVERR = 11
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_IP, IP_RECVERR, 1)
+        s.setsockopt(socket.SOL_IP, socket.IP_TTL, 1)
+        s.connect(("10.0.2.10", 7200))
+        fd = s.fileno()
+        s.send(b"probe")
+        poller = select.poll()
+        poller.register(s, select.POLLIN | select.POLLERR)
+        events = poller.poll(15000)
+        assert events and events[0][1] & select.POLLERR, events
+        data, ancillary, flags, address = s.recvmsg(512, 512, socket.MSG_ERRQUEUE)
+        level, kind, raw = ancillary[0]
+        ee_errno, origin, icmp_type, icmp_code = struct.unpack_from("=IBBB", raw)
+        offender = socket.inet_ntoa(raw[20:24])
+        print("error", ee_errno, origin, icmp_type, offender, address[0], s.fileno() == fd)
+        s.setsockopt(socket.SOL_IP, socket.IP_TTL, 64)
+        s.send(b"again")
+        assert select.select([s], [], [], 15)[0]
+        print("echo", s.recv(100).decode())
+    """)
+    node.until(lambda: (pump_echo(node, echo), process.poll() is not None)[1], "the error and the echo")
+    out, _ = node.finish(process)
+    lines = [line.split() for line in out.splitlines()]
+    # EHOSTUNREACH (113), SO_EE_ORIGIN_ICMP (2), time exceeded (11) from the router
+    assert lines[0] == ["error", "113", "2", "11", "10.0.1.1", "10.0.2.10", "True"]
+    assert lines[1] == ["echo", "AGAIN"]
+    assert node.sockfs.counters["renewed"] == 1
