@@ -36,7 +36,9 @@ WATCH_INTERVAL = 0.25
 NODE_TARGET = "nodes.kernel:run"
 
 
-class _Stop(Exception):
+class _Stop(BaseException):
+    """SIGTERM/SIGHUP while we run a program: unwinds like KeyboardInterrupt, never caught as an error."""
+
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum

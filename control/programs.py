@@ -266,13 +266,17 @@ def start(site: NodeSite, argv: Sequence[str], *, env: Mapping[str, str] | None 
     program = Program(popen, site, listener, record, guard)
     try:
         register(site.run_dir, record)
-    except OSError as error:      # the run directory is gone: the emulation is stopping
+    except BaseException as error:  # noqa: B902 - e.g. OSError: the run directory is gone, the emulation stops
         program.stop(0.0)
+        if not isinstance(error, OSError):
+            raise
         raise ProgramError(f"{site.emulation} is not running ({error.strerror})") from None
     try:
         program.hand()
-    except Exception as error:  # noqa: BLE001 - whatever failed, the program must not run unserved
+    except BaseException as error:  # noqa: B902 - whatever failed, the program must not run unserved
         program.stop(0.0)
+        if not isinstance(error, Exception):
+            raise                 # a signal that ends the caller (KeyboardInterrupt, SIGTERM's exception)
         raise ProgramError(f"node {site.node} of {site.emulation} does not take programs: {error}") from None
     return program
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import psutil
 import pytest
@@ -52,6 +54,26 @@ def netemu(*args: str, timeout: float = 60, env: dict | None = None, input: str 
         kwargs.setdefault("stdin", subprocess.DEVNULL)
     return subprocess.run([sys.executable, str(LAUNCHER), *args], capture_output=True, text=True, input=input,
                           timeout=timeout, cwd=ROOT, env=env, **kwargs)
+
+
+def _line(stream, timeout: float = 20.0) -> str:
+    """The next line of a program's output, waited for with a deadline (a thread reads it)."""
+    lines = _readers.get(stream)
+    if lines is None:
+        lines = _readers[stream] = queue.Queue()
+
+        def read() -> None:
+            for line in stream:
+                lines.put(line)
+            lines.put("")
+        threading.Thread(target=read, daemon=True).start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        raise TimeoutError(f"no line within {timeout:g} s") from None
+
+
+_readers: dict = {}
 
 
 def _env(base) -> dict:
@@ -153,7 +175,7 @@ SIGINT_PROGRAM = textwrap.dedent("""
 def test_ctrl_c_reaches_the_program_and_exec_returns_its_status(base):
     process = _popen_exec(base, "python3", "-c", SIGINT_PROGRAM)
     try:
-        assert process.stdout.readline() == "ready\n"
+        assert _line(process.stdout) == "ready\n"
         os.killpg(process.pid, signal.SIGINT)             # what the terminal does on Ctrl-C
         assert process.wait(20) == 42                     # the program's status: exec itself ignored SIGINT
     finally:
@@ -164,7 +186,7 @@ def test_ctrl_c_reaches_the_program_and_exec_returns_its_status(base):
 def test_ctrl_c_kills_a_program_that_does_not_catch_it_with_130(base):
     process = _popen_exec(base, "sh", "-c", "echo ready; exec sleep 60")
     try:
-        assert process.stdout.readline() == "ready\n"
+        assert _line(process.stdout) == "ready\n"
         os.killpg(process.pid, signal.SIGINT)
         assert process.wait(20) == 130
     finally:
@@ -198,7 +220,7 @@ def _top_program_pid(exec_process: subprocess.Popen) -> int:
 def test_sigterm_to_exec_stops_the_program_and_its_children(base):
     process = _popen_exec(base, "sh", "-c", "sleep 305 & echo ready; sleep 306")
     try:
-        assert process.stdout.readline() == "ready\n"
+        assert _line(process.stdout) == "ready\n"
         processes = _program_processes(base, _top_program_pid(process), 3)
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 143
@@ -211,7 +233,7 @@ def test_sigterm_to_exec_stops_the_program_and_its_children(base):
 def test_sigkill_of_exec_takes_the_program_and_its_children(base):
     process = _popen_exec(base, "sh", "-c", "sleep 307 & echo ready; sleep 308")
     try:
-        assert process.stdout.readline() == "ready\n"
+        assert _line(process.stdout) == "ready\n"
         processes = _program_processes(base, _top_program_pid(process), 3)
         process.kill()
         process.wait(10)
@@ -230,7 +252,7 @@ def test_down_stops_programs_that_exec_started():
                                     "sleep 309 & echo ready; sleep 310"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
-            assert process.stdout.readline() == "ready\n"
+            assert _line(process.stdout) == "ready\n"
             top = _top_program_pid(process)
             records = wait_for(lambda: registered(str(path / "ix-exec-down")), timeout=10)
             assert [record.pid for record in records] == [top]
@@ -302,3 +324,57 @@ def test_attach_on_a_terminal_shows_the_nodes_prompt_and_ctrl_c_interrupts_its_c
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
         os.close(terminal)
+
+
+# -- a restarted node -------------------------------------------------------------------------
+
+UDP_PRINTER = textwrap.dedent("""
+    import socket
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("0.0.0.0", 5310))
+    print("ready", flush=True)
+    while True:
+        data, peer = server.recvfrom(100)
+        print(data.decode(), peer[0], flush=True)
+""")
+
+UDP_SENDER = textwrap.dedent("""
+    import socket, sys
+    for line in sys.stdin:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(line.strip().encode(), ("h2", 5310))
+        s.close()
+        print("sent", line.strip(), flush=True)
+""")
+
+
+def test_exec_hands_its_program_to_the_restarted_node():
+    """`netemu exec` watches the state file: a node restarted under it serves its program again."""
+    from control.emulation import Emulation
+
+    from ..scenarios.helpers import topology
+
+    require_trap()
+    with private_run_base() as path:
+        with Emulation(topology("two_lans"), name="ix-exec-rs") as net:
+            server = net["h2"].exec([sys.executable, "-c", UDP_PRINTER], stdout=subprocess.PIPE, text=True)
+            assert _line(server.stdout) == "ready\n"
+            sender = subprocess.Popen([sys.executable, str(LAUNCHER), "exec", "h1", "--", sys.executable, "-c",
+                                       UDP_SENDER], cwd=ROOT, env={**os.environ, "NETEMU_RUN_DIR": str(path)},
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+            try:
+                sender.stdin.write("before\n")
+                sender.stdin.flush()
+                assert _line(sender.stdout) == "sent before\n"
+                assert _line(server.stdout) == "before 10.0.1.10\n"
+                net["h1"].kill()
+                net["h1"].restart()
+                sender.stdin.write("after\n")
+                sender.stdin.flush()
+                assert _line(sender.stdout) == "sent after\n"     # its socket() waited for the new node
+                assert _line(server.stdout) == "after 10.0.1.10\n"
+                sender.stdin.close()
+                assert sender.wait(20) == 0
+            finally:
+                sender.kill()
+                sender.wait()
