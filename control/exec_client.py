@@ -12,14 +12,18 @@ The foreground rules, as a shell runs a job and as `docker exec` behaves:
   processes are stopped, then we exit 128+N. SIGKILL to us: the program's first
   process dies with us (PR_SET_PDEATHSIG), and our guard (control/program_guard.py)
   stops the rest.
-* While we wait we watch the emulation: a node restarted (its pid in state.json
-  changed) is handed the program's listener again; an emulation whose supervisor
-  died without tearing down ends the program (its node is gone for good).
+* While we wait we watch the emulation: while the node's process is gone we answer
+  the program's socket calls with ENETDOWN (control/program_down.py); a node
+  restarted (its pid in state.json changed) is handed the program's listener
+  again; an emulation whose supervisor died without tearing down ends the program
+  (its node is gone for good).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -27,12 +31,16 @@ import threading
 from pathlib import Path
 from typing import IO, Any, Mapping, Sequence
 
+import psutil
+
+from .program_down import answer_calls
 from .program_guard import Guard
 from .programs import (NodeSite, Program, ProgramError, attach_argv, describe_spawn_error, exit_status,
                        reclaim_terminal, start)
 from .rundir import STATE_FILE, list_emulations, wait_unlocked
 
 WATCH_INTERVAL = 0.25
+DOWN_INTERVAL = 0.05
 NODE_TARGET = "nodes.kernel:run"
 
 
@@ -72,25 +80,41 @@ class _NodeWatch:
 
     def __init__(self, site: NodeSite) -> None:
         self.site = site
-        self.pid = self._node_pid()
+        self.pid, self.create_time = self._node_identity()
 
-    def _node_pid(self) -> int | None:
+    def _node_identity(self) -> tuple[int | None, float | None]:
         try:
             state = json.loads(Path(self.site.run_dir, STATE_FILE).read_text())
             record = state["processes"][self.site.node]
         except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return record.get("pid") if record.get("state") == "ready" else None
+            return None, None
+        if record.get("state") != "ready":
+            return None, None
+        return record.get("pid"), record.get("create_time")
+
+    def node_down(self) -> bool:
+        """True when the node process we handed the program to has ended (its calls are ours to answer)."""
+        if self.pid is None:
+            return False
+        try:
+            process = psutil.Process(self.pid)
+            if self.create_time is not None and abs(process.create_time() - self.create_time) > 0.05:
+                return True           # the pid was reused
+            return process.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+        except psutil.Error:
+            return False
 
     def emulation_alive(self) -> bool:
         return not wait_unlocked(self.site.run_dir, 0.0)
 
     def restarted(self) -> bool:
         """True once when the node runs again under a new pid (it was restarted)."""
-        pid = self._node_pid()
+        pid, create_time = self._node_identity()
         if pid is None or pid == self.pid:
             return False
-        self.pid = pid
+        self.pid, self.create_time = pid, create_time
         return True
 
 
@@ -137,22 +161,24 @@ def _stop(signum: int, frame: object) -> None:
 def _wait(program: Program, watch: _NodeWatch, stderr: IO[str], verb: str) -> int:
     try:
         while True:
-            try:
-                program.popen.wait(WATCH_INTERVAL)
+            if program.popen.poll() is not None:
                 return exit_status(program.popen.returncode)
-            except subprocess.TimeoutExpired:
-                pass
             if not watch.emulation_alive():
                 print(f"netemu: {verb}: emulation {program.site.emulation} is gone: stopping {program.record.argv[0]}",
                       file=stderr)
                 program.stop()
                 return exit_status(program.popen.returncode) if program.popen.returncode is not None else 1
-            if watch.restarted():
-                try:
-                    program.hand()
-                except Exception as error:  # noqa: BLE001 - the node may be going down again
-                    print(f"netemu: {verb}: could not hand the program to the restarted {program.site.node}: {error}",
-                          file=stderr)
+            if _handed_to_restarted_node(program, watch, stderr, verb):
+                continue
+            if not watch.node_down():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    program.popen.wait(WATCH_INTERVAL)
+                continue
+            # The node is gone: its calls are ours to answer (ENETDOWN) until it is restarted. A call
+            # that wakes us is answered only if the state file still shows no new node.
+            select.select([program.listener], [], [], DOWN_INTERVAL)
+            if not _handed_to_restarted_node(program, watch, stderr, verb):
+                answer_calls(program.listener)
     except _Stop as stopped:
         program.stop()
         return 128 + stopped.signum
@@ -160,6 +186,18 @@ def _wait(program: Program, watch: _NodeWatch, stderr: IO[str], verb: str) -> in
         if program.popen.returncode is None and program.popen.poll() is None:
             program.stop()
         program.release()
+
+
+def _handed_to_restarted_node(program: Program, watch: _NodeWatch, stderr: IO[str], verb: str) -> bool:
+    """If the node runs again under a new pid, hand it the program's listener (True)."""
+    if not watch.restarted():
+        return False
+    try:
+        program.hand()
+    except Exception as error:  # noqa: BLE001 - the node may be going down again
+        print(f"netemu: {verb}: could not hand the program to the restarted {program.site.node}: {error}",
+              file=stderr)
+    return True
 
 
 def attach(site: NodeSite, *, stderr: IO[str] | None = None) -> int:

@@ -149,11 +149,15 @@ class NodeHandle:
     def restart(self) -> None:
         """Start the node again with its original configuration and wait until it is attached."""
         emulation = self.emulation
-        emulation.supervisor.restart(self.name, ready_timeout=emulation.ready_timeout)
-        emulation._wait_attached([interface.attachment for interface in self.model.interfaces.values()])
+
+        def restart() -> None:
+            emulation.supervisor.restart(self.name, ready_timeout=emulation.ready_timeout)
+            emulation._wait_attached([interface.attachment for interface in self.model.interfaces.values()])
         programs = emulation.__dict__.get("programs")
-        if programs is not None:  # programs outlive their node: the new kernel serves them
-            programs.rehand(self.name)
+        if programs is None:
+            restart()
+        else:                     # programs outlive their node: the new kernel serves them
+            programs.rehand(self.name, restart)
 
     def pause(self) -> None:
         """Freeze the node (SIGSTOP): its timers stop, frames queue up, control requests time out."""
@@ -192,7 +196,10 @@ class NodeHandle:
         """
         from .programs import ProgramTable
 
-        table = self.emulation.__dict__.setdefault("programs", ProgramTable())
+        emulation = self.emulation
+        if "programs" not in emulation.__dict__:
+            emulation.__dict__.setdefault("programs", ProgramTable(lambda node: emulation.supervisor[node].alive))
+        table = emulation.__dict__["programs"]
         return table.start(self.site(), argv, env=env, **popen_kwargs).popen
 
     def run(self, argv: Sequence[str], *, input: Any = None, capture_output: bool = False,

@@ -20,9 +20,9 @@ trapped (seccomp user notification) and answered by h1's kernel process:
    syscall socket RUN_DIR/NODE.sys). The starting process keeps a duplicate, so a
    restarted node is handed it again (`Program.hand`): programs outlive their
    node's crash, as processes outlive a network stack's restart. While the node is
-   down nobody answers the program's trapped calls: they wait, as on a frozen
-   host, and are answered by the restarted node once it has the listener (a call
-   the dead node had already taken waits until the program gets a signal).
+   down the holder answers the program's socket calls with ENETDOWN
+   (control/program_down.py); a call the dead node had already taken waits until
+   the program gets a signal.
 4. The program is recorded (run directory `programs/`, and the holder's guard):
    see control/program_guard.py for teardown and for a holder killed outright.
 
@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import nodes
 
 from .plan import control_endpoint, syscall_path
+from .program_down import DownResponder
 from .program_guard import Guard, ProgramRecord, register, stop_programs, unregister
 
 TOOLS_DIR = os.path.join(os.path.dirname(nodes.__file__), "tools", "bin")
@@ -355,37 +356,60 @@ class ProgramTable:
     """The programs an `Emulation` started (node.exec/run, `netemu> h1 CMD`), with their guard.
 
     Thread-safe. Finished programs are released lazily (on the next start, on
-    restart, at teardown), which closes their listener duplicates.
+    restart, at teardown), which closes their listener duplicates. While a node
+    is down (`node_alive(name)` false) a `DownResponder` answers its programs'
+    calls with ENETDOWN (control/program_down.py).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, node_alive: Callable[[str], bool]) -> None:
         self._programs: list[Program] = []
         self._guard: Guard | None = None
         self._lock = threading.Lock()
+        self._node_alive = node_alive
+        self._responder: DownResponder | None = None
 
     def start(self, site: NodeSite, argv: Sequence[str], **kwargs: Any) -> Program:
         with self._lock:
             self._sweep()
             if self._guard is None or not self._guard.alive:   # (a guard killed by hand is replaced)
                 self._guard = Guard()
+            if self._responder is None:
+                self._responder = DownResponder(self.live, self._node_alive)
             guard = self._guard
         program = start(site, argv, guard=guard, **kwargs)
         with self._lock:
             self._programs.append(program)
         return program
 
-    def _sweep(self) -> None:
-        for program in [p for p in self._programs if p.popen.poll() is not None]:
-            program.release()
-            self._programs.remove(program)
-
-    def rehand(self, node: str) -> list[int]:
-        """Hand every live program of `node` to its (restarted) kernel; the pids handed."""
+    def live(self) -> list[Program]:
         with self._lock:
-            self._sweep()
-            live = [p for p in self._programs if p.site.node == node]
-        for program in live:
-            program.hand()
+            return list(self._programs)
+
+    def _sweep(self) -> None:
+        finished = [p for p in self._programs if p.popen.poll() is not None]
+        if not finished:
+            return
+        with self._responder.lock if self._responder is not None else contextlib.nullcontext():
+            for program in finished:      # (its listener fd is closed: never while the responder uses it)
+                program.release()
+                self._programs.remove(program)
+
+    def rehand(self, node: str, restart: Callable[[], None]) -> list[int]:
+        """Run `restart` (the node's new kernel), then hand it every live program of `node`; the pids
+        handed. Calls are answered with ENETDOWN while the node is down, never during the hand-over."""
+        responder = self._responder
+        if responder is not None:
+            responder.pause(node)
+        try:
+            restart()
+            with self._lock:
+                self._sweep()
+                live = [p for p in self._programs if p.site.node == node]
+            for program in live:
+                program.hand()
+        finally:
+            if responder is not None:
+                responder.resume(node)
         return [program.pid for program in live]
 
     def stop_all(self, grace: float = 1.0) -> None:
@@ -393,6 +417,9 @@ class ProgramTable:
         with self._lock:
             programs, self._programs = self._programs, []
             guard, self._guard = self._guard, None
+            responder, self._responder = self._responder, None
+        if responder is not None:
+            responder.close()
         stop_programs([p.record for p in programs], grace)
         for program in programs:
             with contextlib.suppress(subprocess.TimeoutExpired):

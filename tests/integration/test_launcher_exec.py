@@ -308,6 +308,12 @@ def test_attach_on_a_terminal_shows_the_nodes_prompt_and_ctrl_c_interrupts_its_c
         os.write(terminal, b"hostname; sleep 60\n")
         wait_for(lambda: shown(b"h1\r\n"), timeout=20)                # hostname printed
         del seen[:]
+
+        def sleeping_in_the_foreground() -> bool:
+            shown(b"")
+            sleeps = [p for p in psutil.Process(pid).children(recursive=True) if p.cmdline() == ["sleep", "60"]]
+            return bool(sleeps) and os.tcgetpgrp(terminal) == os.getpgid(sleeps[0].pid)
+        wait_for(sleeping_in_the_foreground, timeout=20)
         os.write(terminal, b"\x03")                        # Ctrl-C: sleep dies, bash prompts again
         wait_for(lambda: shown(b"h1$ "), timeout=20)
         os.write(terminal, b"exit 5\n")
@@ -341,15 +347,19 @@ UDP_PRINTER = textwrap.dedent("""
 UDP_SENDER = textwrap.dedent("""
     import socket, sys
     for line in sys.stdin:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.sendto(line.strip().encode(), ("h2", 5310))
-        s.close()
-        print("sent", line.strip(), flush=True)
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.sendto(line.strip().encode(), ("h2", 5310))
+            s.close()
+            print("sent", line.strip(), flush=True)
+        except OSError as error:
+            print(line.strip(), "failed:", error.strerror, flush=True)
 """)
 
 
 def test_exec_hands_its_program_to_the_restarted_node():
-    """`netemu exec` watches the state file: a node restarted under it serves its program again."""
+    """`netemu exec` watches its node: while it is down the program's socket calls fail with
+    ENETDOWN, and a node restarted under it serves the program again."""
     from control.emulation import Emulation
 
     from ..scenarios.helpers import topology
@@ -368,6 +378,9 @@ def test_exec_hands_its_program_to_the_restarted_node():
                 assert _line(sender.stdout) == "sent before\n"
                 assert _line(server.stdout) == "before 10.0.1.10\n"
                 net["h1"].kill()
+                sender.stdin.write("during\n")
+                sender.stdin.flush()
+                assert _line(sender.stdout) == "during failed: Network is down\n"   # exec answers while it is down
                 net["h1"].restart()
                 sender.stdin.write("after\n")
                 sender.stdin.flush()

@@ -311,10 +311,13 @@ def test_a_program_outlives_its_nodes_restart_and_opens_new_sockets_after_it():
             sender = net["h1"].exec([sys.executable, "-u", "-c", textwrap.dedent("""
                 import socket, sys
                 for line in sys.stdin:
-                    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                    s.sendto(line.strip().encode(), ("h2", 5303))
-                    s.close()
-                    print("sent", line.strip(), flush=True)
+                    try:
+                        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                        s.sendto(line.strip().encode(), ("h2", 5303))
+                        s.close()
+                        print("sent", line.strip(), flush=True)
+                    except OSError as error:
+                        print(line.strip(), "failed:", error.strerror, flush=True)
             """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             sender_lines = _lines(sender.stdout)
             sender.stdin.write("before\n")
@@ -322,6 +325,9 @@ def test_a_program_outlives_its_nodes_restart_and_opens_new_sockets_after_it():
             assert _next_line(sender_lines) == "sent before"
             assert _next_line(server_lines) == f"before {H1}"
             net["h1"].kill()
+            sender.stdin.write("during\n")
+            sender.stdin.flush()
+            assert _next_line(sender_lines) == "during failed: Network is down"   # ENETDOWN while it is down
             net["h1"].restart()
             assert sender.poll() is None                      # the program outlived its node
             sender.stdin.write("after\n")
