@@ -84,6 +84,7 @@ from bus.transport import BatchError, ControlServer, DataPort, Deferred, count_f
 from .memnet import warm_up
 from .nic import NetDevice
 from .probes import PingSession, TracerouteSession
+from .programs import ProgramService
 from .route import Route
 from .neigh import NeighParams
 from .stack import Stack
@@ -128,9 +129,11 @@ class Kernel:
         self.loop = EventLoop(self.clock)
         self._configure(config)
         self._stack_deadline = self.stack.next_timer()
+        self.programs = ProgramService(self.stack, self.loop, self.clock, config.get("syscall"))
         self.control = ControlServer(self.context, config["control"], self._handlers())
         self.loop.add_reader(self.control.socket, self.control.handle_pending)
         self.loop.add_end_of_pass(self._softirq)
+        self.loop.add_end_of_pass(self.programs.service)
         self.loop.call_every(1.0, self._keepalive)
         if lifecycle is not None:
             self.loop.attach_lifecycle(lifecycle)
@@ -302,6 +305,7 @@ class Kernel:
         for port in self.ports.values():
             port.close()
         self.control.close()
+        self.programs.close()
         syscall = self.config.get("syscall")
         if syscall and os.path.exists(syscall):
             os.unlink(syscall)
@@ -331,7 +335,7 @@ class Kernel:
             "resolve": lambda name: str(self.resolve(name)),
             "ping": self.op_ping,
             "traceroute": self.op_traceroute,
-            "sockets": lambda: self.stack.sockets.table(),
+            "sockets": self.programs.table,
             "reassembly": lambda: self.stack.ipv4.reassembly.table(self.clock()),
             "filter_set": self.op_filter_set,
             "udp_bind": self.op_udp_bind,
@@ -395,6 +399,7 @@ class Kernel:
         counters = self.stack.counters()
         counters["ports"] = {name: dict(port.counters) for name, port in self.ports.items()}
         counters["control"] = {"requests": self.control.requests, "errors": self.control.errors}
+        counters["programs"] = self.programs.counters()
         return counters
 
     def op_sysctl(self, name: str | None = None, value: Any = None) -> Any:
