@@ -22,6 +22,7 @@ never a dead node, unless `NapiScheduler.reraise` (the test suite) asks to raise
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable
 
 from bus.runtime import EventLoop
@@ -43,6 +44,7 @@ class ProgramService:
     def __init__(self, stack: Stack, loop: EventLoop, clock: Callable[[], float], syscall_path: str | None) -> None:
         self.loop = loop
         self.exceptions = 0
+        stack.sockets.wall_offset = time.time() - clock()
         self.sockfs = Sockfs(stack.sockets, clock, loop.add_reader, loop.remove_reader, loop.call_later,
                              on_release=self._released)
         self.front = SyscallFrontEnd(self.sockfs)

@@ -45,7 +45,7 @@ class LayerView(Protocol):
     udp: UdpLayer
     sysctl: Sysctl
     devices: Mapping[str, NetDevice]
-    now: float
+    wall_offset: float
     sockets: set[InetSocket]
 
     def pktinfo(self, dev: str, dst: int) -> bytes: ...
@@ -107,6 +107,7 @@ class InetSocket(SocketOptions):
         self.recvtos = False
         self.recverr = False
         self.recverr6 = False
+        self.ip_flags: dict[int, bool] = {}  # IP_RECVOPTS, IP_RETOPTS
         self.pktinfo = False
         self.pmtudisc = IP_PMTUDISC_DONT if sysctl.get("net.ipv4.ip_no_pmtu_disc", 0) else IP_PMTUDISC_WANT
         self.mc_ttl = 1
@@ -242,12 +243,13 @@ class InetSocket(SocketOptions):
     def _cmsgs(self, item: _Queued) -> list[tuple[int, int, bytes]]:
         """sock_recv_timestamp + ip_cmsg_recv, in Linux's order."""
         ancillary = []
+        stamp = item.stamp + self.layer.wall_offset  # CLOCK_REALTIME, as programs compare it with gettimeofday
         if self.timestamp == SO_TIMESTAMP:
-            seconds = int(item.stamp)
-            ancillary.append((SOL_SOCKET, SO_TIMESTAMP, _TIMEVAL.pack(seconds, int((item.stamp - seconds) * 1e6))))
+            seconds = int(stamp)
+            ancillary.append((SOL_SOCKET, SO_TIMESTAMP, _TIMEVAL.pack(seconds, int((stamp - seconds) * 1e6))))
         elif self.timestamp == SO_TIMESTAMPNS:
-            seconds = int(item.stamp)
-            ancillary.append((SOL_SOCKET, SO_TIMESTAMPNS, _TIMEVAL.pack(seconds, int((item.stamp - seconds) * 1e9))))
+            seconds = int(stamp)
+            ancillary.append((SOL_SOCKET, SO_TIMESTAMPNS, _TIMEVAL.pack(seconds, int((stamp - seconds) * 1e9))))
         # udpv6_recvmsg: ip6_datagram_recv_common_ctl (IPV6_PKTINFO, the v4-mapped destination) first
         if self.pktinfo6 and item.dev:
             device = self.layer.devices.get(item.dev)

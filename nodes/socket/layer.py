@@ -47,6 +47,8 @@ class SocketLayer:
         self.stream: dict[int, StreamProtocol] = {}  # inetsw[SOCK_STREAM] by protocol
         self.raw: dict[int, list[RawSocket]] = {}  # raw_v4_hashinfo by protocol
         self._ping_rover = 0  # ping_port_rover
+        # the wall clock minus the stack's time: SO_TIMESTAMP is CLOCK_REALTIME (set by the node's kernel)
+        self.wall_offset = 0.0
         ipv4.raw_deliver = self._raw_deliver
         icmp.raw_error = self._raw_error
 

@@ -10,7 +10,7 @@ import errno
 
 from .constants import (
     _INT, _IPV6_DEFAULTS, _IPV6_HELD, _TIMEVAL, AF_INET6, IP_HDRINCL, IP_MTU, IP_MTU_DISCOVER, IP_MULTICAST_LOOP,
-    IP_MULTICAST_TTL, IP_OPTIONS, IP_PKTINFO, IP_PMTUDISC_DONT, IP_PMTUDISC_OMIT, IP_RECVERR, IP_RECVTOS,
+    IP_MULTICAST_TTL, IP_OPTIONS, IP_PKTINFO, IP_PMTUDISC_DONT, IP_PMTUDISC_OMIT, IP_RECVERR, IP_RECVOPTS, IP_RECVTOS, IP_RETOPTS,
     IP_RECVTTL, IP_TOS, IP_TTL, IPV6_RECVERR, IPV6_RECVPKTINFO, IPV6_UNICAST_HOPS, IPV6_V6ONLY, SO_ACCEPTCONN,
     SO_BROADCAST, SO_DEBUG, SO_DOMAIN, SO_DONTROUTE, SO_ERROR, SO_KEEPALIVE, SO_LINGER, SO_NO_CHECK, SO_OOBINLINE,
     SO_PRIORITY, SO_PROTOCOL, SO_RCVBUF, SO_RCVBUFFORCE, SO_RCVLOWAT, SO_RCVTIMEO, SO_REUSEADDR, SO_REUSEPORT,
@@ -173,6 +173,9 @@ class SocketOptions:
             self.recvttl = bool(number)
         elif option == IP_RECVTOS:
             self.recvtos = bool(number)
+        elif option in (IP_RECVOPTS, IP_RETOPTS):
+            # flags only (ip_sockglue): our datagrams carry no IP options, so no cmsg ever follows
+            self.ip_flags[option] = bool(number)
         elif option == IP_PKTINFO:
             self.pktinfo = bool(number)
         elif option == IP_RECVERR:
@@ -216,6 +219,8 @@ class SocketOptions:
         if option == IP_HDRINCL and self.type == SOCK_RAW:
             return int(getattr(self, "hdrincl", False))
         values = {IP_TOS: self.tos, IP_RECVTTL: int(self.recvttl), IP_RECVTOS: int(self.recvtos),
+                  IP_RECVOPTS: int(self.ip_flags.get(IP_RECVOPTS, False)),
+                  IP_RETOPTS: int(self.ip_flags.get(IP_RETOPTS, False)),
                   IP_PKTINFO: int(self.pktinfo), IP_RECVERR: int(self.recverr), IP_MTU_DISCOVER: self.pmtudisc,
                   IP_MULTICAST_TTL: self.mc_ttl, IP_MULTICAST_LOOP: int(self.mc_loop)}
         if option not in values:

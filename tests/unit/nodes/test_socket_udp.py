@@ -325,6 +325,28 @@ def test_so_timestamp_gives_the_arrival_time_as_a_timeval():
     assert 1000.0 < seconds + micros / 1e6 < 1000.1
 
 
+def test_so_timestamp_is_wall_clock_time_given_the_layers_offset():
+    """The stack's time is monotonic; SO_TIMESTAMP is CLOCK_REALTIME (ping compares it with gettimeofday)."""
+    net, h1, r1, h2 = host_router_host()
+    h2.sockets.wall_offset = 1_700_000_000.0
+    srv = server(h2)
+    srv.setsockopt(SOL_SOCKET, SO_TIMESTAMP, 1)
+    udp(h1).sendto(b"x", (H2, 5000), net.now)
+    net.run(1)
+    ((_, _, data),) = srv.recvmsg(100, net.now).ancillary
+    seconds, micros = struct.unpack("=qq", data)
+    assert 1_700_001_000.0 < seconds + micros / 1e6 < 1_700_001_000.1
+
+
+def test_ip_recvopts_and_ip_retopts_are_flags_as_linux_keeps_them():
+    """iputils ping sets IP_RETOPTS (7); Linux stores it (ip_sockglue), ENOPROTOOPT would be a warning."""
+    sock = udp(host_router_host()[1])
+    for option in (6, 7):
+        assert sock.getsockopt(SOL_IP, option) == 0
+        sock.setsockopt(SOL_IP, option, 1)
+        assert sock.getsockopt(SOL_IP, option) == 1
+
+
 def test_so_rcvbuf_is_doubled_capped_and_floored_as_linux():
     net, h1, r1, h2 = host_router_host()
     sock = udp(h1)
