@@ -98,7 +98,8 @@ class ProgramService:
     def counters(self) -> dict[str, Any]:
         return {"exceptions": self.exceptions, "listeners": len(self.front.listeners),
                 "pending": len(self.front.pending), "syscalls": dict(self.front.counters),
-                "sockfs": dict(self.sockfs.counters)}
+                "sockfs": dict(self.sockfs.counters),
+                "api": dict(self.api.counters) if self.api is not None else {}}
 
     def close(self) -> None:
         for listener in list(self.front.listeners):

@@ -258,7 +258,8 @@ class Sockfs(PairRenewal):
         except OSError as error:
             reader.deferred.fail(error.errno or errno.EIO)
             return
-        reader.deferred.resolve(value)
+        if not reader.deferred.resolve(value) and reader.kind == "accept":
+            os.close(value[1])          # its caller is gone: the new socket sees EOF and is released
 
     def _finish_recv(self, file: SocketFile, reader: _Reader) -> None:
         """A pending reader takes the next datagram from the socket itself (peeked until the call
