@@ -280,56 +280,104 @@ def test_attach_pipe_runs_the_nodes_ip(base):
     assert "inet 10.0.1.10/24" in result.stdout
 
 
-def test_attach_on_a_terminal_shows_the_nodes_prompt_and_ctrl_c_interrupts_its_command(base):
-    """A pseudo-terminal, as a user's: the prompt `h1$ `, Ctrl-C stops the running command, not
-    the shell, and the shell's exit status is attach's."""
-    import pty
-    import select
+class _Terminal:
+    """A program on a pseudo-terminal, as a user's: what it shows, what is typed, its exit status."""
 
-    pid, terminal = pty.fork()
-    if pid == 0:                                          # the child: `netemu attach h1` on the terminal
-        os.chdir(ROOT)
-        os.environ["NETEMU_RUN_DIR"] = str(base)
-        os.environ["SHELL"] = "/bin/bash"
-        os.execv(sys.executable, [sys.executable, str(LAUNCHER), "attach", "h1"])
-    seen = bytearray()
+    def __init__(self, argv: list[str], env: dict) -> None:
+        import pty
 
-    def shown(text: bytes) -> bool:
-        readable, _, _ = select.select([terminal], [], [], 0.1)
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:                                  # the child: the program on the terminal
+            os.chdir(ROOT)
+            os.execve(argv[0], argv, env)
+        self.seen = bytearray()
+
+    def _read(self) -> None:
+        import select
+
+        readable, _, _ = select.select([self.fd], [], [], 0.1)
         if readable:
-            try:
-                seen.extend(os.read(terminal, 4096))
-            except OSError:                                # EIO: the terminal's other side is gone
-                return text in seen
-        return text in seen
+            with contextlib.suppress(OSError):             # EIO: the terminal's other side is gone
+                self.seen.extend(os.read(self.fd, 4096))
 
-    try:
-        wait_for(lambda: shown(b"h1$ "), timeout=20)
-        os.write(terminal, b"hostname; sleep 60\n")
-        wait_for(lambda: shown(b"h1\r\n"), timeout=20)                # hostname printed
-        del seen[:]
+    def expect(self, text: bytes, timeout: float = 20.0) -> None:
+        """Wait until `text` is shown, then forget what was shown up to it."""
+        def shown() -> bool:
+            self._read()
+            return text in self.seen
+        wait_for(shown, timeout=timeout)
+        del self.seen[:self.seen.index(text) + len(text)]
 
-        def sleeping_in_the_foreground() -> bool:
-            shown(b"")
-            sleeps = [p for p in psutil.Process(pid).children(recursive=True) if p.cmdline() == ["sleep", "60"]]
-            return bool(sleeps) and os.tcgetpgrp(terminal) == os.getpgid(sleeps[0].pid)
-        wait_for(sleeping_in_the_foreground, timeout=20)
-        os.write(terminal, b"\x03")                        # Ctrl-C: sleep dies, bash prompts again
-        wait_for(lambda: shown(b"h1$ "), timeout=20)
-        os.write(terminal, b"exit 5\n")
+    def type(self, text: bytes) -> None:
+        os.write(self.fd, text)
 
-        def exited() -> int | None:
-            shown(b"")                                     # keep the terminal drained
-            done, status = os.waitpid(pid, os.WNOHANG)
-            return os.waitstatus_to_exitcode(status) if done == pid else None
-        assert wait_for(lambda: (lambda code: None if code is None else [code])(exited()), timeout=20) == [5]
-        pid = 0
-    finally:
-        if pid:
+    def exit_status(self, timeout: float = 20.0) -> int:
+        def exited() -> list[int] | None:
+            self._read()                                   # keep the terminal drained
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            return [os.waitstatus_to_exitcode(status)] if done == self.pid else None
+        [code] = wait_for(exited, timeout=timeout)
+        self.pid = 0
+        return code
+
+    def close(self) -> None:
+        if self.pid:
             with contextlib.suppress(ProcessLookupError, ChildProcessError):
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-        os.close(terminal)
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+        os.close(self.fd)
+
+    def foreground_is(self, argv: list[str]) -> bool:
+        """Is a process with this command line (below ours) the terminal's foreground?"""
+        self._read()
+        found = [p for p in psutil.Process(self.pid).children(recursive=True) if p.cmdline() == argv]
+        return bool(found) and os.tcgetpgrp(self.fd) == os.getpgid(found[0].pid)
+
+
+def test_attach_on_a_terminal_shows_the_nodes_prompt_and_ctrl_c_interrupts_its_command(base):
+    """The prompt `h1$ `; Ctrl-C stops the running command, not the shell; the shell's status is attach's."""
+    terminal = _Terminal([sys.executable, str(LAUNCHER), "attach", "h1"], {**_env(base), "SHELL": "/bin/bash"})
+    try:
+        terminal.expect(b"h1$ ")
+        terminal.type(b"hostname; sleep 60\n")
+        terminal.expect(b"h1\r\n")                        # hostname printed
+        wait_for(lambda: terminal.foreground_is(["sleep", "60"]), timeout=20)
+        terminal.type(b"\x03")                             # Ctrl-C: sleep dies, bash prompts again
+        terminal.expect(b"h1$ ")
+        terminal.type(b"exit 5\n")
+        assert terminal.exit_status() == 5
+    finally:
+        terminal.close()
+
+
+def test_the_cli_runs_any_program_on_a_node_and_attach_returns_to_its_prompt():
+    """`netemu up` on a terminal: `h1 CMD` runs a program (Ctrl-C stops it, not the CLI), `attach h1`
+    opens the node's shell and the prompt comes back when it exits."""
+    require_trap()
+    with private_run_base() as path:
+        env = {**os.environ, "NETEMU_RUN_DIR": str(path), "NETEMU_HISTORY": str(path / "history"),
+               "SHELL": "/bin/bash"}
+        terminal = _Terminal([sys.executable, str(LAUNCHER), "up", "topologies/two_lans.yaml", "--name", "ix-cli"],
+                             env)
+        try:
+            terminal.expect(b"netemu> ", timeout=60)
+            terminal.type(b"h2 python3 -c 'import socket; print(socket.gethostname(), socket.gethostbyname(\"h1\"))'\n")
+            terminal.expect(b"h2 10.0.1.10\r\n")
+            terminal.expect(b"netemu> ")
+            terminal.type(b"h1 sleep 60\n")
+            wait_for(lambda: terminal.foreground_is(["sleep", "60"]), timeout=20)
+            terminal.type(b"\x03")
+            terminal.expect(b"*** h1: sleep exited with status 130")
+            terminal.expect(b"netemu> ")
+            terminal.type(b"attach h1\n")
+            terminal.expect(b"h1$ ")
+            terminal.type(b"ip addr | grep 'inet 10'; exit\n")
+            terminal.expect(b"inet 10.0.1.10/24")
+            terminal.expect(b"netemu> ")
+            terminal.type(b"exit\n")
+            assert terminal.exit_status() == 0
+        finally:
+            terminal.close()
 
 
 # -- a restarted node -------------------------------------------------------------------------
