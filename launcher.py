@@ -70,13 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     attach = verbs.add_parser("attach", help=VERBS["attach"])
     attach.add_argument("--name", help="emulation name (default: the only one running)")
-    attach.add_argument("node")
+    attach.add_argument("node", help="the node (h1, r1...)")
 
     execute = verbs.add_parser("exec", help=VERBS["exec"], usage="netemu exec [--name N] NODE [-e VAR=VAL]... -- CMD ARGS...")
     execute.add_argument("--name", help="emulation name (default: the only one running)")
     execute.add_argument("-e", "--env", dest="env", action="append", default=[], metavar="VAR=VAL",
                          help="set an environment variable of the program (repeatable)")
-    execute.add_argument("node")
+    execute.add_argument("node", help="the node (h1, r1...)")
     execute.add_argument("command", nargs=argparse.REMAINDER, help="the program and its arguments, after --")
 
     capture = verbs.add_parser("capture", help=VERBS["capture"])
