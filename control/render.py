@@ -3,124 +3,37 @@
 Pure functions from the control ops' plain data to lines of text: the CLI
 prints them, tests compare them. Formats follow iproute2 6.x (`ip addr`,
 `ip -s link`, `ip route`, `ip neigh`), iputils `ping -n` and `traceroute -n`
-(addresses are not turned back into names). Lines carry no trailing blanks
-(iproute2 leaves one at the end of many lines). netemu additions, marked
-where they are made: `attached to PORT` on `ip link`'s link/ether line and
-`(queued N)` on an unresolved neighbour.
+(addresses are not turned back into names). The `ip` tables are the node's
+own `ip` tool's (nodes/tools/ip_format.py), so the CLI and a program on a node
+print them alike; the CLI asks for netemu's additions: `attached to PORT` on
+`ip link`'s link/ether line, `(queued N)` on an unresolved neighbour and the
+route cache's counters after `ip route show cache`.
 """
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-# `ip -s link` column widths before numbers widen them (iproute2 6.x print_stats64).
-_STATS_MIN_WIDTHS = (10, 7, 6, 7, 7, 7)
-
-
-def _qdisc(dev: Mapping[str, Any]) -> str:
-    # Loopback has no queue; a NIC's tx queue is one FIFO of txqueuelen packets,
-    # which Linux shows as its default qdisc for such a device.
-    return dev.get("qdisc") or ("noqueue" if dev["link_type"] == "loopback" else "pfifo_fast")
-
-
-def _link_header(dev: Mapping[str, Any], mode: bool) -> str:
-    """`2: eth0: <FLAGS> mtu 1500 qdisc Q state UP [mode DEFAULT] group default qlen 1000`."""
-    return (f"{dev['ifindex']}: {dev['name']}: <{','.join(dev['flags'])}> mtu {dev['mtu']} qdisc {_qdisc(dev)} "
-            f"state {dev['state']} " + ("mode DEFAULT " if mode else "") + f"group default qlen {dev['txqueuelen']}")
-
-
-def _link_address(dev: Mapping[str, Any]) -> str:
-    kind = "loopback" if dev["link_type"] == "loopback" else "ether"
-    broadcast = "00:00:00:00:00:00" if kind == "loopback" else "ff:ff:ff:ff:ff:ff"
-    return f"    link/{kind} {dev['mac']} brd {broadcast}"
+from nodes.tools import ip_format
 
 
 def ip_addr(interfaces: Iterable[Mapping[str, Any]]) -> list[str]:
     """`ip addr show`."""
-    lines = []
-    for dev in interfaces:
-        lines.append(_link_header(dev, mode=False))
-        lines.append(_link_address(dev))
-        loopback = dev["link_type"] == "loopback"
-        for address in dev["addresses"]:
-            # Linux gives lo's address no broadcast, nor /31 and /32 ones.
-            broadcast = f"brd {address['broadcast']} " if address.get("broadcast") and not loopback else ""
-            lines.append(f"    inet {address['address']}/{address['prefix_length']} {broadcast}"
-                         f"scope {'host' if loopback else 'global'} {dev['name']}")
-            lines.append("       valid_lft forever preferred_lft forever")
-    return lines
+    return ip_format.addr_show(interfaces)
 
 
 def ip_link(interfaces: Iterable[Mapping[str, Any]], statistics: bool = True) -> list[str]:
-    """`ip [-s] link show` (netemu adds `attached to PORT`: where the NIC plugs into its segment)."""
-    lines = []
-    for dev in interfaces:
-        lines.append(_link_header(dev, mode=True))
-        lines.append(_link_address(dev) + (f" attached to {dev['attachment']}" if dev.get("attachment") else ""))
-        if statistics:
-            lines += _link_statistics(dev["stats"])
-    return lines
-
-
-def _link_statistics(s: Mapping[str, Any]) -> list[str]:
-    """The RX/TX block of `ip -s link`: right-aligned columns, as wide as the widest number needs."""
-    rx = [s["rx_bytes"], s["rx_packets"], s["rx_errors"], s["rx_dropped"], s["rx_missed_errors"], s["multicast"]]
-    tx = [s["tx_bytes"], s["tx_packets"], s["tx_errors"], s["tx_dropped"], s["tx_carrier_errors"], s.get("collisions", 0)]
-    widths = [max(minimum, len(str(a)), len(str(b))) for minimum, a, b in zip(_STATS_MIN_WIDTHS, rx, tx)]
-
-    def header(label: str, names: tuple[str, ...]) -> str:
-        return f"    {label}: {names[0]:>{widths[0] - 4}} " + " ".join(
-            f"{name:>{width}}" for name, width in zip(names[1:], widths[1:]))
-
-    def numbers(values: list[int]) -> str:
-        return "    " + " ".join(f"{value:>{width}}" for value, width in zip(values, widths))
-
-    return [header("RX", ("bytes", "packets", "errors", "dropped", "missed", "mcast")), numbers(rx),
-            header("TX", ("bytes", "packets", "errors", "dropped", "carrier", "collsns")), numbers(tx)]
+    """`ip [-s] link show`, with netemu's `attached to PORT` (where the NIC plugs into its segment)."""
+    return ip_format.link_show(interfaces, statistics=statistics, attachments=True)
 
 
 def ip_route(routes: Iterable[Mapping[str, Any]], table: str = "main") -> list[str]:
     """`ip route show [table TABLE]`: a route names its table only in `table all` (as iproute2 does)."""
-    lines = []
-    for route in routes:
-        words = []
-        if route.get("type", "unicast") != "unicast":
-            words.append(route["type"])
-        words.append(route["dst"])
-        if route.get("gateway"):
-            words += ["via", route["gateway"]]
-        if route.get("dev"):
-            words += ["dev", route["dev"]]
-        if table == "all" and route.get("table", "main") != "main":
-            words += ["table", route["table"]]
-        if route.get("protocol") not in (None, "boot"):
-            words += ["proto", route["protocol"]]
-        if route.get("scope") not in (None, "global", ""):
-            words += ["scope", route["scope"]]
-        if route.get("prefsrc"):
-            words += ["src", route["prefsrc"]]
-        if route.get("metric"):
-            words += ["metric", str(route["metric"])]
-        words += list(route.get("flags") or [])
-        if route.get("mtu"):
-            words += ["mtu", str(route["mtu"])]
-        lines.append(" ".join(words))
-    return lines
+    return ip_format.route_show(routes, table=table)
 
 
 def ip_route_cache(cache: Mapping[str, Any]) -> list[str]:
-    """`ip route show cache` plus the cache's hit/miss counters."""
-    lines = []
-    for entry in cache["entries"]:
-        words = [entry["dst"]]
-        if entry.get("gateway"):
-            words += ["via", entry["gateway"]]
-        words += ["dev", str(entry.get("dev")), "src", str(entry.get("src"))]
-        line = " ".join(words)
-        lines.append(line)
-        detail = f"    cache  used {entry['used']} age {entry['age']:.1f}sec mtu {entry['mtu']}"
-        if entry.get("expires") is not None:
-            detail += f" expires {entry['expires']:.0f}sec"
-        lines.append(detail)
+    """`ip route show cache` plus the cache's hit/miss counters (a netemu addition)."""
+    lines = ip_format.route_cache(cache)
     stats = cache.get("stats") or {}
     if stats:
         lines.append("stats: " + " ".join(f"{key} {value}" for key, value in stats.items()))
@@ -128,17 +41,8 @@ def ip_route_cache(cache: Mapping[str, Any]) -> list[str]:
 
 
 def ip_neigh(entries: Iterable[Mapping[str, Any]]) -> list[str]:
-    """`ip neigh show`."""
-    lines = []
-    for entry in entries:
-        words = [entry["ip"], "dev", entry["dev"]]
-        if entry.get("lladdr"):
-            words += ["lladdr", entry["lladdr"]]
-        words.append(entry["state"])
-        if entry.get("queue_len"):
-            words.append(f"(queued {entry['queue_len']})")
-        lines.append(" ".join(words))
-    return lines
+    """`ip neigh show` (NOARP entries left out, as iproute2), with netemu's `(queued N)`."""
+    return ip_format.neigh_show(entries, queued=True)
 
 
 def _ping_time(rtt_ms: float) -> str:

@@ -40,7 +40,7 @@ def arp(argv: list[str], node: Node, out: TextIO) -> int:
     words = list(argv)
     while words:
         word = words.pop(0)
-        letters = [LONG_OPTIONS[word]] if word in LONG_OPTIONS else option_cluster(word, "naedsivhH")
+        letters = option_cluster(word, "naedsivhH", LONG_OPTIONS)
         if letters is None:
             if word.startswith("-"):
                 raise ToolExit(f"arp: invalid option -- '{word.lstrip('-')[:1]}'\n{USAGE}", 255)

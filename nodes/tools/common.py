@@ -117,8 +117,11 @@ def emit(out: TextIO, lines: list[str]) -> None:
         out.write("\n".join(lines) + "\n")
 
 
-def option_cluster(word: str, known: str) -> list[str] | None:
-    """The letters of a cluster of short options (`-tuanp` -> t u a n p), or None if one is unknown."""
+def option_cluster(word: str, known: str, long_options: Mapping[str, str] | None = None) -> list[str] | None:
+    """The letters of a cluster of short options (`-tuanp` -> t u a n p), or the one letter a long option
+    of `long_options` stands for (`--all` -> a); None if the word is neither."""
+    if long_options and word in long_options:
+        return [long_options[word]]
     if not word.startswith("-") or word.startswith("--") or len(word) < 2:
         return None
     letters = list(word[1:])

@@ -56,6 +56,18 @@ def usage_error(message: str) -> ToolExit:
     return ToolExit(message, 255)
 
 
+def incomplete_command() -> ToolExit:
+    """iproute2's incomplete_command(): a keyword without the value it takes, or a command cut short."""
+    return usage_error('Command line is not complete. Try option "help"')
+
+
+def next_argument(rest: list[str]) -> str:
+    """iproute2's NEXT_ARG(): the word after a keyword, taken from `rest`; none left is an incomplete command."""
+    if not rest:
+        raise incomplete_command()
+    return rest.pop(0)
+
+
 def matches(word: str, full: str) -> bool:
     """iproute2's matches(): `word` is a non-empty prefix of `full`."""
     return bool(word) and full.startswith(word)
@@ -73,9 +85,7 @@ def parse_options(argv: list[str]) -> tuple[Options, list[str]]:
         elif opt == "-0":
             options.family = "link"
         elif matches(opt, "-family") or opt == "-f":
-            if not argv:
-                raise usage_error('Command line is not complete. Try option "help"')
-            value = argv.pop(0)
+            value = next_argument(argv)
             options.family = {"inet": "inet", "inet6": "inet6", "link": "link"}.get(value)
             if options.family is None:
                 raise usage_error(f'Error: argument "{value}" is wrong: invalid protocol family')
@@ -203,9 +213,7 @@ class IpCommand:
         while rest:
             word = rest.pop(0)
             if word == "dev":
-                if not rest:
-                    raise usage_error('Command line is not complete. Try option "help"')
-                word = rest.pop(0)
+                word = next_argument(rest)
             elif word == "up":
                 only_up = True
                 continue
@@ -221,9 +229,7 @@ class IpCommand:
         while rest:
             word = rest.pop(0)
             if word in ("dev", "local"):
-                if not rest:
-                    raise usage_error('Command line is not complete. Try option "help"')
-                value = rest.pop(0)
+                value = next_argument(rest)
                 if word == "dev":
                     dev = value
                 else:
@@ -237,7 +243,7 @@ class IpCommand:
             else:
                 raise usage_error(f'Error: either "local" is duplicate, or "{word}" is a garbage.')
         if local is None:
-            raise usage_error('Command line is not complete. Try option "help"')
+            raise incomplete_command()
         cidr = inet_prefix(local)
         if dev is None:
             raise ToolExit('Not enough information: "dev" argument is required.', 1)
@@ -275,9 +281,7 @@ class IpCommand:
             if word in ("up", "down"):
                 args["up"] = word == "up"
             elif word in ("mtu", "txqueuelen", "txqlen", "qlen", "dev"):
-                if not rest:
-                    raise usage_error('Command line is not complete. Try option "help"')
-                value = rest.pop(0)
+                value = next_argument(rest)
                 if word == "dev":
                     dev = value
                     continue
@@ -329,9 +333,7 @@ class IpCommand:
                     raise ToolExit('ip: "ip -j route show cache" is not supported on a netemu node', 255)
                 return self.emit(ip_format.route_cache(self.node.call("route_cache")))
             if word in ("table", "dev", "oif"):
-                if not rest:
-                    raise usage_error('Command line is not complete. Try option "help"')
-                value = rest.pop(0)
+                value = next_argument(rest)
                 if word == "table":
                     if value not in ("main", "local", "all"):
                         raise usage_error(f'Error: argument "{value}" is wrong: "table" value is invalid')
@@ -359,9 +361,7 @@ class IpCommand:
         while rest:
             word = rest.pop(0)
             if word in ("via", "dev", "oif", "metric", "preference", "priority", "src"):
-                if not rest:
-                    raise usage_error('Command line is not complete. Try option "help"')
-                value = rest.pop(0)
+                value = next_argument(rest)
                 if word == "via":
                     if value == "inet" and rest:
                         value = rest.pop(0)
@@ -385,7 +385,7 @@ class IpCommand:
             else:
                 raise usage_error(f'Error: either "to" is duplicate, or "{word}" is a garbage.')
         if "dst" not in args:
-            raise usage_error('Command line is not complete. Try option "help"')
+            raise incomplete_command()
         if verb == "delete":
             # As Linux's fib_table_delete: an unset metric matches a route of any metric.
             args.pop("src", None)
@@ -416,9 +416,7 @@ class IpCommand:
         while rest:
             word = rest.pop(0)
             if word in ("dev", "nud", "to"):
-                if not rest:
-                    raise usage_error('Command line is not complete. Try option "help"')
-                value = rest.pop(0)
+                value = next_argument(rest)
                 if word == "dev":
                     dev = value
                     self.device(dev, showing=True)
@@ -454,9 +452,7 @@ class IpCommand:
         while rest:
             word = rest.pop(0)
             if word in ("lladdr", "dev", "nud", "to"):
-                if not rest:
-                    raise usage_error('Command line is not complete. Try option "help"')
-                value = rest.pop(0)
+                value = next_argument(rest)
                 if word == "lladdr":
                     mac = value
                 elif word == "dev":
@@ -492,7 +488,7 @@ class IpCommand:
         if "dev" in words:
             index = words.index("dev")
             if index + 1 >= len(words):
-                raise usage_error('Command line is not complete. Try option "help"')
+                raise incomplete_command()
             return words[index + 1]
         return None
 

@@ -4,6 +4,11 @@ Pure functions from the control ops' plain data (`interfaces`, `routes`,
 `neigh`, `route_cache`) to lines of text. Lines carry no trailing blanks
 (iproute2 leaves one at the end of many lines). A field equal to a `show`
 filter is left out, as iproute2 does (`ip route show dev eth0` prints no `dev`).
+
+The `netemu>` CLI prints its `ip` tables with these same functions (through
+control/render.py), asking for two netemu additions the node's `ip` never
+prints: `attached to PORT` on `ip link`'s link/ether line (`attachments`) and
+`(queued N)` after an unresolved neighbour (`queued`).
 """
 from __future__ import annotations
 
@@ -29,11 +34,16 @@ def link_header(dev: Mapping[str, Any], mode: bool) -> str:
             f"state {dev['state']} " + ("mode DEFAULT " if mode else "") + f"group default qlen {dev['txqueuelen']}")
 
 
-def link_address(dev: Mapping[str, Any]) -> str:
-    """`    link/ether 02:00:00:00:00:01 brd ff:ff:ff:ff:ff:ff`."""
+def link_address(dev: Mapping[str, Any], attachment: bool = False) -> str:
+    """`    link/ether 02:00:00:00:00:01 brd ff:ff:ff:ff:ff:ff` (with `attachment`, netemu's
+    ` attached to PORT`: where the NIC plugs into its segment)."""
     if _loopback(dev):
-        return f"    link/loopback {dev['mac']} brd 00:00:00:00:00:00"
-    return f"    link/ether {dev['mac']} brd ff:ff:ff:ff:ff:ff"
+        line = f"    link/loopback {dev['mac']} brd 00:00:00:00:00:00"
+    else:
+        line = f"    link/ether {dev['mac']} brd ff:ff:ff:ff:ff:ff"
+    if attachment and dev.get("attachment"):
+        line += f" attached to {dev['attachment']}"
+    return line
 
 
 def inet_line(dev: Mapping[str, Any], address: Mapping[str, Any]) -> str:
@@ -72,11 +82,11 @@ def addr_show(interfaces: Iterable[Mapping[str, Any]], *, inet_only: bool = Fals
 
 
 def link_show(interfaces: Iterable[Mapping[str, Any]], *, statistics: bool = False,
-              oneline: bool = False) -> list[str]:
-    """`ip [-s] [-o] link show`."""
+              oneline: bool = False, attachments: bool = False) -> list[str]:
+    """`ip [-s] [-o] link show` (`attachments`: netemu's `attached to PORT`, for the CLI)."""
     lines = []
     for dev in interfaces:
-        block = [link_header(dev, mode=True), link_address(dev)]
+        block = [link_header(dev, mode=True), link_address(dev, attachments)]
         if statistics:
             block += link_statistics(dev["stats"])
         lines += ["\\".join(block)] if oneline else block
@@ -162,8 +172,9 @@ def route_cache(cache: Mapping[str, Any]) -> list[str]:
 
 
 def neigh_show(entries: Iterable[Mapping[str, Any]], *, dev: str | None = None, statistics: bool = False,
-               all_states: bool = False) -> list[str]:
-    """`ip [-s] neigh show [dev D] [nud all]`: NOARP entries only with `nud all`, as iproute2."""
+               all_states: bool = False, queued: bool = False) -> list[str]:
+    """`ip [-s] neigh show [dev D] [nud all]`: NOARP entries only with `nud all`, as iproute2
+    (`queued`: netemu's `(queued N)` after an entry holding packets, for the CLI)."""
     lines = []
     for entry in entries:
         if dev is not None and entry["dev"] != dev:
@@ -179,5 +190,7 @@ def neigh_show(entries: Iterable[Mapping[str, Any]], *, dev: str | None = None, 
             ages = "/".join(str(int(entry.get(key) or 0)) for key in ("used", "confirmed", "updated"))
             words += ["used", ages, "probes", str(entry.get("probes", 0))]
         words.append(entry["state"])
+        if queued and entry.get("queue_len"):
+            words.append(f"(queued {entry['queue_len']})")
         lines.append(" ".join(words))
     return lines

@@ -59,7 +59,7 @@ class Selection:
 def parse(argv: list[str]) -> Selection:
     selection = Selection()
     for word in argv:
-        letters = [LONG_OPTIONS[word]] if word in LONG_OPTIONS else option_cluster(word, SHORT_OPTIONS)
+        letters = option_cluster(word, SHORT_OPTIONS, LONG_OPTIONS)
         if letters is None:
             if word.startswith("-"):
                 raise ToolExit(f"ss: unrecognized option '{word}'\n{USAGE}", 255)

@@ -72,7 +72,7 @@ class Sysctl:
             if word.startswith("--load="):
                 load = word.split("=", 1)[1]
                 continue
-            letters = [LONG_OPTIONS[word]] if word in LONG_OPTIONS else option_cluster(word, "anNeqwprhbAXo")
+            letters = option_cluster(word, "anNeqwprhbAXo", LONG_OPTIONS)
             if letters is None:
                 if word.startswith("-") and word != "-":
                     raise ToolExit(f"sysctl: invalid option -- '{word.lstrip('-')[:1]}'\n{USAGE}", 1)

@@ -2,8 +2,10 @@
 
 The expected strings were checked against `ip` from iproute2 6.1 on Linux
 (trailing blanks, which iproute2 leaves at some line ends, removed) and
-against iputils' and traceroute's printf formats. netemu's own additions
-(`attached to PORT`, `(queued N)`) are pinned in tests of their own.
+against iputils' and traceroute's printf formats. The `ip` tables come from
+the node's own `ip` (nodes/tools/ip_format.py); here they are pinned as the
+netemu> CLI prints them. netemu's own additions (`attached to PORT`,
+`(queued N)`, the route cache's counters) are pinned in tests of their own.
 """
 from __future__ import annotations
 
@@ -61,6 +63,18 @@ def test_ip_addr_of_a_down_interface_without_address_has_no_inet_line():
 def test_ip_addr_omits_brd_when_the_address_has_no_broadcast():
     point_to_point = dict(ETH0, addresses=[{"address": "10.255.0.1", "prefix_length": 31, "broadcast": None}])
     assert render.ip_addr([point_to_point])[2] == "    inet 10.255.0.1/31 scope global eth0"
+
+
+def test_ip_addr_gives_a_31_or_32_no_brd_though_the_kernel_reports_one():
+    # The node's `interfaces` op reports every address's broadcast; Linux sets none for /31 and /32.
+    narrow = dict(ETH0, addresses=[{"address": "10.255.0.1", "prefix_length": 31, "broadcast": "10.255.0.1"},
+                                   {"address": "10.9.9.9", "prefix_length": 32, "broadcast": "10.9.9.9"}])
+    assert render.ip_addr([narrow])[2:] == [
+        "    inet 10.255.0.1/31 scope global eth0",
+        "       valid_lft forever preferred_lft forever",
+        "    inet 10.9.9.9/32 scope global eth0",
+        "       valid_lft forever preferred_lft forever",
+    ]
 
 
 def test_ip_addr_shows_every_address_of_an_interface():
@@ -175,6 +189,11 @@ def test_ip_route_of_an_unreachable_route_leads_with_its_type():
     assert render.ip_route([route]) == ["unreachable 10.66.0.0/16"]
 
 
+def test_ip_route_leaves_out_an_empty_protocol_scope_or_table():
+    route = _route("10.9.0.0/16", gateway="10.0.1.1", protocol="", scope="", table="")
+    assert render.ip_route([route], table="all") == ["10.9.0.0/16 via 10.0.1.1 dev eth0"]
+
+
 def test_ip_route_of_an_empty_table_is_empty():
     assert render.ip_route([]) == []
 
@@ -219,6 +238,14 @@ def test_ip_neigh_prints_resolved_incomplete_and_failed_entries_like_iproute2():
         "10.0.1.7 dev eth0 lladdr 02:00:0a:00:01:07 STALE",
         "10.0.1.99 dev eth0 FAILED",
     ]
+
+
+def test_ip_neigh_leaves_out_noarp_entries_like_iproute2():
+    entries = [
+        {"ip": "10.0.1.1", "dev": "eth0", "lladdr": "02:00:0a:00:01:01", "state": "REACHABLE", "queue_len": 0},
+        {"ip": "10.0.1.255", "dev": "eth0", "lladdr": "ff:ff:ff:ff:ff:ff", "state": "NOARP", "queue_len": 0},
+    ]
+    assert render.ip_neigh(entries) == ["10.0.1.1 dev eth0 lladdr 02:00:0a:00:01:01 REACHABLE"]
 
 
 def test_ip_neigh_shows_queued_packets_of_an_unresolved_entry_as_a_netemu_addition():

@@ -152,6 +152,24 @@ def test_ip_s_link_shows_the_devices_counters(network):
     assert stats.tx_packets > 0
 
 
+def test_ip_link_leaves_out_the_cli_s_attachment_and_ip_addr_the_brd_of_a_31_or_32(network):
+    _, h1 = network
+    # Kernel.op_interfaces names each NIC's segment port; only the netemu> CLI prints it (`attached to`).
+    with_port = [dict(dev, attachment=f"h1:{dev['name']}") for dev in h1.call("interfaces")]
+
+    class PortNode(MemNode):
+        def handlers(self) -> dict:
+            return dict(super().handlers(), interfaces=lambda: with_port)
+
+    assert lines(ip, PortNode(h1.net, h1.stack), "link", "show", "eth0")[1] == (
+        f"    link/ether {mac_of(h1)} brd ff:ff:ff:ff:ff:ff")
+    assert run(ip, h1, "addr", "add", "192.168.7.1/32", "dev", "eth0") == (0, "", "")
+    assert run(ip, h1, "addr", "add", "10.255.0.0/31", "dev", "eth0") == (0, "", "")
+    shown = lines(ip, h1, "-4", "addr", "show", "eth0")
+    assert "    inet 192.168.7.1/32 scope global eth0" in shown  # Linux gives /31 and /32 no broadcast
+    assert "    inet 10.255.0.0/31 scope global eth0" in shown
+
+
 def test_ip_link_set_mtu_and_down_reach_the_device(network):
     _, h1 = network
     assert run(ip, h1, "link", "set", "eth0", "mtu", "1400") == (0, "", "")
@@ -241,6 +259,10 @@ def test_ip_command_line_errors(network):
     assert run(ip, h1, "-z", "addr") == (255, "", 'Option "-z" is unknown, try "ip -help".\n')
     assert run(ip, h1, "addr", "frob") == (255, "", 'Command "frob" is unknown, try "ip address help".\n')
     assert run(ip, h1, "rule")[0] == 255
+    incomplete = (255, "", 'Command line is not complete. Try option "help"\n')
+    for argv in (["-f"], ["route", "add", "192.0.2.0/24", "via"], ["neigh", "show", "dev"], ["link", "set", "mtu"],
+                 ["addr", "show", "dev"], ["route", "add"], ["neigh", "flush", "dev"]):
+        assert run(ip, h1, *argv) == incomplete, argv
     assert h1.calls == []  # nothing reached the node
 
 
@@ -404,6 +426,9 @@ def test_ss_option_errors(network):
     assert run(ss, h1, "-q")[0] == 255
     assert run(ss, h1, "sport", "=", ":53")[0] == 255
     assert ss.parse(["--udp", "--all", "--numeric"]).chosen == ("udp",)
+    assert common.option_cluster("--all", "a", {"--all": "a"}) == ["a"]
+    assert common.option_cluster("--all", "a") is None
+    assert common.option_cluster("-an", "an", {"--all": "a"}) == ["a", "n"]
 
 
 # ---------------------------------------------------------------- sysctl
