@@ -277,6 +277,8 @@ class RunDir:
         state = _read_json(target / STATE_FILE)
         if state is not None:
             _kill_recorded_processes(state)
+        from .program_guard import stop_registered   # programs its netemu exec/guards left running
+        stop_registered(str(target))
         _clear_directory(target, keep={LOCK_FILE})
         return True
 

@@ -199,15 +199,6 @@ def test_graph_refuses_other_formats(base):
 # -- verbs that arrive later ------------------------------------------------------------------
 
 
-@pytest.mark.timeout(30)
-@pytest.mark.parametrize("argv", [["attach", "h1"], ["exec", "h1", "--", "python", "-c", "pass"]])
-def test_attach_and_exec_exit_2_saying_they_arrive_with_the_socket_layer(argv):
-    result = netemu(*argv)
-    assert result.returncode == 2
-    assert result.stderr.startswith(f"netemu: {argv[0]}: not available yet")
-    assert "socket-layer" in result.stderr
-
-
 # -- make run without a terminal ---------------------------------------------------------------
 
 
