@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from scapy.utils import rdpcap
 from bus.transport import ControlClient
 from control.rundir import list_emulations, wait_unlocked
 
-from ..scenarios.helpers import LAUNCHER, ROOT, private_run_base, socket_files, still_running, topology, wait_gone
+from ..scenarios.helpers import LAUNCHER, ROOT, private_run_base, socket_files, still_running, wait_gone
 
 BROKEN = ROOT / "tests" / "unit" / "control" / "broken" / "07_bad_cidr.yaml"
 PCAP_MAGIC_NS = (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")  # nanosecond pcap, either byte order
@@ -194,9 +193,6 @@ def test_graph_refuses_other_formats(base):
     assert result.returncode == 1
     assert "choose an .svg or .png file name" in result.stderr
     assert not (base / "graph.txt").exists()
-
-
-# -- verbs that arrive later ------------------------------------------------------------------
 
 
 # -- make run without a terminal ---------------------------------------------------------------
