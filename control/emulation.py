@@ -188,7 +188,8 @@ class Emulation:
             stop_registered(self.plan.run_dir)
 
     def barrier_exceptions(self) -> dict[str, int]:
-        """Nodes whose exception barrier caught anything: name -> rx_exceptions + timer_exceptions."""
+        """Nodes whose exception barriers caught anything: name -> rx_exceptions + timer_exceptions + the
+        exceptions of programs' calls (trapped, in-process) and of servicing their sockets."""
         handles = self.supervisor.processes
         live = [name for name in self.topology.nodes if name in handles and handles[name].alive]
         replies = call_concurrently([(handles[name].control, "counters", {}) for name in live], 5.0)
@@ -198,6 +199,9 @@ class Emulation:
                 continue
             softnet = reply.get("softnet") or {}
             count = int(softnet.get("rx_exceptions", 0)) + int(softnet.get("timer_exceptions", 0))
+            programs = reply.get("programs") or {}     # the barriers around programs' calls (nodes/programs.py)
+            count += int(programs.get("exceptions", 0)) + int((programs.get("syscalls") or {}).get("errors", 0))
+            count += int((programs.get("api") or {}).get("errors", 0))
             if count:
                 caught[name] = count
         return caught
