@@ -267,3 +267,65 @@ def test_a_blocked_recvfrom_is_woken_by_data_and_by_its_own_timeout(net):
         assert receiver.wait(15) == 0
     finally:
         stop(receiver)
+
+
+def test_recvmsg_flags_and_control_messages_in_a_program(net):
+    receiver, lines = started(net, "h2", """
+        import socket, struct, time
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_IP, 12, 1)                          # IP_RECVTTL (the socket module lacks it)
+        s.setsockopt(socket.SOL_SOCKET, 29, 1)                      # SO_TIMESTAMP (_OLD), not in the socket module
+        s.bind(("0.0.0.0", 6500))
+        print("ready")
+        peeked, peer = s.recvfrom(100, socket.MSG_PEEK)           # left in place
+        data, ancillary, flags, peer = s.recvmsg(4, 256)          # cut to 4 bytes: MSG_TRUNC in flags
+        kinds = {(level, kind): raw for level, kind, raw in ancillary}
+        ttl = struct.unpack("=i", kinds[(socket.SOL_IP, socket.IP_TTL)])[0]
+        seconds, micros = struct.unpack("=qq", kinds[(socket.SOL_SOCKET, 29)])
+        age = time.time() - (seconds + micros / 1e6)
+        print(peeked.decode(), data.decode(), bool(flags & socket.MSG_TRUNC), ttl, 0 <= age < 10, peer[0])
+    """)
+    try:
+        assert next_line(receiver, lines) == "ready"
+        run(net, "h1", """
+            import socket
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"truncated", ("h2", 6500))
+        """)
+        assert next_line(receiver, lines) == f"truncated trun True 63 True {H1}"
+    finally:
+        stop(receiver)
+
+
+def test_port_unreachable_is_econnrefused_on_a_connected_socket(net):
+    """A known limit (docs/programs.md): the error reaches calls that trap, not a native poll() -
+    with a timeout Python polls the fd first, which never shows POLLERR for it."""
+    limit = net["h2"].sysctl("net.ipv4.icmp_ratelimit")
+    net["h2"].sysctl("net.ipv4.icmp_ratelimit", 0)    # two_lans' h2 allows one error a second: others spent it
+    try:
+        out = run(net, "h1", """
+        import socket
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.connect(("h2", 6599))                  # nobody listens there
+        s.send(b"anyone?")
+        try:
+            s.recvfrom(100)                      # blocking: it asks the node at once
+        except ConnectionRefusedError:
+            print("ECONNREFUSED")
+    """)
+    finally:
+        net["h2"].sysctl("net.ipv4.icmp_ratelimit", limit)
+    assert out == "ECONNREFUSED\n"
+
+
+def test_a_shell_on_a_pipe_changes_routes_and_pings(net):
+    require_tool("ping")
+    script = ("ip route add 192.0.2.0/24 via 10.0.1.1\n"
+              "ip route\n"
+              "ping -c 1 -W 5 h2\n"
+              "exit $?\n")
+    shell = net["h1"].run(["bash"], input=script, capture_output=True, text=True, timeout=60)
+    assert shell.returncode == 0, shell.stdout + shell.stderr
+    assert "192.0.2.0/24 via 10.0.1.1 dev eth0" in shell.stdout
+    assert "1 received" in shell.stdout
+    assert any(route["dst"] == "192.0.2.0/24" for route in net["h1"].routes())
+    net["h1"].delete_route("192.0.2.0/24")
