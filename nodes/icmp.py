@@ -9,7 +9,8 @@ limiting), RFC 1191 (frag-needed lowers the path MTU), and Linux
 Rate limiting follows Linux: error types in `icmp_ratemask` pass a global
 token bucket (`icmp_msgs_per_sec`, `icmp_msgs_burst`) and a per-destination
 one (`inet_peer_xrlim_allow`: a token every `icmp_ratelimit` ms, burst of
-six). Echo replies are not limited.
+six). Echo replies are not limited, nor is fragmentation needed (type 3
+code 4), whatever the mask says: Linux never limits PMTU discovery.
 
 Echo replies and errors quoting our own echo requests go to listeners
 registered by identifier (the kernel's ping and traceroute sessions); errors
@@ -273,7 +274,7 @@ class IcmpLayer:
             inner_type = original[header_length]
             if inner_type in ERROR_TYPES or inner_type > 18:
                 return False
-        if not self._rate_allowed(kind, src, now):
+        if not self._rate_allowed(kind, code, src, now):
             return False
         if kind == DEST_UNREACH:
             message = IcmpMessage.destination_unreachable(code, original, next_hop_mtu)
@@ -294,8 +295,10 @@ class IcmpLayer:
             return False
         return True
 
-    def _rate_allowed(self, kind: int, destination: int, now: float) -> bool:
+    def _rate_allowed(self, kind: int, code: int, destination: int, now: float) -> bool:
         sysctl = self.sysctl
+        if kind == DEST_UNREACH and code == FRAG_NEEDED:
+            return True  # icmpv4_mask_allow: "don't limit PMTU discovery", whatever icmp_ratemask says
         if not (sysctl["net.ipv4.icmp_ratemask"] >> kind) & 1:
             return True
         if destination >> 24 == 127 or destination in self.ipv4.local_addresses:
