@@ -18,8 +18,15 @@ Reassembly rules (Linux ip_frag_queue unless noted):
 * A queue is keyed by (src, dst, protocol, identification) and lives
   `ipfrag_time` seconds from its first fragment, however many follow.
 * A non-last fragment whose length is not a multiple of 8 is cut down to one.
-* An exact duplicate (same offset and length) is ignored. Any other overlap
-  drops the whole datagram and counts `ReasmOverlaps` and `ReasmFails`.
+* Fragments are held in runs, as Linux after 4.17 (`inet_frag_queue_insert`)
+  holds them: a fragment starting exactly where the highest one ends extends
+  that run; any other fragment starts a run of its own. A fragment lying
+  wholly inside one run is a duplicate: it is dropped, the queue is kept, and
+  ours `ReasmDuplicates` counts it (Linux shows it only as the drop reason
+  DUP_FRAG). Any other overlap drops the whole datagram and counts
+  `ReasmOverlaps` and `ReasmFails` (RFC 5722 with erratum 3089). Older
+  kernels trimmed overlapping data and kept going (docs/design.md, "Which
+  Linux the stack follows").
 * A last fragment (MF clear) that disagrees with the length already known, an
   empty fragment, or data beyond the known end drops the datagram (`ReasmFails`).
 * A datagram that would exceed 65535 bytes is dropped (`ReasmFails`).
@@ -182,7 +189,7 @@ class _Queue:
     """One datagram being reassembled (Linux struct ipq)."""
 
     __slots__ = ("key", "created", "expires", "offsets", "fragments", "received", "end_seen", "length",
-                 "first_header", "memory")
+                 "first_header", "memory", "run_starts", "run_ends")
 
     def __init__(self, key: QueueKey, now: float, timeout: float) -> None:
         self.key = key
@@ -195,6 +202,8 @@ class _Queue:
         self.length: int | None = None        # total data length, once the last fragment arrived
         self.first_header: IPv4Header | None = None
         self.memory = 0
+        self.run_starts: list[int] = []       # sorted; runs of adjacent fragments (Linux frag_run_len)
+        self.run_ends: dict[int, int] = {}    # run start -> run end
 
 
 class ReassemblyQueues:
@@ -208,7 +217,8 @@ class ReassemblyQueues:
         # Insertion (creation) order is expiry order, so timers and eviction look at the front.
         self._queues: dict[QueueKey, _Queue] = {}
         self.memory = 0
-        self.counters = {"ReasmReqds": 0, "ReasmOKs": 0, "ReasmFails": 0, "ReasmTimeout": 0, "ReasmOverlaps": 0}
+        self.counters = {"ReasmReqds": 0, "ReasmOKs": 0, "ReasmFails": 0, "ReasmTimeout": 0, "ReasmOverlaps": 0,
+                         "ReasmDuplicates": 0}
 
     def __len__(self) -> int:
         return len(self._queues)
@@ -233,31 +243,27 @@ class ReassemblyQueues:
         else:
             if end < queue.end_seen or (queue.length is not None and end != queue.length):
                 return self._fail(queue, "inconsistent length")
+            queue.length = end  # ip_frag_queue sets INET_FRAG_LAST_IN before the insert, duplicate or not
         if end == offset:
             return self._fail(queue, "inconsistent length")
         if end + MIN_HEADER_LENGTH > IP_MAXPACKET:
             return self._fail(queue, "oversize")
 
-        offsets = queue.offsets
-        index = bisect.bisect_left(offsets, offset)
-        if index < len(offsets) and offsets[index] == offset:
-            if offset + len(queue.fragments[offset]) == end:
-                return _DUPLICATE
-            counters["ReasmOverlaps"] += 1
-            return self._fail(queue, "overlap")
-        if (index > 0 and offsets[index - 1] + len(queue.fragments[offsets[index - 1]]) > offset) or \
-                (index < len(offsets) and offsets[index] < end):
+        placement = self._place(queue, offset, end)
+        if placement is Outcome.DUPLICATE:
+            counters["ReasmDuplicates"] += 1
+            return _DUPLICATE
+        if placement is None:
             counters["ReasmOverlaps"] += 1
             return self._fail(queue, "overlap")
 
         data = bytes(payload[: end - offset])
-        offsets.insert(index, offset)
+        offsets = queue.offsets
+        offsets.insert(bisect.bisect_left(offsets, offset), offset)
         queue.fragments[offset] = data
         queue.received += len(data)
         if end > queue.end_seen:
             queue.end_seen = end
-        if not header.more_fragments:
-            queue.length = end
         if offset == 0:
             queue.first_header = header
         cost = len(data) + FRAGMENT_OVERHEAD
@@ -271,6 +277,36 @@ class ReassemblyQueues:
             if key not in self._queues:
                 return ReassemblyResult(Outcome.DROPPED, reason="memory")
         return _QUEUED
+
+    @staticmethod
+    def _place(queue: _Queue, offset: int, end: int) -> Outcome | None:
+        """inet_frag_queue_insert: record [offset, end) in the queue's runs (QUEUED); DUPLICATE when it
+        lies inside one run, None for an overlap (nothing recorded then)."""
+        starts, ends = queue.run_starts, queue.run_ends
+        if not starts:
+            starts.append(offset)
+            ends[offset] = end
+            return Outcome.QUEUED
+        last_start = starts[-1]
+        last_end = ends[last_start]
+        if end > last_end:  # the common case: past everything held
+            if offset < last_end:
+                return None
+            if offset == last_end:
+                ends[last_start] = end  # fragrun_append_to_last
+            else:
+                starts.append(offset)
+                ends[offset] = end
+            return Outcome.QUEUED
+        index = bisect.bisect_left(starts, end) - 1  # the last run starting before `end`
+        if index >= 0:
+            start = starts[index]
+            run_end = ends[start]
+            if run_end > offset:
+                return Outcome.DUPLICATE if start <= offset and end <= run_end else None
+        starts.insert(index + 1, offset)  # a run of its own, even when adjacent to its neighbours
+        ends[offset] = end
+        return Outcome.QUEUED
 
     def _reassemble(self, queue: _Queue) -> ReassemblyResult:
         """All holes filled (no overlaps and `received` == length, so offset 0 is present)."""
