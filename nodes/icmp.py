@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Protocol
 
 from .ipv4 import Datagram, IPv4Layer
-from .skbuff import PACKET_BROADCAST, PACKET_HOST, PACKET_MULTICAST
+from .skbuff import PACKET_HOST
 from .wire.addresses import IPv4Address
 from .wire.errors import WireError
 from .wire.icmp import (
@@ -50,7 +50,6 @@ from .wire.icmp import (
 from .sysctl import Sysctl
 from .wire.ipv4 import IP_OFFSET, IPPROTO_ICMP, unpack_fixed_header
 
-_LINK_BROADCAST = (PACKET_BROADCAST, PACKET_MULTICAST)  # Datagram.is_broadcast, without the call
 XRLIM_BURST_FACTOR = 6  # Linux: a peer may burst six errors before the rate applies
 MAX_PEERS = 4096  # per-destination limiter state kept (oldest forgotten first)
 
@@ -181,7 +180,9 @@ class IcmpLayer:
             sysctl = self.sysctl
             if sysctl["net.ipv4.icmp_echo_ignore_all"]:
                 return
-            if datagram.pkt_type in _LINK_BROADCAST or datagram.dst in self.ipv4.broadcast_addresses:
+            # icmp_echo's RTCF_BROADCAST|RTCF_MULTICAST: the IP destination decides, not the frame's
+            # (our unicast address inside a link-layer broadcast is answered, as Linux does).
+            if datagram.dst in self.ipv4.broadcast_addresses or datagram.dst >> 28 == 0xE:
                 if sysctl["net.ipv4.icmp_echo_ignore_broadcasts"]:
                     return
                 source = None  # answer from the address of the interface, not the broadcast address
@@ -286,7 +287,7 @@ class IcmpLayer:
             raise ValueError(f"not an ICMP error type we originate: {kind}")
         # The error comes from the address the datagram was sent to when that is ours
         # (port unreachable), else from our address toward the sender (icmp_send).
-        source = dst if dst in ipv4.local_addresses else None
+        source = dst if dst in ipv4.local_addresses or ipv4.address_type(dst) == "local" else None
         tos = (original_tos & 0x1E) | 0xC0  # IPTOS_PREC_INTERNETCONTROL
         try:
             self._transmit(message, src, now, src=source, tos=tos)

@@ -34,6 +34,7 @@ from random import Random
 from typing import Callable, Mapping
 
 from .ip_fragment import FragmentationNeeded, ReassemblyQueues, fragment
+from .martian import InputFilter
 from .nic import NetDevice
 from .route import DELIVERING_TYPES, ROUTE_ERRORS, RouteType
 from .route_cache import DstEntry, RouteCache
@@ -65,11 +66,15 @@ from .wire.ipv4 import (
 )
 
 LIMITED_BROADCAST = 0xFFFFFFFF
+LOOPBACK_ADDRESS = 0x7F000001  # INADDR_LOOPBACK
 
 _int_new = int.__new__
 _UNICAST = RouteType.UNICAST
 _LOCAL = RouteType.LOCAL
 _BROADCAST = RouteType.BROADCAST
+# First octets of addresses that may be martian (0/8, 127/8, 224/4 and above): others skip the checks.
+_SUSPECT_SOURCE_NETS = frozenset((0, 127, *range(224, 256)))
+_SUSPECT_DESTINATION_NETS = frozenset((0, 127))
 
 
 @dataclass(slots=True)
@@ -186,6 +191,7 @@ class IPv4Layer:
         # raw_deliver(datagram, now) -> True when a raw socket took a copy (Linux raw_local_deliver).
         self.raw_protocols: frozenset[int] = frozenset()
         self.raw_deliver: Callable[[Datagram, float], bool] = lambda datagram, now: False
+        self.input_filter = InputFilter(sysctl, route_cache.fib)  # martians and rp_filter
         self._identification = rng.randrange(0x10000)
 
     # ------------------------------------------------------------------ seams
@@ -206,7 +212,7 @@ class IPv4Layer:
 
     def route_output(self, dst: int, now: float) -> DstEntry:
         """ip_route_output_key: the route toward `dst`; ENETUNREACH (counted as OutNoRoutes) when none."""
-        entry = self.route_cache.lookup(dst, now)
+        entry = self.route_cache.lookup(dst or LOOPBACK_ADDRESS, now)  # 0.0.0.0 is this host, over lo
         if entry is None:
             self.stats.OutNoRoutes += 1
             raise OSError(errno.ENETUNREACH, "Network is unreachable")
@@ -288,13 +294,24 @@ class IPv4Layer:
         if self.blocked and (src in self.blocked or dst in self.blocked):
             stats.FilterDrops += 1
             return
+        if dst >> 28 == 0xE:
+            stats.InDiscards += 1  # no multicast group membership yet
+            return
+        # ip_route_input_slow's martian checks; a datagram looped back on lo keeps its route and skips them.
+        if skb.dev != self.loopback.name and (
+                src >> 24 in _SUSPECT_SOURCE_NETS or dst >> 24 in _SUSPECT_DESTINATION_NETS
+                or src in self.local_addresses or self.sysctl["net.ipv4.conf.all.rp_filter"]) \
+                and self.input_filter.rejects(src, dst, skb.dev or "", self.local_addresses,
+                                              self.broadcast_addresses, self.forwarding, now):
+            return
         if dst in self.local_addresses:
             self._local_deliver(skb, header_length, flags, ttl, protocol, tos, src, dst, now)
         elif dst in self.broadcast_addresses:
             stats.InBcastPkts += 1
             self._local_deliver(skb, header_length, flags, ttl, protocol, tos, src, dst, now)
-        elif dst >> 28 == 0xE:
-            stats.InDiscards += 1  # no multicast group membership yet
+        elif self.route_cache.fib.address_type(dst) is _LOCAL:
+            # The local table decides, not the set of configured addresses: all of 127/8 (lo's route).
+            self._local_deliver(skb, header_length, flags, ttl, protocol, tos, src, dst, now)
         elif skb.pkt_type != PACKET_HOST:
             stats.InAddrErrors += 1  # link-layer broadcast of a unicast datagram not for us
         elif self.sysctl["net.ipv4.ip_forward"]:
@@ -396,6 +413,9 @@ class IPv4Layer:
         """
         stats = self.stats
         stats.OutRequests += 1
+        if dst == 0:
+            # ip_route_output_key_hash_rcu: 0.0.0.0 means this host, the source's address or 127.0.0.1.
+            dst = src if src else LOOPBACK_ADDRESS
         if dst in self.blocked:
             stats.FilterDrops += 1
             raise OSError(errno.EPERM, "Operation not permitted")
@@ -418,6 +438,9 @@ class IPv4Layer:
         if device is None or not (device.admin_up and device.carrier):
             stats.OutDiscards += 1
             raise OSError(errno.ENETUNREACH, "Network is unreachable")
+        if src >> 24 == 127 and not device.loopback:
+            stats.OutDiscards += 1  # __mkroute_output: a loopback source never leaves by a real device
+            raise OSError(errno.EINVAL, "Invalid argument")
         mtu = device.mtu if route_type is _LOCAL else entry.pmtu
         length = 20 + len(payload)
         if length > mtu:
@@ -484,6 +507,7 @@ class IPv4Layer:
     def counters(self) -> dict[str, int]:
         stats = self.stats.as_dict()
         stats.update(self.reassembly.counters)
+        stats.update(self.input_filter.stats.as_dict())
         stats["Forwarding"] = 1 if self.forwarding else 2  # SNMP: 1 = forwarding, 2 = not
         stats["DefaultTTL"] = self.sysctl["net.ipv4.ip_default_ttl"]
         return stats

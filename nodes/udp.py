@@ -38,7 +38,7 @@ from random import Random
 from typing import Any, Callable
 from zlib import crc32
 
-from .ipv4 import Datagram, IPv4Layer
+from .ipv4 import LOOPBACK_ADDRESS, Datagram, IPv4Layer
 from .skbuff import PACKET_HOST, SKB_TRUESIZE_OVERHEAD
 from .wire.addresses import IPv4Address
 from .wire.errors import WireError
@@ -401,6 +401,8 @@ class UdpLayer:
             raise OSError(errno.EMSGSIZE, "Message too long")
         ipv4 = self.ipv4
         source = src or endpoint.source
+        if not address:
+            address = source or LOOPBACK_ADDRESS  # ip_route_output_key_hash_rcu: 0.0.0.0 is this host
         if not source:
             entry = ipv4.route_output(address, now)
             source = entry.src if entry.src is not None else IPv4Address.from_wire(address)
