@@ -363,12 +363,12 @@ class IPv4Layer:
     # ------------------------------------------------------------- forwarding
 
     def _forward(self, skb: SkBuff, ttl: int, flags: int, total_length: int, dst: int, now: float) -> None:
-        """ip_forward: TTL, route, MTU, then out through the neighbour layer (RFC 1812 5.2-5.3)."""
+        """ip_forward: route, TTL, MTU, then out through the neighbour layer (RFC 1812 5.2-5.3).
+
+        The route comes first, as in Linux (ip_route_input_slow runs before ip_forward):
+        an unroutable datagram earns net unreachable whatever its TTL.
+        """
         stats = self.stats
-        if ttl <= 1:
-            stats.InHdrErrors += 1  # Linux counts expiring datagrams as header errors
-            self.icmp_send(TIME_EXCEEDED, TTL_EXCEEDED_IN_TRANSIT, skb.data, now)
-            return
         entry = self.route_cache.lookup(dst, now)
         if entry is None:
             stats.InNoRoutes += 1
@@ -387,7 +387,13 @@ class IPv4Layer:
             stats.InNoRoutes += 1
             self.icmp_send(DEST_UNREACH, NET_UNREACH, skb.data, now)
             return
-        mtu = entry.pmtu
+        if ttl <= 1:
+            stats.InHdrErrors += 1  # Linux counts expiring datagrams as header errors
+            self.icmp_send(TIME_EXCEEDED, TTL_EXCEEDED_IN_TRANSIT, skb.data, now)
+            return
+        # ip_dst_mtu_maybe_forward: a PMTU learnt from our own traffic is not a forwarding limit
+        # unless ip_forward_use_pmtu is set; the route's mtu or the device's is.
+        mtu = entry.pmtu if self.sysctl["net.ipv4.ip_forward_use_pmtu"] else entry.route_mtu
         if total_length > mtu and flags & IP_DF:
             stats.FragFails += 1
             self.icmp_send(DEST_UNREACH, FRAG_NEEDED, skb.data, now, next_hop_mtu=mtu)

@@ -32,6 +32,7 @@ class DstEntry:
     pmtu_expires: float | None  # set while a learned (lowered) PMTU is in force
     last_use: float
     use_count: int = 0
+    route_mtu: int = DEFAULT_MTU  # the route's mtu or its device's: what forwarding measures against
 
     @property
     def type(self) -> str:
@@ -92,6 +93,7 @@ class RouteCache:
             dst = IPv4Address(dst)
         entry = DstEntry(dst, route, route.gateway if route.gateway is not None else dst, route.dev,
                          fib.select_source(route, dst), self._base_mtu(route), None, now, 1)
+        entry.route_mtu = entry.pmtu
         learned = self._pmtu.get(dst)
         if learned is not None:
             if now < learned[1]:

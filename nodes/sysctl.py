@@ -36,6 +36,7 @@ INT_MAX = 2**31 - 1
 KNOBS: dict[str, Knob] = _knobs(
     Knob("net.ipv4.ip_forward", 0, 0, 1, "forward IPv4 between interfaces (on for routers)"),
     Knob("net.ipv4.ip_default_ttl", 64, 1, 255, "TTL of locally generated datagrams"),
+    Knob("net.ipv4.ip_forward_use_pmtu", 0, 0, 1, "forwarded datagrams obey path MTUs learnt by this node (0: the route's or device's MTU)"),
     # One value for every interface: Linux's conf.all (per-device conf.<dev> knobs are not modelled).
     Knob("net.ipv4.conf.all.rp_filter", 0, 0, 2,
          "reverse-path source validation: 0 none (kernel default; systemd distros set 2), 1 strict, 2 loose"),

@@ -88,7 +88,7 @@ def test_tab_after_ip_offers_its_objects_then_their_verbs(shell):
 
 
 def test_tab_after_sysctl_offers_the_knobs(shell):
-    assert complete(shell, "h1 sysctl net.ipv4.ip_f") == ["net.ipv4.ip_forward"]
+    assert complete(shell, "h1 sysctl net.ipv4.ip_f") == ["net.ipv4.ip_forward", "net.ipv4.ip_forward_use_pmtu"]
     assert complete(shell, "h1 sysctl -w net.core.n") == ["net.core.netdev_budget", "net.core.napi"]
     assert complete(shell, "h1 sysctl -") == ["-a", "-w"]
 
