@@ -75,6 +75,7 @@ class IcmpStats:
     OutDestUnreachs: int = 0
     OutTimeExcds: int = 0
     OutParmProbs: int = 0
+    OutRedirects: int = 0
     OutEchos: int = 0
     OutEchoReps: int = 0
 
@@ -95,6 +96,7 @@ _OUT_COUNTER = {
     DEST_UNREACH: "OutDestUnreachs",
     TIME_EXCEEDED: "OutTimeExcds",
     PARAMETER_PROBLEM: "OutParmProbs",
+    REDIRECT: "OutRedirects",
     ECHO_REQUEST: "OutEchos",
     ECHO_REPLY: "OutEchoReps",
 }
@@ -226,11 +228,29 @@ class IcmpLayer:
         if message.type == DEST_UNREACH and message.code == FRAG_NEEDED:
             # RFC 1191: the router told us the next-hop MTU toward the quoted destination.
             self.ipv4.update_pmtu(quoted.header.dst, message.next_hop_mtu, now)
+        elif message.type == REDIRECT:
+            self._redirect(message, quoted, datagram, now)
         if quoted.header.protocol in self.ipv4.raw_protocols and self.raw_error is not None:
             self.raw_error(message, quoted, datagram, now)  # icmp_socket_deliver: raw_icmp_error first
         protocol = self.ipv4.inet_protos.get(quoted.header.protocol)
         if protocol is not None:
             protocol.err_handler(message, quoted, datagram, now)
+
+    def _redirect(self, message: IcmpMessage, quoted: QuotedDatagram, datagram: Datagram, now: float) -> None:
+        """icmp_redirect -> __ip_do_redirect: our gateway names a better first hop toward the quoted
+        destination (RFC 1122 3.2.2.2); kept in the route cache.
+
+        Linux applies it from each protocol's err_handler (udp_err, ping_err, tcp_v4_err...), so a
+        redirect about a datagram no socket owns any more is lost there; here it always applies.
+        """
+        sysctl = self.sysctl
+        if (message.code & 7) > 3 or message.gateway is None or not sysctl["net.ipv4.conf.all.accept_redirects"]:
+            return
+        self.ipv4.route_cache.ip_do_redirect(
+            quoted.header.dst, datagram.src, message.gateway, datagram.dev, now,
+            shared_media=bool(sysctl["net.ipv4.conf.all.shared_media"]),
+            secure=bool(sysctl["net.ipv4.conf.all.secure_redirects"]),
+            expires=float(sysctl["net.ipv4.route.gc_timeout"]))
 
     def _echo_error(self, message: IcmpMessage, quoted: QuotedDatagram, datagram: Datagram, now: float) -> None:
         """An error quoting one of our ICMP messages: find the echo session by identifier."""
@@ -254,8 +274,11 @@ class IcmpLayer:
         stats.OutEchos += 1
 
     def send_error(self, kind: int, code: int, original: "bytes | memoryview", now: float, *,
-                   next_hop_mtu: int = 0) -> bool:
-        """icmp_send: an error about `original` (a whole IPv4 datagram) to its source; False if suppressed."""
+                   next_hop_mtu: int = 0, gateway: int = 0) -> bool:
+        """icmp_send: an error about `original` (a whole IPv4 datagram) to its source; False if suppressed.
+
+        `gateway` is a redirect's new first hop (ip_rt_send_redirect rate-limits those itself).
+        """
         stats = self.stats
         if len(original) < 20:
             return False
@@ -283,6 +306,8 @@ class IcmpLayer:
             message = IcmpMessage.time_exceeded(code, original)
         elif kind == PARAMETER_PROBLEM:
             message = IcmpMessage.parameter_problem(next_hop_mtu, original, code)
+        elif kind == REDIRECT:
+            message = IcmpMessage.redirect(code, IPv4Address(gateway), original)
         else:
             raise ValueError(f"not an ICMP error type we originate: {kind}")
         # The error comes from the address the datagram was sent to when that is ours

@@ -48,6 +48,8 @@ from .wire.icmp import (
     FRAG_REASSEMBLY_TIME_EXCEEDED,
     NET_UNREACH,
     PROT_UNREACH,
+    REDIR_HOST,
+    REDIRECT,
     TIME_EXCEEDED,
     TTL_EXCEEDED_IN_TRANSIT,
     IcmpMessage,
@@ -154,7 +156,8 @@ class NetProtocol:
         self.err_handler = err_handler
 
 
-def _no_icmp(kind: int, code: int, original: "bytes | memoryview", now: float, *, next_hop_mtu: int = 0) -> bool:
+def _no_icmp(kind: int, code: int, original: "bytes | memoryview", now: float, *, next_hop_mtu: int = 0,
+             gateway: int = 0) -> bool:
     return False  # no ICMP layer registered (a bare IPv4 layer in a test)
 
 
@@ -179,7 +182,7 @@ class IPv4Layer:
             ipfrag_low_thresh=sysctl["net.ipv4.ipfrag_low_thresh"],
         )
         self.inet_protos: dict[int, NetProtocol] = {}
-        # icmp_send(type, code, packet, now, *, next_hop_mtu=0) -> sent?; installed by the ICMP layer.
+        # icmp_send(type, code, packet, now, *, next_hop_mtu=0, gateway=0) -> sent?; installed by the ICMP layer.
         self.icmp_send: Callable[..., bool] = _no_icmp
         # Addresses that are ours or broadcast on some subnet: a set lookup on every datagram.
         self.local_addresses: set[int] = set()
@@ -401,11 +404,30 @@ class IPv4Layer:
         skb.make_writable()  # skb_cow: a received frame is read-only
         decrement_ttl(skb.buffer, skb.data_offset)
         stats.ForwDatagrams += 1
+        if entry.dev == skb.dev and self.sysctl["net.ipv4.conf.all.send_redirects"]:
+            self._send_redirect(skb, entry, now)
         if total_length > mtu:
             rewritten = IPv4View(skb.data)
             self._fragment_and_send(rewritten.header(), rewritten.payload, device, entry.next_hop, mtu, now)
             return
         self._neigh_output(device, entry.next_hop, skb, now)
+
+    def _send_redirect(self, skb: SkBuff, entry: DstEntry, now: float) -> None:
+        """__mkroute_input's IPSKB_DOREDIRECT, then ip_rt_send_redirect: a datagram leaving by the link
+        it came in on, from a sender on that link, earns a host redirect to our next hop
+        (RFC 1812 5.2.7.2), with a back-off per sender."""
+        src = unpack_fixed_header(skb.data)[8]
+        cache = self.route_cache
+        if not cache.sender_on_link(src, entry.dev):
+            return  # fib_validate_source found the sender behind a gateway: it cannot use ours
+        sysctl = self.sysctl
+        if not sysctl["net.ipv4.conf.all.shared_media"] and not cache.on_link_together(
+                entry.dev, src, entry.route.gateway or src):
+            return
+        if cache.redirect_allowed(src, now, number=sysctl["net.ipv4.route.redirect_number"],
+                                  load=sysctl["net.ipv4.route.redirect_load"] / 1000.0,
+                                  silence=sysctl["net.ipv4.route.redirect_silence"] / 1000.0):
+            self.icmp_send(REDIRECT, REDIR_HOST, skb.data, now, gateway=entry.next_hop)
 
     # ----------------------------------------------------------------- output
 

@@ -25,6 +25,8 @@ from .wire.icmp import (
     PKT_FILTERED,
     PORT_UNREACH,
     PROT_UNREACH,
+    REDIRECT,
+    SOURCE_QUENCH,
     TIME_EXCEEDED,
     IcmpMessage,
     QuotedDatagram,
@@ -162,8 +164,8 @@ class PingSession:
         return self.destination in self.stack.ipv4.broadcast_addresses
 
     def echo_error(self, message: IcmpMessage, quoted: QuotedDatagram, datagram: "Datagram", now: float) -> None:
-        if self.done:
-            return
+        if self.done or message.type in (REDIRECT, SOURCE_QUENCH):
+            return  # iputils prints these but does not count them as errors: the echo goes on
         echo = echo_header(quoted.transport_bytes)
         if echo is None:
             return

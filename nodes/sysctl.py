@@ -53,6 +53,16 @@ KNOBS: dict[str, Knob] = _knobs(
     Knob("net.ipv4.ipfrag_low_thresh", 3 * 1024 * 1024, 0, INT_MAX, "eviction stops below this many bytes"),
     Knob("net.ipv4.route.max_size", 4096, 16, INT_MAX, "route cache entries (LRU)"),
     Knob("net.ipv4.route.mtu_expires", 600, 0, INT_MAX, "seconds a learned path MTU is kept"),
+    Knob("net.ipv4.route.gc_timeout", 300, 0, INT_MAX, "seconds an accepted ICMP redirect is kept (ip_rt_gc_timeout)"),
+    # ip_rt_send_redirect's back-off, in jiffies as Linux shows them (HZ = 1000: milliseconds).
+    Knob("net.ipv4.route.redirect_number", 9, 0, INT_MAX, "redirects sent to one host that ignores them, then silence"),
+    Knob("net.ipv4.route.redirect_load", 20, 0, INT_MAX, "jiffies (ms) before the 2nd redirect; doubles with each"),
+    Knob("net.ipv4.route.redirect_silence", 20480, 0, INT_MAX, "jiffies (ms) without redirected datagrams that reset the count"),
+    Knob("net.ipv4.conf.all.send_redirects", 1, 0, 1, "send ICMP redirects when forwarding back out of the ingress interface"),
+    Knob("net.ipv4.conf.all.accept_redirects", 1, 0, 1,
+         "accept ICMP redirects; setting ip_forward sets it to the opposite (inet_forward_change): 1 host, 0 router"),
+    Knob("net.ipv4.conf.all.secure_redirects", 1, 0, 1, "with shared_media 0: accept redirects only toward a default gateway"),
+    Knob("net.ipv4.conf.all.shared_media", 1, 0, 1, "subnets share the medium: redirects toward any unicast address on it"),
     Knob("net.ipv4.neigh.default.unres_qlen", 3, 0, INT_MAX, "packets queued per unresolved neighbour"),
     Knob("net.ipv4.neigh.default.retrans_time_ms", 1000, 1, INT_MAX, "ms between ARP requests"),
     Knob("net.ipv4.neigh.default.mcast_solicit", 3, 0, 255, "broadcast ARP requests before FAILED"),
@@ -125,11 +135,15 @@ class Sysctl(Mapping[str, int]):
 
     def __init__(self, overrides: Mapping[str, Any] | None = None) -> None:
         self._values = {name: knob.default for name, knob in KNOBS.items()}
-        for name, value in (overrides or {}).items():
+        # ip_forward first: it resets accept_redirects, which the config may then override.
+        for name, value in sorted((overrides or {}).items(), key=lambda item: item[0] != "net.ipv4.ip_forward"):
             self.set(name, value)
 
     def set(self, name: str, value: Any) -> Any:
         self._values[name] = canonical = check(name, value)
+        if name == "net.ipv4.ip_forward":
+            # inet_forward_change: a router stops accepting redirects, a host starts again.
+            self._values["net.ipv4.conf.all.accept_redirects"] = 0 if canonical else 1
         return canonical
 
     def __getitem__(self, name: str) -> int:

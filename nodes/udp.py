@@ -375,6 +375,8 @@ class UdpLayer:
 
     def error(self, message: IcmpMessage, quoted: QuotedDatagram, datagram: Datagram, now: float) -> None:
         """__udp4_lib_err: an ICMP error about a datagram we sent goes to the socket that sent it."""
+        if message.type in (4, 5):
+            return  # source quench and redirect: never an error for UDP, even with IP_RECVERR
         ports = quoted_ports(quoted.transport_bytes)
         if ports is None:
             return

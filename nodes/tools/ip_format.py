@@ -164,7 +164,8 @@ def route_cache(cache: Mapping[str, Any]) -> list[str]:
             words += ["via", entry["gateway"]]
         words += ["dev", str(entry.get("dev")), "src", str(entry.get("src"))]
         lines.append(" ".join(words))
-        detail = f"    cache  used {entry['used']} age {entry['age']:.1f}sec mtu {entry['mtu']}"
+        flags = "<redirected> " if entry.get("redirected") else " "
+        detail = f"    cache {flags}used {entry['used']} age {entry['age']:.1f}sec mtu {entry['mtu']}"
         if entry.get("expires") is not None:
             detail += f" expires {entry['expires']:.0f}sec"
         lines.append(detail)

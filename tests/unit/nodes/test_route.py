@@ -522,6 +522,6 @@ def test_cache_show_lists_entries_like_ip_route_show_cache(cache):
     cache.lookup(A("8.8.8.8"), 1.0)
     cache.lookup(A("8.8.8.8"), 2.0)
     assert cache.show(4.0) == [{
-        "dst": "8.8.8.8", "type": "unicast", "gateway": "10.0.1.254", "dev": "eth0", "src": "10.0.1.1",
-        "mtu": 1500, "expires": None, "used": 2, "age": 2.0,
+        "dst": "8.8.8.8", "type": "unicast", "gateway": "10.0.1.254", "redirected": False, "dev": "eth0",
+        "src": "10.0.1.1", "mtu": 1500, "expires": None, "used": 2, "age": 2.0,
     }]
