@@ -172,17 +172,20 @@ class ExpiredQueue:
     first_header: IPv4Header | None
     first_payload: bytes | None
 
-    def quoted(self, data_length: int = 8) -> bytes | None:
-        """Fragment 0's header (as received, length included) plus its first `data_length` data bytes.
+    def quoted(self, data_length: int | None = None) -> bytes | None:
+        """Fragment 0 as received: its header (length included) and data, or only the first `data_length` bytes.
 
-        What an ICMP time exceeded (code 1) quotes (RFC 792: header + 64 bits); None without fragment 0.
+        What an ICMP time exceeded (code 1) is about: Linux's ip_expire hands the whole first
+        fragment to icmp_send, which quotes as much as fits in 576 bytes, as for every error
+        (RFC 792's header + 64 bits is the minimum). None without fragment 0.
         """
         if self.first_header is None or self.first_payload is None:
             return None
         header = self.first_header
         buffer = bytearray(header.header_length)
         header.build_into(buffer, 0, len(self.first_payload))
-        return bytes(buffer) + self.first_payload[:data_length]
+        data = self.first_payload if data_length is None else self.first_payload[:data_length]
+        return bytes(buffer) + data
 
 
 class _Queue:

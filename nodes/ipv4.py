@@ -528,7 +528,7 @@ class IPv4Layer:
     def tick(self, now: float) -> None:
         """Expire reassembly queues: ICMP time exceeded (code 1) when fragment 0 had arrived (RFC 792)."""
         for expired in self.reassembly.tick(now):
-            quoted = expired.quoted(8)
+            quoted = expired.quoted()  # ip_expire: the whole first fragment; icmp_send trims it to 576 bytes
             if quoted is not None:
                 self.icmp_send(TIME_EXCEEDED, FRAG_REASSEMBLY_TIME_EXCEEDED, quoted, now)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from nodes.memnet import host_router_host
 from nodes.wire.addresses import IPv4Address
 from nodes.wire.ethernet import EthernetHeader
-from nodes.wire.icmp import IcmpMessage
-from nodes.wire.ipv4 import IPPROTO_ICMP, IPv4Header
+from nodes.wire.icmp import TIME_EXCEEDED, IcmpMessage
+from nodes.wire.ipv4 import IPPROTO_ICMP, IPv4Header, IPv4View
 
 H1 = IPv4Address("10.0.1.10")
 H2 = IPv4Address("10.0.2.10")
@@ -64,3 +64,25 @@ def test_a_true_overlap_with_different_bounds_kills_the_queue():
     assert outcome(h1, h2) == (0, 1, 1, 0, 0)
     assert h2.counters()["Ip"]["ReasmReqds"] == 3  # the last fragment starts a new queue that times out later
 
+
+def test_reassembly_timeout_quotes_as_much_of_fragment_zero_as_fits_in_576_bytes():
+    net, h1, r1, h2 = host_router_host()
+    errors: list[IcmpMessage] = []
+
+    def tap(segment: str, frame: bytes) -> None:
+        if segment == "lan1" and frame[12:14] == b"\x08\x00":
+            view = IPv4View(frame[14:])
+            if view.protocol == IPPROTO_ICMP and view.src == IPv4Address("10.0.2.10"):
+                errors.append(IcmpMessage.parse(view.payload))
+
+    net.taps.append(tap)
+    inject(net, r1, h2, echo_request(1000), [(0, 800, True)])
+    net.run(31.0)  # ipfrag_time is 30 s
+    [error] = errors
+    assert error.type == TIME_EXCEEDED and error.code == 1
+    assert len(error.payload) == 576 - 20 - 8  # icmp_send: the error datagram stays within 576 bytes
+    quoted = error.payload
+    assert int.from_bytes(quoted[2:4], "big") == 820  # fragment 0's own total length, as received
+    assert int.from_bytes(quoted[6:8], "big") == 0x2000  # MF set, offset 0
+    assert bytes(error.payload[20:]) == echo_request(1000)[:548 - 20]
+    assert h2.counters()["Ip"]["ReasmTimeout"] == 1
