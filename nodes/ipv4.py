@@ -34,6 +34,7 @@ from random import Random
 from typing import Callable, Mapping
 
 from .ip_fragment import FragmentationNeeded, ReassemblyQueues, fragment
+from .ip_options import OptionsProcessor
 from .martian import InputFilter
 from .nic import NetDevice
 from .route import DELIVERING_TYPES, ROUTE_ERRORS, RouteType
@@ -63,7 +64,6 @@ from .wire.ipv4 import (
     build_header_into,
     decrement_ttl,
     header_checksum_ok,
-    iter_options,
     unpack_fixed_header,
 )
 
@@ -195,6 +195,8 @@ class IPv4Layer:
         self.raw_protocols: frozenset[int] = frozenset()
         self.raw_deliver: Callable[[Datagram, float], bool] = lambda datagram, now: False
         self.input_filter = InputFilter(sysctl, route_cache.fib)  # martians and rp_filter
+        self.options = OptionsProcessor(sysctl, route_cache.lookup, route_cache.fib.address_type,
+                                        lambda *args, **kwargs: self.icmp_send(*args, **kwargs), self.stats)
         self._identification = rng.randrange(0x10000)
 
     # ------------------------------------------------------------------ seams
@@ -281,14 +283,7 @@ class IPv4Layer:
                 stats.InCsumErrors += 1
                 stats.InHdrErrors += 1
                 return
-            header_length = view.header_length
-            if header_length > 20:
-                try:
-                    for _ in iter_options(view.options):
-                        pass
-                except WireError:
-                    stats.InHdrErrors += 1
-                    return
+            header_length = view.header_length  # its options are checked once routed (ip_rcv_options)
             _, tos, total_length, _, flags, ttl, protocol, _, src, dst = unpack_fixed_header(data)
         stats.InOctets += total_length
         if total_length < length:
@@ -307,6 +302,11 @@ class IPv4Layer:
                 and self.input_filter.rejects(src, dst, skb.dev or "", self.local_addresses,
                                               self.broadcast_addresses, self.forwarding, now):
             return
+        if header_length > 20:  # ip_rcv_options: a bad option or a refused source route ends here
+            routed = self.options.receive(skb, header_length, src, dst, now)
+            if routed is None:
+                return
+            dst = routed
         if dst in self.local_addresses:
             self._local_deliver(skb, header_length, flags, ttl, protocol, tos, src, dst, now)
         elif dst in self.broadcast_addresses:
@@ -535,6 +535,7 @@ class IPv4Layer:
     def counters(self) -> dict[str, int]:
         stats = self.stats.as_dict()
         stats.update(self.reassembly.counters)
+        stats.update(self.options.counters)
         stats.update(self.input_filter.stats.as_dict())
         stats["Forwarding"] = 1 if self.forwarding else 2  # SNMP: 1 = forwarding, 2 = not
         stats["DefaultTTL"] = self.sysctl["net.ipv4.ip_default_ttl"]

@@ -42,6 +42,8 @@ KNOBS: dict[str, Knob] = _knobs(
          "reverse-path source validation: 0 none (kernel default; systemd distros set 2), 1 strict, 2 loose"),
     Knob("net.ipv4.conf.all.log_martians", 0, 0, 1, "log datagrams dropped for a martian source or destination"),
     Knob("net.ipv4.conf.all.route_localnet", 0, 0, 1, "accept 127/8 sources and destinations from the wire"),
+    Knob("net.ipv4.conf.all.accept_source_route", 0, 0, 1,
+         "accept datagrams with a loose or strict source route option (kernel default 0: conf.all is 0)"),
     Knob("net.ipv4.icmp_ratelimit", 1000, 0, INT_MAX, "ms between ICMP errors to one destination (token bucket); 0 = no limit"),
     Knob("net.ipv4.icmp_ratemask", 6168, 0, 2**19 - 1, "ICMP types (bit mask) subject to icmp_ratelimit"),
     Knob("net.ipv4.icmp_msgs_per_sec", 1000, 0, INT_MAX, "global ICMP messages per second"),

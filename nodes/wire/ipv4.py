@@ -471,6 +471,26 @@ def decrement_ttl(buffer: "bytearray | memoryview", offset: int = 0) -> int:
     return ttl - 1
 
 
+def set_destination(header: "bytearray | memoryview", address: int) -> None:
+    """Rewrite the destination address of the header at the start of `header` (a source route's next
+    hop); the checksum is left to `refresh_header_checksum`."""
+    if len(header) < MIN_HEADER_LENGTH:
+        raise _error("buffer too short to hold a header")
+    header[16:20] = address.to_bytes(4, "big")
+
+
+def refresh_header_checksum(header: "bytearray | memoryview") -> None:
+    """Recompute the checksum of the header at the start of `header` (Linux ip_send_check): after
+    options were rewritten in place. `header` holds at least the length its IHL announces."""
+    header_length = (header[0] & 0x0F) << 2 if header else 0
+    if header_length < MIN_HEADER_LENGTH or header_length > len(header):
+        raise _error("buffer too short for the header length it announces")
+    header[10] = header[11] = 0
+    checksum = 0xFFFF - ones_complement_sum(header[:header_length])
+    header[10] = checksum >> 8
+    header[11] = checksum & 0xFF
+
+
 def is_fragment(data: "bytes | bytearray | memoryview") -> bool:
     """True if the datagram at the start of `data` is a fragment (MF set or offset != 0)."""
     if len(data) < MIN_HEADER_LENGTH:
