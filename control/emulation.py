@@ -355,7 +355,7 @@ class Emulation:
         Rounds of concurrent pings on a rotation (in round k, host i pings host
         i+k), so every destination answers one source at a time: many first
         packets toward one unresolved neighbour would overflow a router's ARP
-        queue (`unres_qlen`, 3) just as they would on Linux.
+        queue (`unres_qlen_bytes`, about 100 full frames) just as they would on Linux.
         """
         names = list(nodes) if nodes is not None else self.hosts
         results: dict[tuple[str, str], PingResult | Exception] = {}

@@ -160,9 +160,10 @@ class Kernel:
         for entry in config.get("arp") or []:
             stack.add_neighbour(entry["ip"], entry["mac"], entry.get("dev"), now)
         # No gratuitous ARP when the node comes up, as Linux with its default
-        # arp_notify = 0: a plan gives a restarted node the MAC it had, so no
-        # neighbour needs telling, and 500 nodes announcing themselves at once
-        # cost 250k broadcast deliveries (about half the start time of 500 nodes).
+        # arp_notify = 0 (with 1, only a later `ip link set up` announces): a plan
+        # gives a restarted node the MAC it had, so no neighbour needs telling, and
+        # 500 nodes announcing themselves at once cost 250k broadcast deliveries
+        # (about half the start time of 500 nodes).
 
     # ---------------------------------------------------------------- data path
 
@@ -459,8 +460,7 @@ class Kernel:
         address, prefix = parse_cidr(ip)
         if dev not in self.stack.devices:
             raise OSError(errno.ENODEV, f"Cannot find device \"{dev}\"")
-        self.stack.add_address(dev, address, prefix)
-        self.stack.announce(dev, self.clock())
+        self.stack.add_address(dev, address, prefix)  # no gratuitous ARP: Linux sends none for a new address
 
     def resolve(self, name: str) -> IPv4Address:
         """A dotted quad, or a name from the emulation's hosts file (getaddrinfo's order)."""

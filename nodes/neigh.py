@@ -31,6 +31,8 @@ a list of *effects* for the kernel to carry out. The API:
   calls `tick` once `now` reaches the deadline.
 * `add(ip, dev, mac, now, state)`, `delete(ip, dev)`, `flush(dev)`
   -- `ip neigh add/replace/del/flush`; `table(now)` -- `ip -s neigh show`.
+* `ifdown(dev)` -- the device went down (neigh_ifdown): all its entries go,
+  permanent ones too, and what waited is dropped silently.
 * `local_addresses` -- a set of our IPv4 addresses (any interface, as Linux
   answers with arp_ignore=0), kept in sync by the kernel.
 * `broadcast_addresses` -- a set of the subnet broadcast addresses of our
@@ -99,6 +101,7 @@ from .neigh_entry import (
 )
 from .neigh_nud import REACHABLE_TIME_REDRAW_INTERVAL, NudStateMachine
 from .skbuff import PACKET_HOST
+from .sysctl import ETH_FRAME_TRUESIZE
 from .wire.addresses import IPv4Address, MacAddress
 from .wire.arp import ArpPacket
 
@@ -107,6 +110,10 @@ __all__ = [
     "REACHABLE_TIME_REDRAW_INTERVAL", "Effect", "NeighParams", "NeighStats", "NeighTable", "Neighbour",
     "NudState", "ResolutionFailed", "SendArpReply", "SendArpRequest", "TransmitQueued", "gratuitous_arp",
 ]
+
+
+def _truesize(packet: Any) -> int:
+    return getattr(packet, "truesize", ETH_FRAME_TRUESIZE)
 
 
 class NeighTable(NudStateMachine):
@@ -207,14 +214,19 @@ class NeighTable(NudStateMachine):
     # -- entry life cycle ------------------------------------------------------------
 
     def _queue(self, entry: Neighbour, packet: Any) -> None:
-        """Append to the unres queue; when full the oldest packet goes (RFC 1122 2.3.2.2: SHOULD keep the latest)."""
+        """__neigh_event_send: append to the unres queue, the oldest packets going while the queue's
+        truesize would pass unres_qlen_bytes (RFC 1122 2.3.2.2: SHOULD keep the latest).
+
+        The newest packet always waits, even alone over the limit, as in Linux. A packet without
+        `truesize` (an opaque test object) costs one full frame, so unres_qlen counts it."""
         queue = entry.queue
-        if len(queue) >= self.params.unres_qlen:
+        size = _truesize(packet)
+        limit = self.params.unres_qlen_bytes
+        while queue and entry.queue_bytes + size > limit:
+            entry.queue_bytes -= _truesize(queue.popleft())
             self.stats.unresolved_discards += 1
-            if not queue:
-                return  # unres_qlen 0: nothing may wait
-            queue.popleft()
         queue.append(packet)
+        entry.queue_bytes += size
 
     def _create(self, ip: IPv4Address, dev: str, now: float, effects: list[Effect],
                 evict_waiting: bool = True) -> Neighbour | None:
@@ -266,6 +278,7 @@ class NeighTable(NudStateMachine):
         if entry.queue:
             effects.append(ResolutionFailed(entry.dev, entry.ip, tuple(entry.queue)))
             entry.queue.clear()
+            entry.queue_bytes = 0
         self._remove(entry)
 
     def _remove(self, entry: Neighbour) -> None:
@@ -318,6 +331,16 @@ class NeighTable(NudStateMachine):
             if entry.state is not PERMANENT and (dev is None or entry.dev == dev):
                 self._drop_entry(entry, effects)
         return effects
+
+    def ifdown(self, dev: str) -> None:
+        """neigh_ifdown: `dev` went down: every entry of it goes, permanent ones too, and the
+        packets that waited are dropped without a word (neigh_flush_dev purges the arp_queue;
+        no arp_error_report, so no host unreachable)."""
+        for entry in list(self._entries.values()):
+            if entry.dev == dev:
+                entry.queue.clear()
+                entry.queue_bytes = 0
+                self._remove(entry)
 
     # -- inspection ------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 from typing import Mapping
 
-from .sysctl import KNOBS
+from .sysctl import ETH_FRAME_TRUESIZE, KNOBS
 from .wire.addresses import IPv4Address, MacAddress
 
 
@@ -51,7 +51,7 @@ SYSCTL_PREFIX = "net.ipv4.neigh.default."
 # seconds; None for counts). locktime is in USER_HZ (1/100 s) as Linux's
 # proc_dointvec_userhz_jiffies shows it.
 SYSCTL_FIELDS: dict[str, tuple[str, int | None]] = {
-    "unres_qlen": ("unres_qlen", None),
+    "unres_qlen_bytes": ("unres_qlen_bytes", None),
     "retrans_time": ("retrans_time_ms", 1000),
     "mcast_solicit": ("mcast_solicit", None),
     "ucast_solicit": ("ucast_solicit", None),
@@ -80,7 +80,8 @@ class NeighParams:
     Defaults come from `nodes.sysctl.KNOBS`; `from_sysctl` reads a node's values.
     """
 
-    unres_qlen: int = _default("unres_qlen")  # packets queued per unresolved entry
+    # Truesize bytes queued per unresolved entry (Linux QUEUE_LEN_BYTES, since 3.3; before, a count of 3).
+    unres_qlen_bytes: int = _default("unres_qlen_bytes")
     retrans_time: float = _default("retrans_time")  # between two requests for the same address
     mcast_solicit: int = _default("mcast_solicit")  # broadcast requests before INCOMPLETE gives up
     ucast_solicit: int = _default("ucast_solicit")  # unicast probes before PROBE gives up
@@ -97,11 +98,16 @@ class NeighParams:
         for name in ("retrans_time", "base_reachable_time", "gc_stale_time"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("unres_qlen", "mcast_solicit", "ucast_solicit", "delay_first_probe_time", "locktime"):
+        for name in ("unres_qlen_bytes", "mcast_solicit", "ucast_solicit", "delay_first_probe_time", "locktime"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
         if self.gc_thresh3 < 1:
             raise ValueError(f"gc_thresh3 must be at least 1, got {self.gc_thresh3!r}")
+
+    @property
+    def unres_qlen(self) -> int:
+        """unres_qlen_bytes in full Ethernet frames: the packet view Linux's unres_qlen sysctl shows."""
+        return self.unres_qlen_bytes // ETH_FRAME_TRUESIZE
 
     @classmethod
     def from_sysctl(cls, sysctl: Mapping[str, int]) -> "NeighParams":
@@ -150,5 +156,6 @@ class Neighbour:
     last_updated: float  # last change of state or address (n->updated)
     probes: int = 0  # requests sent in the current INCOMPLETE/PROBE round
     queue: deque = field(default_factory=deque)  # packets waiting for the MAC, oldest first
+    queue_bytes: int = 0  # their truesize (Linux arp_queue_len_bytes)
     timer: float | None = None  # deadline of the pending timer, if any
     timer_token: int = 0  # matches the live heap item; 0 = no timer

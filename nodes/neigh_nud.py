@@ -200,6 +200,7 @@ class NudStateMachine:
         entry.mac = None
         packets = tuple(entry.queue)
         entry.queue.clear()
+        entry.queue_bytes = 0
         effects.append(ResolutionFailed(entry.dev, entry.ip, packets))
         self._arm_gc(entry)
 
@@ -238,6 +239,7 @@ class NudStateMachine:
         if entry.queue:
             effects.append(TransmitQueued(entry.dev, entry.mac, tuple(entry.queue)))
             entry.queue.clear()
+            entry.queue_bytes = 0
             if entry.state is STALE:
                 # Linux sends the queue through neigh_resolve_output, which uses the entry.
                 self._start_delay(entry, now)

@@ -160,22 +160,26 @@ class Stack:
         self.neigh.broadcast_addresses = set(broadcast)
 
     def set_link(self, dev: str, up: bool, now: float) -> None:
-        """`ip link set DEV up|down`: routes follow; neighbours flushed on down; gratuitous ARP on up."""
+        """`ip link set DEV up|down`: routes follow; on down every neighbour of DEV goes, permanent
+        ones too (neigh_ifdown); on up a gratuitous ARP only with arp_notify = 1 (inetdev_event)."""
         device = self.devices[dev]
         if device.admin_up == up:
             return
         device.admin_up = up
         if up:
             self.fib.link_up(dev)
-            self.announce(dev, now)
+            if self.sysctl["net.ipv4.conf.all.arp_notify"]:
+                self.announce(dev, now)
         else:
             self.fib.link_down(dev)
-            self.neigh_effects(self.neigh.flush(dev), now)
+            self.neigh.ifdown(dev)  # what waited for resolution is dropped silently, as Linux does
             device.rx_ring.clear()
             device.tx_queue.clear()
 
     def announce(self, dev: str, now: float) -> None:
-        """Gratuitous ARP for every address of `dev` (RFC 5227 3, Linux arp_notify behaviour)."""
+        """Gratuitous ARP for every address of `dev` (RFC 5227 3; Linux inetdev_send_gratuitous_arp).
+
+        Sent on link up when arp_notify = 1; never on an address added (Linux sends none then)."""
         device = self.devices[dev]
         if device.loopback or not device.running:
             return

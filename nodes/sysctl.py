@@ -25,6 +25,10 @@ class Knob:
     help: str
     count: int = 1
     ordered: bool = True  # a vector knob's values may not decrease (ip_local_port_range)
+    # A second face of knob `view_of`, in units of `scale` of it: Linux's unres_qlen reads and
+    # writes unres_qlen_bytes in full frames (proc_unres_qlen). Only `view_of` holds a value.
+    view_of: str | None = None
+    scale: int = 1
 
 
 def _knobs(*knobs: Knob) -> dict[str, Knob]:
@@ -32,6 +36,9 @@ def _knobs(*knobs: Knob) -> dict[str, Knob]:
 
 
 INT_MAX = 2**31 - 1
+# SKB_TRUESIZE(ETH_FRAME_LEN): a 1514-byte frame plus nodes.skbuff.SKB_TRUESIZE_OVERHEAD (576);
+# the packet unit of unres_qlen (212992 bytes / 2090 = 101 packets, as `ip ntable` shows).
+ETH_FRAME_TRUESIZE = 1514 + 576
 
 KNOBS: dict[str, Knob] = _knobs(
     Knob("net.ipv4.ip_forward", 0, 0, 1, "forward IPv4 between interfaces (on for routers)"),
@@ -65,7 +72,11 @@ KNOBS: dict[str, Knob] = _knobs(
          "accept ICMP redirects; setting ip_forward sets it to the opposite (inet_forward_change): 1 host, 0 router"),
     Knob("net.ipv4.conf.all.secure_redirects", 1, 0, 1, "with shared_media 0: accept redirects only toward a default gateway"),
     Knob("net.ipv4.conf.all.shared_media", 1, 0, 1, "subnets share the medium: redirects toward any unicast address on it"),
-    Knob("net.ipv4.neigh.default.unres_qlen", 3, 0, INT_MAX, "packets queued per unresolved neighbour"),
+    Knob("net.ipv4.neigh.default.unres_qlen_bytes", 212992, 0, INT_MAX,
+         "bytes (truesize) queued per unresolved neighbour; the newest packet always waits (Linux >= 3.3)"),
+    Knob("net.ipv4.neigh.default.unres_qlen", 212992 // ETH_FRAME_TRUESIZE, 0, INT_MAX // ETH_FRAME_TRUESIZE,
+         "unres_qlen_bytes counted in full Ethernet frames (its packet view, as Linux shows it)",
+         view_of="net.ipv4.neigh.default.unres_qlen_bytes", scale=ETH_FRAME_TRUESIZE),
     Knob("net.ipv4.neigh.default.retrans_time_ms", 1000, 1, INT_MAX, "ms between ARP requests"),
     Knob("net.ipv4.neigh.default.mcast_solicit", 3, 0, 255, "broadcast ARP requests before FAILED"),
     Knob("net.ipv4.neigh.default.ucast_solicit", 3, 0, 255, "unicast probes of a stale entry"),
@@ -74,6 +85,8 @@ KNOBS: dict[str, Knob] = _knobs(
     Knob("net.ipv4.neigh.default.gc_stale_time", 60, 1, INT_MAX, "seconds before an unused stale entry is collected"),
     Knob("net.ipv4.neigh.default.locktime", 100, 0, INT_MAX, "1/100 s (USER_HZ): an ARP update may not change a MAC learnt this recently"),
     Knob("net.ipv4.neigh.default.gc_thresh3", 1024, 1, INT_MAX, "hard limit on neighbour entries"),
+    Knob("net.ipv4.conf.all.arp_notify", 0, 0, 1,
+         "gratuitous ARP for every address of an interface when it comes up (NETDEV_UP); 0: none"),
     Knob("net.ipv4.ip_local_port_range", (32768, 60999), 1, 65535,
          "ephemeral ports (low high) for bind to port 0 and autobind (udp_lib_get_port, inet_csk_get_port)", count=2),
     Knob("net.ipv4.ip_unprivileged_port_start", 1024, 0, 65535, "ports below this need CAP_NET_BIND_SERVICE (EACCES)"),
@@ -136,23 +149,34 @@ class Sysctl(Mapping[str, int]):
     """A node's knob values: defaults overridden by config and at run time."""
 
     def __init__(self, overrides: Mapping[str, Any] | None = None) -> None:
-        self._values = {name: knob.default for name, knob in KNOBS.items()}
+        self._values = {name: knob.default for name, knob in KNOBS.items() if knob.view_of is None}
         # ip_forward first: it resets accept_redirects, which the config may then override.
         for name, value in sorted((overrides or {}).items(), key=lambda item: item[0] != "net.ipv4.ip_forward"):
             self.set(name, value)
 
     def set(self, name: str, value: Any) -> Any:
-        self._values[name] = canonical = check(name, value)
+        canonical = check(name, value)
+        knob = KNOBS[name]
+        if knob.view_of is not None:
+            self._values[knob.view_of] = canonical * knob.scale
+        else:
+            self._values[name] = canonical
         if name == "net.ipv4.ip_forward":
             # inet_forward_change: a router stops accepting redirects, a host starts again.
             self._values["net.ipv4.conf.all.accept_redirects"] = 0 if canonical else 1
         return canonical
 
     def __getitem__(self, name: str) -> int:
-        return self._values[name]
+        try:
+            return self._values[name]
+        except KeyError:
+            knob = KNOBS.get(name)
+            if knob is None or knob.view_of is None:
+                raise
+            return self._values[knob.view_of] // knob.scale
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
+        return iter(KNOBS)
 
     def __len__(self) -> int:
-        return len(self._values)
+        return len(KNOBS)

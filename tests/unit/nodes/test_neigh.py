@@ -23,6 +23,7 @@ from nodes.neigh import (
     gratuitous_arp,
 )
 from nodes.skbuff import PACKET_BROADCAST, PACKET_HOST, PACKET_OTHERHOST
+from nodes.sysctl import ETH_FRAME_TRUESIZE
 from nodes.wire.addresses import BROADCAST_MAC, ZERO_MAC, IPv4Address, MacAddress
 from nodes.wire.arp import ARP_REPLY, ARP_REQUEST, ArpPacket
 
@@ -149,7 +150,7 @@ def test_failed_entry_restarts_resolution_on_new_packet(clock):
 
 
 def test_queue_overflow_drops_oldest_and_counts(clock):
-    table = make_table(unres_qlen=3)
+    table = make_table(unres_qlen_bytes=3 * ETH_FRAME_TRUESIZE)  # three full frames (opaque packets cost one)
     for packet in ("p1", "p2", "p3", "p4", "p5"):
         table.enqueue(PEER, DEV, packet, clock.now)
     assert list(table.get(PEER, DEV).queue) == ["p3", "p4", "p5"]
@@ -157,11 +158,13 @@ def test_queue_overflow_drops_oldest_and_counts(clock):
     assert table.arp_input(reply(), DEV, clock.now) == [TransmitQueued(DEV, PEER_MAC, ("p3", "p4", "p5"))]
 
 
-def test_unres_qlen_zero_keeps_nothing_but_still_resolves(clock):
-    table = make_table(unres_qlen=0)
+def test_unres_qlen_zero_still_keeps_the_newest_packet(clock):
+    # __neigh_event_send drops older packets while over the limit, then queues the new one anyway.
+    table = make_table(unres_qlen_bytes=0)
     assert table.enqueue(PEER, DEV, "p1", clock.now) == [SendArpRequest(DEV, PEER, BROADCAST_MAC)]
+    table.enqueue(PEER, DEV, "p2", clock.now)
     assert table.stats.unresolved_discards == 1
-    assert table.arp_input(reply(), DEV, clock.now) == []
+    assert table.arp_input(reply(), DEV, clock.now) == [TransmitQueued(DEV, PEER_MAC, ("p2",))]
     assert table.lookup(PEER, DEV, clock.now) == PEER_MAC
 
 
@@ -707,7 +710,7 @@ def test_gratuitous_arp_is_a_broadcast_announcement():
 
 @pytest.mark.parametrize("knobs", [
     {"retrans_time": 0}, {"base_reachable_time": -1}, {"delay_first_probe_time": -1},
-    {"gc_stale_time": 0}, {"unres_qlen": -1}, {"ucast_solicit": -1}, {"gc_thresh3": 0},
+    {"gc_stale_time": 0}, {"unres_qlen_bytes": -1}, {"ucast_solicit": -1}, {"gc_thresh3": 0},
 ])
 def test_params_reject_values_that_would_stall_timers(knobs):
     with pytest.raises(ValueError):

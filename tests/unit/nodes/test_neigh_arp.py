@@ -364,12 +364,14 @@ def test_default_params_are_the_sysctl_defaults():
     assert NeighParams() == NeighParams.from_sysctl(Sysctl())
     params = NeighParams()
     assert (params.retrans_time, params.base_reachable_time, params.locktime) == (1.0, 30.0, 1.0)
-    assert (params.unres_qlen, params.gc_thresh3, params.delay_first_probe_time) == (3, 1024, 5.0)
+    assert (params.unres_qlen, params.gc_thresh3, params.delay_first_probe_time) == (101, 1024, 5.0)
+    assert params.unres_qlen_bytes == 212992  # Linux's default since 3.3 (SK_WMEM_MAX)
 
 
 def test_every_param_has_a_knob_and_every_neighbour_knob_a_param():
     assert set(SYSCTL_FIELDS) == {f.name for f in dataclasses.fields(NeighParams)}
-    knobs = {name[len(SYSCTL_PREFIX):] for name in KNOBS if name.startswith(SYSCTL_PREFIX)}
+    knobs = {name[len(SYSCTL_PREFIX):] for name, knob in KNOBS.items()
+             if name.startswith(SYSCTL_PREFIX) and knob.view_of is None}  # unres_qlen is a view of unres_qlen_bytes
     assert knobs == {knob for knob, _ in SYSCTL_FIELDS.values()}
 
 

@@ -33,7 +33,7 @@ def errno_of(call, *args):
 
 
 def resolve(net, h1):
-    """One datagram across first, so ARP (unres_qlen 3) holds nothing back afterwards."""
+    """One datagram across first, so no datagram waits for ARP afterwards."""
     udp(h1).sendto(b"arp", ("10.0.2.10", 9), net.now)
     net.run(1)
 

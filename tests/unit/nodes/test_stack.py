@@ -7,6 +7,7 @@ import random
 import pytest
 
 from nodes.ip_fragment import FragmentationNeeded
+from nodes.neigh import NeighParams
 from nodes.probes import PingSession, TracerouteSession
 from nodes.wire.addresses import IPv4Address, MacAddress
 from nodes.wire.ethernet import EthernetHeader
@@ -88,7 +89,7 @@ def test_binding_rules_follow_linux():
 
 def test_4000_byte_datagram_fragments_over_a_1500_576_path_and_reassembles():
     net, h1, r1, h2 = host_router_host(mtu_right=576)
-    ping(net, h1, H2, count=1)  # resolve ARP first: unres_qlen (3) would drop 5 of r1's 8 fragments
+    ping(net, h1, H2, count=1)  # resolve ARP first
     server = h2.udp.bind(0, 6000)
     payload = bytes(random.Random(7).randrange(256) for _ in range(4000))
     lan2_fragments = []
@@ -110,13 +111,16 @@ def test_4000_byte_datagram_fragments_over_a_1500_576_path_and_reassembles():
 
 def test_fragments_beyond_unres_qlen_are_dropped_while_arp_resolves():
     net, h1, r1, h2 = host_router_host(mtu_right=576)
+    r1.sysctl.set("net.ipv4.neigh.default.unres_qlen", 3)  # Linux before 3.3: 3 packets (here 3 full frames)
+    r1.neigh.params = NeighParams.from_sysctl(r1.sysctl)
     h1.add_neighbour("10.0.1.1", r1.devices["eth0"].mac, None, net.now)
     server = h2.udp.bind(0, 6000)
     h1.udp.bind(0, 0).sendto(bytes(4000), H2, 6000, net.now)
     net.run(2)
     assert server.recvfrom() is None
-    assert r1.counters()["arp_cache"]["unresolved_discards"] == 5  # 8 fragments, queue of 3
-    assert h2.counters()["Ip"]["ReasmReqds"] == 3
+    # 8 fragments of 376 to 552 data bytes (714 more of truesize each): the newest 5 fit 3 * 2090 bytes.
+    assert r1.counters()["arp_cache"]["unresolved_discards"] == 3
+    assert h2.counters()["Ip"]["ReasmReqds"] == 5
 
 
 def test_dont_fragment_over_a_small_mtu_earns_frag_needed_and_lowers_the_path_mtu():
@@ -283,8 +287,9 @@ def test_link_down_stops_traffic_and_up_restores_it():
     assert ping(net, h1, H2, count=1)["received"] == 1
 
 
-def test_gratuitous_arp_on_link_up_updates_an_existing_neighbour():
+def test_gratuitous_arp_on_link_up_with_arp_notify():
     net, h1, r1, h2 = host_router_host()
+    r1.sysctl.set("net.ipv4.conf.all.arp_notify", 1)
     ping(net, h1, H2, count=1)
     frames = []
     net.taps.append(lambda segment, frame: frames.append((segment, frame)))
