@@ -37,7 +37,7 @@ from .ip_fragment import FragmentationNeeded, ReassemblyQueues, fragment
 from .ip_options import OptionsProcessor
 from .martian import InputFilter
 from .nic import NetDevice
-from .route import DELIVERING_TYPES, ROUTE_ERRORS, RouteType
+from .route import DELIVERING_TYPES, ROUTE_ERRORS, Route, RouteType
 from .route_cache import DstEntry, RouteCache
 from .skbuff import MAX_HEADER, PACKET_BROADCAST, PACKET_HOST, PACKET_MULTICAST, SkBuff
 from .sysctl import Sysctl
@@ -215,9 +215,13 @@ class IPv4Layer:
         """The ICMP layer offers `icmp_send` to every layer through IPv4 (Linux's icmp_send)."""
         self.icmp_send = icmp_send
 
-    def route_output(self, dst: int, now: float) -> DstEntry:
-        """ip_route_output_key: the route toward `dst`; ENETUNREACH (counted as OutNoRoutes) when none."""
+    def route_output(self, dst: int, now: float, src: int | None = None) -> DstEntry:
+        """ip_route_output_key: the route toward `dst`; ENETUNREACH (counted as OutNoRoutes) when none.
+
+        `src`, a socket's bound address, routes 255.255.255.255 when no route matches it."""
         entry = self.route_cache.lookup(dst or LOOPBACK_ADDRESS, now)  # 0.0.0.0 is this host, over lo
+        if entry is None and dst == LIMITED_BROADCAST:
+            entry = self._broadcast_by_source(src, now)
         if entry is None:
             self.stats.OutNoRoutes += 1
             raise OSError(errno.ENETUNREACH, "Network is unreachable")
@@ -448,6 +452,8 @@ class IPv4Layer:
             stats.FilterDrops += 1
             raise OSError(errno.EPERM, "Operation not permitted")
         entry = self.route_cache.lookup(dst, now)  # route_output inline
+        if entry is None and dst == LIMITED_BROADCAST:
+            entry = self._broadcast_by_source(src, now)
         if entry is None:
             stats.OutNoRoutes += 1
             raise OSError(errno.ENETUNREACH, "Network is unreachable")
@@ -456,6 +462,10 @@ class IPv4Layer:
             failure = ROUTE_ERRORS[route_type]
             stats.OutDiscards += 1
             raise OSError(failure.errno, failure.message)  # fib_props[type].error, as Linux's sendmsg sees it
+        if dst == LIMITED_BROADCAST:
+            # __mkroute_output: whatever route matched (a default one, say), 255.255.255.255 leaves
+            # by its device as a link-layer broadcast, never to its gateway.
+            route_type = _BROADCAST
         if src is None:
             src = entry.src if entry.src is not None else (dst if route_type is _LOCAL else 0)
         if identification is None:
@@ -490,11 +500,30 @@ class IPv4Layer:
         else:
             self._send(skb, device, entry.next_hop, route_type, now)
 
+    def _broadcast_by_source(self, src: int | None, now: float) -> DstEntry | None:
+        """ip_route_output_key_hash_rcu's "special hack": with no route for 255.255.255.255, a source
+        that is one of our addresses sends it out of that address's device (else ENETUNREACH)."""
+        if not src:
+            return None
+        for device in self.devices.values():
+            if device.loopback:
+                continue
+            for address in device.addresses:
+                if address.address == src:
+                    route = Route(IPv4Address(LIMITED_BROADCAST), 32, dev=device.name, src=address.address,
+                                  protocol="kernel", type=_BROADCAST)
+                    return DstEntry(route.network, route, route.network, device.name, address.address,
+                                    device.mtu, None, now, route_mtu=device.mtu)
+        return None
+
     def _send(self, skb: SkBuff, device: NetDevice, next_hop: int, route_type: RouteType, now: float) -> None:
         if route_type is _LOCAL or device.loopback:
             self._loopback_xmit(skb)
         elif route_type is _BROADCAST:
             self.stats.OutBcastPkts += 1
+            # ip_mc_output: a broadcast route is RTCF_BROADCAST | RTCF_LOCAL, so a copy goes up to
+            # our own listeners too (over lo, whose input keeps it as Linux's looped skb keeps its dst).
+            self._loopback_xmit(skb.copy())
             self._broadcast_xmit(device, skb)
         else:
             self._neigh_output(device, next_hop, skb, now)

@@ -423,7 +423,8 @@ class InetSocket(SocketOptions):
 
     def _route_checks(self, destination: int, now: float) -> DstEntry:
         """ip_route_output_flow, then the RTCF_BROADCAST test of udp_sendmsg/raw_sendmsg/ip4_datagram_connect."""
-        entry = self.layer.ipv4.route_output(destination, now)
+        # The source (IP_PKTINFO's, else the bound address) routes 255.255.255.255 when no route does.
+        entry = self.layer.ipv4.route_output(destination, now, src=self.cmsg_source or self._local()[0])
         if (entry.type == "broadcast" or destination == 0xFFFFFFFF) and not self.broadcast:
             raise _error(errno.EACCES)
         return entry
