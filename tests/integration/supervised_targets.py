@@ -40,7 +40,7 @@ def serve(config: dict) -> int:
         if grandchild == 0:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             while True:
-                time.sleep(60)
+                signal.pause()          # a grandchild that lives until it is killed
     crash_at = started + config["crash_after"] if config.get("crash_after") is not None else None
     context = zmq.Context()
     router = context.socket(zmq.ROUTER)

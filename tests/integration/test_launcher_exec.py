@@ -165,10 +165,10 @@ def test_without_the_trap_exec_and_attach_say_why_and_exit_1(base):
 
 
 SIGINT_PROGRAM = textwrap.dedent("""
-    import signal, sys, time
+    import signal, sys
     signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(42))
     print("ready", flush=True)
-    time.sleep(60)
+    signal.pause()
 """)
 
 

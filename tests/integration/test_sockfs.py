@@ -170,12 +170,12 @@ def test_a_blocking_recvfrom_times_out_with_so_rcvtimeo(node):
 
 def test_closing_the_last_copy_releases_the_port(node):
     process = node.start("""
-        import os, socket
+        import signal, socket
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(("0.0.0.0", 9002))
         t = s.dup()
         s.close()
-        import time; time.sleep(60)
+        signal.pause()                # holds the dup until killed
     """)
     node.until(lambda: 9002 in node.h1.sockets.udp.hash, "the bind")
     assert len(node.sockfs.files) == 1            # the dup keeps it

@@ -160,16 +160,16 @@ def test_the_cli_runs_any_program_on_the_node(net):
 # -- teardown --------------------------------------------------------------------------------
 
 FORKER = textwrap.dedent("""
-    import os, subprocess, sys, time
+    import os, signal, subprocess, sys
     child = subprocess.Popen(["sleep", "300"])
     daemon = subprocess.Popen(["sleep", "301"], start_new_session=True)   # its own session, as a daemon
     if os.fork() == 0:          # an orphan: its parent exits at once, it is reparented
         if os.fork() == 0:
-            time.sleep(302)
+            signal.pause()      # lives until teardown kills it
         os._exit(0)
     os.wait()
     print(child.pid, daemon.pid, flush=True)
-    time.sleep(300)
+    signal.pause()
 """)
 
 

@@ -223,11 +223,11 @@ def test_errnos_a_program_meets_are_linuxs(net):
 
 def test_a_killed_program_releases_its_ports(net):
     holder, lines = started(net, "h1", """
-        import socket, time
+        import signal, socket
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(("0.0.0.0", 6300))
         print("bound")
-        time.sleep(120)
+        signal.pause()                # holds the port until killed
     """)
     try:
         assert next_line(holder, lines) == "bound"
