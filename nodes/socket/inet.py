@@ -210,6 +210,17 @@ class InetSocket(SocketOptions):
                 ancillary: Iterable[tuple[int, int, bytes]] = ()) -> int:
         raise _error(errno.EOPNOTSUPP)
 
+    def _send_checks(self, data: bytes, flags: int) -> bytes:
+        """What every datagram sendmsg checks first: an open socket, at most 64 KiB (EMSGSIZE),
+        no MSG_OOB (EOPNOTSUPP)."""
+        self._check_open()
+        data = bytes(data)
+        if len(data) > 0xFFFF:
+            raise _error(errno.EMSGSIZE)
+        if flags & MSG_OOB:
+            raise _error(errno.EOPNOTSUPP)
+        return data
+
     def recvfrom(self, bufsize: int, now: float, flags: int = 0) -> tuple[bytes, tuple | None]:
         message = self.recvmsg(bufsize, now, flags)
         return message.data, message.address

@@ -13,7 +13,7 @@ from ..skbuff import SKB_TRUESIZE_OVERHEAD
 from ..wire.icmp import ECHO_REQUEST, IcmpMessage, QuotedDatagram, echo_header, echo_request_bytes
 from ..wire.ipv4 import IPPROTO_ICMP
 from .cmsg import _Queued
-from .constants import AF_INET, MSG_OOB, SEND_SHUTDOWN, TCP_CLOSE, TCP_ESTABLISHED, _error
+from .constants import AF_INET, SEND_SHUTDOWN, TCP_CLOSE, TCP_ESTABLISHED, _error
 from .inet import InetSocket, LayerView
 from .sockaddr import is_unspec
 
@@ -116,12 +116,7 @@ class PingSocket(InetSocket):
     def sendmsg(self, data: bytes, address: Any, now: float, flags: int = 0,
                 ancillary: Iterable[tuple[int, int, bytes]] = ()) -> int:
         """ping_v4_sendmsg: the program writes an echo request; the kernel sets identifier and checksum."""
-        self._check_open()
-        data = bytes(data)
-        if len(data) > 0xFFFF:
-            raise _error(errno.EMSGSIZE)
-        if flags & MSG_OOB:
-            raise _error(errno.EOPNOTSUPP)
+        data = self._send_checks(data, flags)
         if len(data) < 8:
             raise _error(errno.EINVAL)  # ping_common_sendmsg: room for the ICMP header
         if data[0] != ECHO_REQUEST or data[1] != 0:

@@ -13,7 +13,7 @@ from ..wire.icmp import IcmpMessage, QuotedDatagram
 from ..wire.ipv4 import IP_DF, IPPROTO_ICMP, MIN_HEADER_LENGTH, unpack_fixed_header
 from .cmsg import _Queued
 from .constants import (
-    AF_INET, AF_UNSPEC, ICMP_FILTER, IPPROTO_RAW, MSG_OOB, TCP_CLOSE, TCP_ESTABLISHED, _error,
+    AF_INET, AF_UNSPEC, ICMP_FILTER, IPPROTO_RAW, TCP_CLOSE, TCP_ESTABLISHED, _error,
 )
 from .inet import InetSocket, LayerView
 from .sockaddr import is_unspec, parse_sockaddr
@@ -88,12 +88,7 @@ class RawSocket(InetSocket):
     def sendmsg(self, data: bytes, address: Any, now: float, flags: int = 0,
                 ancillary: Iterable[tuple[int, int, bytes]] = ()) -> int:
         """raw_sendmsg / raw_send_hdrinc."""
-        self._check_open()
-        data = bytes(data)
-        if len(data) > 0xFFFF:
-            raise _error(errno.EMSGSIZE)
-        if flags & MSG_OOB:
-            raise _error(errno.EOPNOTSUPP)
+        data = self._send_checks(data, flags)
         if address is not None:
             target = parse_sockaddr(address, AF_INET)
             if target.family not in (AF_INET, AF_UNSPEC):

@@ -16,7 +16,7 @@ from ..wire.icmp import IcmpMessage, QuotedDatagram
 from ..wire.udp import quoted_ports
 from .cmsg import _Queued
 from .constants import (
-    AF_INET, AF_INET6, AF_UNSPEC, IP_PMTUDISC_DO, IP_PMTUDISC_PROBE, MSG_OOB, SEND_SHUTDOWN, TCP_CLOSE,
+    AF_INET, AF_INET6, AF_UNSPEC, IP_PMTUDISC_DO, IP_PMTUDISC_PROBE, SEND_SHUTDOWN, TCP_CLOSE,
     TCP_ESTABLISHED, _error,
 )
 from .inet import InetSocket, LayerView
@@ -137,12 +137,7 @@ class UdpSocket(InetSocket):
     def sendmsg(self, data: bytes, address: Any, now: float, flags: int = 0,
                 ancillary: Iterable[tuple[int, int, bytes]] = ()) -> int:
         """udp_sendmsg: EMSGSIZE, EOPNOTSUPP, EDESTADDRREQ, EINVAL, EACCES, EPIPE and the route's errno."""
-        self._check_open()
-        data = bytes(data)
-        if len(data) > 0xFFFF:
-            raise _error(errno.EMSGSIZE)
-        if flags & MSG_OOB:
-            raise _error(errno.EOPNOTSUPP)
+        data = self._send_checks(data, flags)
         if address is not None:
             target = self._destination(address)
             destination, port = target.address, target.port
