@@ -210,6 +210,17 @@ class InetSocket(SocketOptions):
                 ancillary: Iterable[tuple[int, int, bytes]] = ()) -> int:
         raise _error(errno.EOPNOTSUPP)
 
+    def _connect_raw(self, destination: int, now: float) -> None:
+        """ip4_datagram_connect for sockets without ports (ping, raw): the route, the source it
+        picks unless one was bound, the peer, ESTABLISHED."""
+        self.dst = entry = self._route_checks(destination, now)
+        if not self.source:
+            self.source = int(entry.src) if entry.src is not None else destination
+        if not self.address:
+            self.address = self.source
+        self.peer = (destination, 0)
+        self.state = TCP_ESTABLISHED
+
     def _send_checks(self, data: bytes, flags: int) -> bytes:
         """What every datagram sendmsg checks first: an open socket, at most 64 KiB (EMSGSIZE),
         no MSG_OOB (EOPNOTSUPP)."""

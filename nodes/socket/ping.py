@@ -97,13 +97,7 @@ class PingSocket(InetSocket):
         if target.family != AF_INET:
             raise _error(errno.EAFNOSUPPORT)
         self._autobind()
-        self.dst = entry = self._route_checks(target.address, now)
-        if not self.source:
-            self.source = int(entry.src) if entry.src is not None else target.address
-        if not self.address:
-            self.address = self.source
-        self.peer = (target.address, 0)
-        self.state = TCP_ESTABLISHED
+        self._connect_raw(target.address, now)
 
     def disconnect(self) -> None:
         self.state = TCP_CLOSE

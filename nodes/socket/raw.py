@@ -77,13 +77,7 @@ class RawSocket(InetSocket):
         target = parse_sockaddr(address, AF_INET)
         if target.family != AF_INET:
             raise _error(errno.EAFNOSUPPORT)
-        self.dst = entry = self._route_checks(target.address, now)
-        if not self.source:
-            self.source = int(entry.src) if entry.src is not None else target.address
-        if not self.address:
-            self.address = self.source
-        self.peer = (target.address, 0)
-        self.state = TCP_ESTABLISHED
+        self._connect_raw(target.address, now)
 
     def sendmsg(self, data: bytes, address: Any, now: float, flags: int = 0,
                 ancillary: Iterable[tuple[int, int, bytes]] = ()) -> int:
