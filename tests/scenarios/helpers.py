@@ -79,3 +79,15 @@ def lossy_pairs(results: dict) -> dict:
     return {pair: (repr(result) if isinstance(result, Exception) else f"{result.received}/{result.sent} received")
             for pair, result in results.items()
             if isinstance(result, Exception) or result.received != result.sent}
+
+
+# A blocking stdlib UDP client for programs on h1: sends argv[2] to h2:argv[1], prints the answer,
+# its source address and port.
+UDP_CLIENT = """
+import socket, sys
+client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+client.settimeout(10)
+client.sendto(sys.argv[2].encode(), ("h2", int(sys.argv[1])))
+data, peer = client.recvfrom(2048)
+print(data.decode(), peer[0], peer[1])
+"""

@@ -23,7 +23,7 @@ from control.programs import TOOLS_DIR, exit_status
 from tests.conftest import require_trap
 from tests.waiting import wait_for
 
-from .helpers import ROOT, private_run_base, topology, wait_gone
+from .helpers import ROOT, UDP_CLIENT, private_run_base, topology, wait_gone
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -233,15 +233,6 @@ UDP_ECHO = textwrap.dedent("""
     data, peer = server.recvfrom(2048)
     print(data.decode(), peer[0], flush=True)
     server.sendto(data.upper(), peer)
-""")
-
-UDP_CLIENT = textwrap.dedent("""
-    import socket, sys
-    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    client.settimeout(10)
-    client.sendto(sys.argv[2].encode(), ("h2", int(sys.argv[1])))
-    data, peer = client.recvfrom(2048)
-    print(data.decode(), peer[0], peer[1])
 """)
 
 

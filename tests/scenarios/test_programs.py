@@ -17,7 +17,7 @@ from control.emulation import Emulation
 from tests.conftest import require_tool, require_trap
 from tests.waiting import wait_for
 
-from .helpers import private_run_base, topology
+from .helpers import UDP_CLIENT, private_run_base, topology
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -67,16 +67,6 @@ def run(net, node: str, source: str, *args: str, timeout: float = 30) -> str:
                            timeout=timeout)
     assert result.returncode == 0, result.stderr
     return result.stdout
-
-
-UDP_CLIENT = """
-    import socket, sys
-    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    client.settimeout(15)
-    client.sendto(sys.argv[2].encode(), ("h2", int(sys.argv[1])))
-    data, peer = client.recvfrom(2048)
-    print(data.decode(), peer[0], peer[1])
-"""
 
 
 def test_an_asyncio_datagram_echo_server_and_a_blocking_client(net):
