@@ -158,6 +158,17 @@ class ReceiveQueue:
         """Buffer bytes not holding data, in order or not (Linux's tcp_space())."""
         return self.buffer_size - len(self._readable) - self._ofo_bytes
 
+    @property
+    def sack_pending(self) -> bool:
+        """Whether the next ACK has SACK blocks to carry (out-of-order data or a D-SACK)."""
+        return bool(self._ofo) or self._dsack is not None
+
+    def peek(self, max_bytes: int = -1) -> bytes:
+        """The first `max_bytes` in-order bytes (all when negative), left in place (MSG_PEEK)."""
+        if max_bytes < 0:
+            return bytes(self._readable)
+        return bytes(self._readable[:max_bytes])
+
     def read(self, max_bytes: int = -1) -> bytes:
         """Take up to `max_bytes` in-order bytes (all when negative), as recv() does."""
         if max_bytes < 0 or max_bytes >= len(self._readable):

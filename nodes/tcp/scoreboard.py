@@ -142,6 +142,21 @@ class Scoreboard:
             self._rescue_rxt = self._recovery_point
         self._high_data = max(self._high_data, end)
 
+    @property
+    def any_sacked(self) -> bool:
+        """Whether any octet above SND.UNA is SACKed."""
+        return bool(self._sacked)
+
+    def on_new_data(self, length: int) -> None:
+        """`length` new octets were sent at HighData (the common case of `on_transmit`, cheaply)."""
+        self._high_data += length
+
+    def advance(self, acked: int) -> None:
+        """A plain cumulative ACK of `acked` more octets with no SACK blocks (the fast path of
+        `on_ack`): only valid when nothing is SACKed and no recovery is in progress."""
+        self._una += acked
+        self.dup_acks = 0
+
     def on_ack(self, ack: int, sack_blocks: list[tuple[int, int]] = ()) -> AckInfo:
         """Update from an ACK the connection found acceptable (SND.UNA <= ack <= SND.NXT)."""
         ack_offset = self._offset(ack)

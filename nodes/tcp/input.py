@@ -1,0 +1,447 @@
+"""A segment arrives (RFC 9293 3.10.7), as Linux's tcp_rcv_state_process does it.
+
+Part of `TcpConnection` (see nodes/tcp/connection.py); read RFC 9293 3.10.7.3-4, RFC 5961
+sections 3-5 (RST and SYN in window -> challenge ACK, ACK range), RFC 7323 5 (PAWS),
+RFC 5681 3.2 / RFC 6582 / RFC 6675 5 (fast retransmit and recovery), and Linux's
+tcp_rcv_synsent_state_process, tcp_validate_incoming, tcp_ack, tcp_fin, tcp_data_queue,
+__tcp_ack_snd_check and tcp_timewait_state_process before changing it.
+"""
+from __future__ import annotations
+
+import errno
+
+from nodes.tcp.congestion import AckOutcome, CongestionState
+from nodes.tcp.options import negotiate, parse_syn, syn_ack_echo_ok
+from nodes.tcp.reassembly import ReceiveQueue
+from nodes.tcp.scoreboard import Scoreboard
+from nodes.tcp.seq import linux_sequence_acceptable, seq_add, seq_diff, seq_gt, seq_le, seq_lt
+from nodes.tcp.states import (
+    TCP_CLOSE,
+    TCP_CLOSE_WAIT,
+    TCP_CLOSING,
+    TCP_ESTABLISHED,
+    TCP_FIN_WAIT1,
+    TCP_FIN_WAIT2,
+    TCP_LAST_ACK,
+    TCP_LISTEN,
+    TCP_SYN_RECV,
+    TCP_SYN_SENT,
+    TCP_TIME_WAIT,
+)
+from nodes.wire.tcp import ACK, FIN, RST, SYN, URG, SackOption, TimestampOption
+
+_DATA_STATES = frozenset((TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2))
+_OPEN = CongestionState.OPEN
+_RECOVERY = CongestionState.RECOVERY
+_PARTIAL = AckOutcome.PARTIAL
+_DUP_THRESH = 3
+
+
+class InputMixin:
+    """The receiving half of TcpConnection."""
+
+    __slots__ = ()
+
+    # -- handshake helpers -----------------------------------------------------------------
+    def _parse_peer_syn(self, header):
+        return parse_syn(header.options, self._settings)
+
+    def _syn_received(self, header, peer, now: float) -> None:
+        """The peer's SYN is in: IRS, RCV.NXT, the negotiated options (tcp_rcv_synsent_state_process
+        / tcp_openreq_init)."""
+        self.irs = header.seq
+        self.rq = ReceiveQueue(seq_add(header.seq, 1), max(self.rcvbuf, 1))
+        neg = negotiate(self._offer, peer, user_mss=self.user_mss)
+        self._neg = neg
+        self.ts_on = neg.timestamps
+        self.sack_on = neg.sack
+        self.snd_wscale = neg.snd_wscale
+        self.rcv_wscale = neg.rcv_wscale
+        self.window_clamp = neg.window_clamp
+        self.advmss = neg.advertised_mss
+        self.mss = max(neg.send_mss_for_path_mtu(self.path_mtu), 8)
+        self.rcv_mss = min(536, neg.receive_mss)  # tcp_initialize_rcv_mss
+        if neg.timestamps:
+            self._ts.store(peer.tsval, now)
+        self.snd_wnd = self.max_snd_wnd = header.window  # a SYN's window is never scaled
+        self.snd_wl1 = header.seq
+        self.snd_wl2 = header.ack
+        self.rcv_wnd = self._offer.window
+        self.rcv_wup = self.rq.rcv_nxt
+
+    def _handshake_rtt(self, tsecr, now: float) -> None:
+        seg_rtt = now - self._rtt_time if self.retransmits == 0 else None
+        ts_rtt = self._ts.rtt_sample(tsecr, now) if self.ts_on else None
+        if not self.rtt.on_ack(seg_rtt, retransmitted=False, snd_una=self.snd_una, snd_nxt=self.snd_nxt,
+                               timestamp_rtt=ts_rtt):
+            self.rtt.handshake_without_sample()
+        self._note_rtt(seg_rtt if seg_rtt is not None else ts_rtt)
+
+    def _note_rtt(self, sample) -> None:
+        if sample is not None and (self.min_rtt is None or sample < self.min_rtt):
+            self.min_rtt = sample
+
+    def _establish(self, now: float) -> None:
+        """ESTABLISHED: the scoreboard starts at SND.UNA; counters; a FIN queued in SYN-RECV goes."""
+        self._set_state(TCP_ESTABLISHED)
+        if self.passive:
+            self.stats.PassiveOpens += 1
+        self.sb = Scoreboard(self.snd_una, self.mss)
+        self.retransmits = 0
+        self.retrans_stamp = None
+        self.t_rtx = None
+        self._rtt_seq = None
+        self._expand_sndbuf()
+        if self.fin_queued:
+            self.fin_queued = False
+            self._queue_fin(now)
+
+    def _expand_sndbuf(self) -> None:
+        """tcp_sndbuf_expand(): room for two windows of segments, unless SO_SNDBUF was set."""
+        if not self._sndbuf_locked:
+            want = 2 * max(self.cc.cwnd, self.config.initial_cwnd) * self.mss
+            want = min(want, self.config.wmem_max)
+            if want > self.sndbuf:
+                self.sndbuf = want
+
+    # -- segment arrives -------------------------------------------------------------------
+    def receive(self, header, payload, now: float):
+        """RFC 9293 3.10.7.4 "SEGMENT ARRIVES" (tcp_rcv_state_process). Returns True only for a
+        SYN that ended a TIME-WAIT connection: the layer then hands it to the listener."""
+        state = self.state
+        self.segs_in += 1
+        self.last_rcv = now
+        self.keep_probes = 0
+        if state == TCP_SYN_SENT:
+            self._rcv_synsent(header, payload, now)
+            return None
+        if state == TCP_CLOSE or state == TCP_LISTEN:
+            return None
+        if state == TCP_TIME_WAIT:
+            return self._rcv_timewait(header, payload, now)
+        self._rcv_state_process(header, payload, now)
+        return None
+
+    def _rcv_synsent(self, h, payload, now: float) -> None:
+        """RFC 9293 3.10.7.3 (tcp_rcv_synsent_state_process)."""
+        flags = h.flags
+        if flags & ACK and (seq_le(h.ack, self.iss) or seq_gt(h.ack, self.snd_nxt)):
+            if not flags & RST:
+                self._send_reset_for(h, len(payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0))
+            return
+        if flags & RST:
+            if flags & ACK:
+                self._done(errno.ECONNREFUSED)
+                self._on_change(self)
+            return
+        if not flags & SYN:
+            return
+        peer = self._parse_peer_syn(h)
+        if flags & ACK:
+            if peer.tsval is not None and self._settings.timestamps and not syn_ack_echo_ok(
+                    peer.tsecr, self.syn_tsval, self._tsval(now)):
+                self._send_reset_for(h, 1)  # PAWSActiveRejected
+                return
+            self._syn_received(h, peer, now)
+            self.snd_una = h.ack
+            self._handshake_rtt(peer.tsecr, now)
+            self._establish(now)
+            self.last_ack_recv = now
+            self._send_ack(now)
+            self._write_xmit(now)
+        else:
+            # Simultaneous open (RFC 9293 3.5 figure 8): SYN-RECV, SYN-ACK with our ISN.
+            self._syn_received(h, peer, now)
+            self._set_state(TCP_SYN_RECV)
+            self._send_syn(now)
+        self._on_change(self)
+
+    def _rcv_timewait(self, h, payload, now: float):
+        """tcp_timewait_state_process(): re-ACK a FIN (restarting the timer), RST kills unless
+        rfc1337, a new SYN above RCV.NXT ends TIME-WAIT for the listener."""
+        flags = h.flags
+        rcv_nxt = self.rq.rcv_nxt
+        if flags & RST:
+            if not self.config.rfc1337 and h.seq == rcv_nxt:  # TIME-WAIT assassination (RFC 1337)
+                self._done()
+                self._on_change(self)
+            return None
+        if flags & SYN and not flags & ACK:
+            if seq_gt(h.seq, rcv_nxt):
+                self._done()
+                self._on_change(self)
+                return True
+            self._send_ack(now)
+            return None
+        if flags & FIN or payload:
+            if flags & FIN:
+                self.t_wait = now + self.config.time_wait
+            self._send_ack(now)
+        return None
+
+    def _rcv_state_process(self, h, payload, now: float) -> None:
+        flags = h.flags
+        state = self.state
+        seq = h.seq
+        plen = len(payload)
+        rq = self.rq
+        tsval = tsecr = None
+        blocks = None
+        options = h.options
+        if options:
+            for option in options:
+                kind = type(option)
+                if kind is TimestampOption:
+                    tsval = option.value
+                    tsecr = option.echo
+                elif kind is SackOption:
+                    blocks = option.blocks
+            if not self.ts_on:
+                tsval = tsecr = None
+            if not self.sack_on:
+                blocks = None
+        rst = flags & RST
+        # PAWS (RFC 7323 5.3, tcp_validate_incoming)
+        if tsval is not None and not rst and self._ts.paws_discard(tsval, now):
+            self.stats.PAWSEstab += 1
+            self._send_ack(now)
+            return
+        rcv_nxt = rq.rcv_nxt
+        syn = 1 if flags & SYN else 0
+        end_seq = seq_add(seq, plen + syn + (1 if flags & FIN else 0))
+        window = seq_diff(seq_add(self.rcv_wup, self.rcv_wnd), rcv_nxt)
+        if not linux_sequence_acceptable(seq, end_seq, self.rcv_wup, rcv_nxt, max(window, 0)):
+            if not rst:
+                self._send_ack(now)  # RFC 9293 3.10.7.4 first check: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>
+            return
+        if rst:
+            # RFC 5961 3.2: reset only at exactly RCV.NXT, else a challenge ACK.
+            if seq == rcv_nxt:
+                self._reset()
+            else:
+                self._challenge_ack(now)
+            return
+        if tsval is not None:
+            self._ts.update(tsval, seq, self.rcv_wup, now)
+        if syn:
+            if state == TCP_SYN_RECV and seq == self.irs:
+                if self.passive or not flags & ACK:
+                    self._send_syn(now)  # the peer's SYN again: our SYN-ACK was lost
+                    return
+                # simultaneous open: the peer's SYN-ACK acknowledges our SYN (tcp_validate_incoming)
+                seq = seq_add(seq, 1)
+            else:
+                self._challenge_ack(now)  # RFC 5961 4.2
+                return
+        if not flags & ACK:
+            return
+        ack = h.ack
+        if state == TCP_SYN_RECV:
+            if not (seq_lt(self.snd_una, ack) and seq_le(ack, self.snd_nxt)):
+                self._send_reset_for(h, plen)
+                return
+            self.snd_una = ack
+            self._handshake_rtt(tsecr, now)
+            self.snd_wnd = h.window << self.snd_wscale
+            self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+            self.snd_wl1 = seq
+            self.snd_wl2 = ack
+            self._establish(now)
+        elif seq_gt(ack, self.snd_nxt) or seq_lt(ack, seq_add(self.snd_una, -self.max_snd_wnd)):
+            self._challenge_ack(now)  # RFC 5961 5.2: ACK outside [SND.UNA - MAX.SND.WND, SND.NXT]
+            return
+        else:
+            self._ack(h, seq, ack, plen, flags, tsecr, blocks, now)
+            if self.state == TCP_CLOSE:
+                self._on_change(self)
+                return
+        if flags & URG:
+            pass  # urgent data is not modelled: the bytes are delivered in line
+        if plen or flags & FIN:
+            self._data(seq, payload, flags & FIN, now)
+        if self.state != TCP_CLOSE:
+            self._write_xmit(now)
+        self._on_change(self)
+
+    def _reset(self) -> None:
+        """tcp_reset(): ECONNREFUSED in SYN-SENT, EPIPE in CLOSE-WAIT, else ECONNRESET; CLOSED."""
+        state = self.state
+        if state == TCP_CLOSE_WAIT:
+            err = errno.EPIPE
+        elif state in (TCP_LAST_ACK, TCP_CLOSING, TCP_TIME_WAIT) and self.orphan:
+            err = 0
+        else:
+            err = errno.ECONNRESET
+        self._done(err)
+        self._on_change(self)
+
+    # -- ACK processing (tcp_ack) ------------------------------------------------------------
+    def _ack(self, h, seq: int, ack: int, plen: int, flags: int, tsecr, blocks, now: float) -> None:
+        snd_una = self.snd_una
+        acked = seq_diff(ack, snd_una)
+        self.last_ack_recv = now
+        self.probes = 0
+        # tcp_ack_update_window / tcp_may_update_window (RFC 9293 3.10.7.4 fifth, SND.WL1/WL2)
+        nwin = h.window << self.snd_wscale
+        window_changed = False
+        if acked > 0 or seq_gt(seq, self.snd_wl1) or (seq == self.snd_wl1 and nwin > self.snd_wnd):
+            if nwin != self.snd_wnd:
+                window_changed = True
+                self.snd_wnd = nwin
+                if nwin > self.max_snd_wnd:
+                    self.max_snd_wnd = nwin
+            self.snd_wl1 = seq
+            self.snd_wl2 = ack
+            if nwin and self.t_persist is not None:
+                self.t_persist = None  # tcp_ack_probe: the window opened
+                self._persist_backoff = 0
+        if acked > 0:
+            self._clean_acked(ack, acked, tsecr, blocks, now)
+        elif acked == 0 and self.snd_nxt != snd_una:
+            sb = self.sb
+            if blocks and sb is not None:
+                sb.on_ack(ack, list(blocks))
+            if not plen and not flags & FIN and not window_changed:
+                self._duplicate_ack(now)
+        if self.fin_sent and self.snd_una == self.snd_nxt:
+            self._fin_acked(now)
+
+    def _duplicate_ack(self, now: float) -> None:
+        """RFC 5681 3.2 / RFC 6582 / RFC 6675 5: count, enter fast recovery, inflate."""
+        cc = self.cc
+        sb = self.sb
+        if self.sack_on and sb is not None:
+            if cc.state is _OPEN and sb.should_enter_recovery:
+                if cc.enter_recovery(now, self.snd_nxt, sack=True):
+                    sb.enter_recovery()
+                    self.stats.TCPSackRecovery += 1
+                    self.stats.TCPFastRetrans += 1
+                    self._rtt_seq = None
+            return
+        self.dupacks += 1
+        if cc.state is _RECOVERY:
+            cc.on_duplicate_ack(now)
+        elif cc.state is _OPEN and self.dupacks >= _DUP_THRESH:
+            # RFC 6582 3.2 step 1-2: only when SND.UNA passed the last recovery point
+            if cc.recover is None or seq_gt(self.snd_una, cc.recover) or self.snd_una == cc.recover:
+                if cc.enter_recovery(now, self.snd_nxt):
+                    self.stats.TCPRenoRecovery += 1
+                    self.stats.TCPFastRetrans += 1
+                    self._retransmit(self.snd_una, self.mss, now)
+
+    def _clean_acked(self, ack: int, acked: int, tsecr, blocks, now: float) -> None:
+        """SND.UNA advances: free the send buffer, RTT sample, congestion control, the RTO."""
+        prior_in_flight = self._in_flight()
+        self.snd_una = ack
+        data = seq_diff(ack, self._sbuf_seq)
+        if data > 0:
+            buf = self._sbuf
+            if data > len(buf):
+                data = len(buf)
+            del buf[:data]
+            self._sbuf_seq = seq_add(self._sbuf_seq, data)
+        self.bytes_acked += acked
+        mss = self.mss
+        segments = (acked + mss - 1) // mss
+        self.delivered += segments
+        sb = self.sb
+        if sb is not None:
+            if blocks or sb.any_sacked or sb.in_recovery:
+                sb.on_ack(ack, list(blocks) if blocks else [])
+            else:
+                sb.advance(acked)
+        # RTT (RFC 6298 with Karn; RFC 7323 4 from TSecr)
+        seg_rtt = None
+        rtt_seq = self._rtt_seq
+        if rtt_seq is not None and seq_le(rtt_seq, ack):
+            seg_rtt = now - self._rtt_time
+            self._rtt_seq = None
+        ts_rtt = self._ts.rtt_sample(tsecr, now) if self.ts_on and tsecr else None
+        rtt = self.rtt
+        if rtt.on_ack(seg_rtt, retransmitted=False, snd_una=ack, snd_nxt=self.snd_nxt, timestamp_rtt=ts_rtt):
+            self._note_rtt(seg_rtt if seg_rtt is not None else ts_rtt)
+        cc = self.cc
+        cwnd_limited = self._cwnd_limited or 2 * prior_in_flight >= cc.cwnd * mss
+        self._cwnd_limited = False
+        sample = seg_rtt if seg_rtt is not None else ts_rtt
+        outcome = cc.on_ack(now, ack, segments, sample, cwnd_limited=cwnd_limited)
+        if outcome is _PARTIAL and not self.sack_on:
+            self._retransmit(ack, mss, now)  # RFC 6582 3.2 step 3: partial ACK
+        self.dupacks = 0
+        self.retransmits = 0
+        self.retrans_stamp = None
+        self.t_rtx = None if self.snd_una == self.snd_nxt else now + rtt.rto  # RFC 6298 5.2-5.3
+        self._expand_sndbuf()
+
+    def _fin_acked(self, now: float) -> None:
+        """Our FIN is acknowledged: FIN-WAIT-1 -> FIN-WAIT-2, CLOSING -> TIME-WAIT, LAST-ACK -> CLOSED."""
+        state = self.state
+        if state == TCP_FIN_WAIT1:
+            self._set_state(TCP_FIN_WAIT2)
+            if self.orphan:
+                self.t_wait = now + self.config.fin_timeout
+        elif state == TCP_CLOSING:
+            self._set_state(TCP_TIME_WAIT)
+            self.t_wait = now + self.config.time_wait
+        elif state == TCP_LAST_ACK:
+            self._done()
+
+    # -- data (tcp_data_queue) ---------------------------------------------------------------
+    def _data(self, seq: int, payload, fin: int, now: float) -> None:
+        state = self.state
+        rq = self.rq
+        if state not in _DATA_STATES:
+            # RFC 9293 3.10.7.4 seventh: after the peer's FIN nothing new can come; re-ACK it.
+            self._send_ack(now)
+            return
+        plen = len(payload)
+        if self.orphan and plen and seq_gt(seq_add(seq, plen), rq.rcv_nxt):
+            # tcp_rcv_state_process: new data for a closed socket -> RST (TCPAbortOnData)
+            self.stats.TCPAbortOnData += 1
+            self._send_active_reset(now)
+            self._done(errno.ECONNRESET)
+            return
+        if plen > self.rcv_mss:
+            self.rcv_mss = min(plen, self.advmss)  # tcp_measure_rcv_mss
+        zero_window = rq.receive_window == 0
+        arrival = rq.receive(seq, payload, bool(fin))
+        if plen:
+            self.data_segs_in += 1
+            self.last_data_recv = now
+        if arrival.in_order:
+            self.bytes_received += arrival.in_order
+        stats = self.stats
+        if arrival.out_of_order:
+            stats.TCPOFOQueue += 1
+        if arrival.dropped:
+            if zero_window:
+                stats.TCPZeroWindowDrop += 1
+            elif not arrival.in_order:
+                stats.TCPOFODrop += 1
+        if arrival.fin:
+            self._fin_in(now)
+            if self.state != TCP_CLOSE_WAIT:
+                self._send_ack(now)
+                return
+        if (arrival.out_of_order or arrival.duplicate or arrival.filled_gap or arrival.dropped
+                or rq.ofo_segments or self.quickack):
+            self._send_ack(now)  # RFC 5681 4.2: out-of-order data or a filled gap: ACK at once
+            return
+        # __tcp_ack_snd_check: more than one full segment unacknowledged -> ACK now
+        if not arrival.fin and seq_diff(rq.rcv_nxt, self.rcv_wup) > self.rcv_mss:
+            self._send_ack(now)
+            return
+        self.ack_pending = True
+        if self.t_delack is None:
+            self.t_delack = now + self.config.delack_min
+
+    def _fin_in(self, now: float) -> None:
+        """tcp_fin(): ESTABLISHED -> CLOSE-WAIT, FIN-WAIT-1 -> CLOSING, FIN-WAIT-2 -> TIME-WAIT."""
+        state = self.state
+        if state == TCP_ESTABLISHED:
+            self._set_state(TCP_CLOSE_WAIT)
+        elif state == TCP_FIN_WAIT1:
+            self._set_state(TCP_CLOSING)
+        elif state == TCP_FIN_WAIT2:
+            self._set_state(TCP_TIME_WAIT)
+            self.t_wait = now + self.config.time_wait
