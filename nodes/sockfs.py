@@ -41,8 +41,10 @@ Known limits (documented in docs/programs.md): an error the socket holds (sk_err
 port unreachable on a connected UDP socket) reaches only calls that trap (recvfrom/recvmsg
 with an address, sendto, getsockopt(SO_ERROR)), never a native send()/recv(); errors of
 native sends (EMSGSIZE, ENETUNREACH) are counted, not returned; POLLERR for a non-empty
-error queue is not visible to a native poll(). The stream data pump (the pair's bytes to
-and from a TCP connection) arrives with TCP.
+error queue is not visible to a native poll().
+
+Stream sockets (TCP): the pump between the pair and the connection, non-blocking connect,
+listeners' readiness and errors are `StreamPump`'s (nodes/sockfs_stream.py: read its docstring).
 """
 from __future__ import annotations
 
@@ -59,15 +61,16 @@ from .socket import SocketLayer as InetLayer
 from .socket.cmsg import pack_cmsgs, unpack_cmsgs
 from .socket.constants import (
     MSG_DONTWAIT, MSG_ERRQUEUE, MSG_PEEK, MSG_TRUNC, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_ERROR, SO_RCVBUF, SO_RCVTIMEO,
-    SO_SNDBUF, SO_SNDTIMEO, SOL_SOCKET, TCP_ESTABLISHED, TCP_LISTEN,
+    SO_SNDBUF, SO_SNDTIMEO, SOL_SOCKET, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
 )
 from .socket.inet import InetSocket
+from .sockfs_stream import StreamPump
 from .sockfs_file import (
     MAX_DATAGRAM, NATIVE_BATCH, RETRY_PUSH, PairRenewal, SocketFile, _Pushed, _Reader, credentials,
 )
 from .syscall_args import Call, RecvResult, SockAddr
 
-class Sockfs(PairRenewal):
+class Sockfs(StreamPump, PairRenewal):
     """The files of one node's sockets: the `SocketLayer` the front ends call.
 
     `add_reader(fd, callback)`/`remove_reader(fd)` and `call_later(delay, callback)` are
@@ -91,6 +94,7 @@ class Sockfs(PairRenewal):
         self._reaper: Any = None
         self._buffer = bytearray(MAX_DATAGRAM)
         self.counters = {"sockets": 0, "released": 0, "pushed": 0, "native_sent": 0, "native_send_errors": 0}
+        self._stream_init()
 
     # ------------------------------------------------------------ files
 
@@ -117,7 +121,10 @@ class Sockfs(PairRenewal):
         file.end = ours
         file.inode = os.fstat(theirs.fileno()).st_ino
         self.by_inode[file.inode] = file.id
-        self.add_reader(ours.fileno(), lambda: self._from_program(file))
+        if file.stream:
+            self._stream_open(file)
+        else:
+            self.add_reader(ours.fileno(), lambda: self._from_program(file))
         return theirs
 
     def lookup(self, fd: int) -> int | None:
@@ -131,7 +138,7 @@ class Sockfs(PairRenewal):
         file = self.files.get(sock_id)
         if file is None:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
-        if file.broken and call is not None and call.replace is not None:
+        if file.broken and not file.dead and call is not None and call.replace is not None:
             self._renew(file, call)
         return file
 
@@ -145,6 +152,8 @@ class Sockfs(PairRenewal):
             self._cancel_timer(reader)
             reader.deferred.fail(errno.EBADF)
         file.readers.clear()
+        if file.stream:
+            self._stream_close(file)
         if not file.broken:
             self._close_end(file)
         file.sock.on_ready = None
@@ -163,7 +172,7 @@ class Sockfs(PairRenewal):
     def close(self) -> None:
         for file in list(self.files.values()):
             self.release(file)
-        for timer in (self._retry, self._reaper):
+        for timer in (self._retry, self._reaper, self._kicker):
             if timer is not None:
                 timer.cancel()
 
@@ -171,8 +180,6 @@ class Sockfs(PairRenewal):
 
     def _from_program(self, file: SocketFile) -> None:
         """Our end is readable: the program sent without an address (send/write), or closed it."""
-        if file.stream:
-            return self._stream_from_program(file)
         view = memoryview(self._buffer)
         for _ in range(NATIVE_BATCH):
             try:
@@ -191,13 +198,6 @@ class Sockfs(PairRenewal):
             except OSError:
                 file.native_send_errors += 1
                 self.counters["native_send_errors"] += 1
-
-    def _stream_from_program(self, file: SocketFile) -> None:
-        # Until TCP plugs its pump in, a stream socket only watches for the program's close.
-        if self._hung_up(file):
-            self.release(file)
-        else:
-            self.remove_reader(file.end.fileno())
 
     @staticmethod
     def _hung_up(file: SocketFile) -> bool:
@@ -224,6 +224,10 @@ class Sockfs(PairRenewal):
 
     def _service(self, file: SocketFile) -> None:
         sock = file.sock
+        if file.stream:
+            self._stream_service(file)
+            if file.id not in self.files:
+                return
         while file.readers:
             reader = file.readers[0]
             if reader.deferred.done:
@@ -235,15 +239,19 @@ class Sockfs(PairRenewal):
                 file.readers.popleft()
                 self._finish_recv(file, reader)
             elif reader.kind == "accept":
-                if not sock.recv_ready() and not sock.sk_err:
+                if sock.state == TCP_LISTEN and not sock.accept_queue and not sock.sk_err:
                     break
                 file.readers.popleft()
-                self._finish(reader, lambda: self._accept_now(file))
-            else:                                   # connect
-                if sock.state not in (TCP_ESTABLISHED,) and not sock.sk_err:
+                self._finish(reader, lambda: self._accept_now(file, reader.call))
+            elif reader.kind == "connect":
+                if sock.state in (TCP_SYN_SENT, TCP_SYN_RECV) and not sock.sk_err:
                     break
                 file.readers.popleft()
                 self._finish(reader, lambda: self._connected(file))
+            else:                                   # a stream's srecv/ssend
+                if not self._stream_reader(file, reader):
+                    break
+                file.readers.popleft()
         if file.stream or file.broken:
             return
         if file.renewable and not file.readers and (sock.recverr or sock.recverr6) and (sock.error_queue or sock.sk_err):
@@ -324,11 +332,12 @@ class Sockfs(PairRenewal):
     def connect(self, sock_id: int, address: SockAddr, call: Call) -> Any:
         file = self._file(sock_id, call)
         file.sock.connect(address, self.clock())
-        if not file.stream or file.sock.state == TCP_ESTABLISHED:
-            return None
+        if not file.stream or file.sock.state not in (TCP_SYN_SENT, TCP_SYN_RECV):
+            return self._connected(file) if file.stream else None
         if call.nonblock:
+            self._fill(file, call)
             raise OSError(errno.EINPROGRESS, os.strerror(errno.EINPROGRESS))
-        return self._wait(file, _Reader("connect", call.defer()), file.sock.sndtimeo)
+        return self._wait(file, _Reader("connect", call.defer(), call=call), file.sock.sndtimeo)
 
     def _connected(self, file: SocketFile) -> None:
         if file.sock.sk_err:
@@ -341,16 +350,18 @@ class Sockfs(PairRenewal):
     def accept(self, sock_id: int, call: Call) -> Any:
         file = self._file(sock_id, call)
         try:
-            return self._accept_now(file)
+            return self._accept_now(file, call)
         except BlockingIOError:
             if call.nonblock or file.sock.state != TCP_LISTEN:
                 raise
-        return self._wait(file, _Reader("accept", call.defer()), file.sock.rcvtimeo)
+        return self._wait(file, _Reader("accept", call.defer(), call=call), file.sock.rcvtimeo)
 
-    def _accept_now(self, file: SocketFile) -> tuple:
+    def _accept_now(self, file: SocketFile, call: Call | None = None) -> tuple:
         child = file.sock.accept()
+        self._unmark(file, call)
         child_id, program_end = self._open(child, file.pid)
-        return child_id, program_end, (child.family, *child.getpeername())
+        peer = child._sockaddr(*child.peer) if child.peer is not None else child.getpeername()
+        return child_id, program_end, (child.family, *peer)
 
     def getsockname(self, sock_id: int, call: Call) -> tuple:
         sock = self._file(sock_id, call).sock
@@ -365,6 +376,8 @@ class Sockfs(PairRenewal):
         file.sock.setsockopt(level, name, value)
         if level != SOL_SOCKET:
             return
+        if name == SO_SNDBUF and file.stream and self._stream_sndbuf(file, value):
+            return
         if name in (SO_RCVTIMEO, SO_SNDTIMEO, SO_SNDBUF):       # honoured by native calls too
             self._on_program_end(call, lambda end: end.setsockopt(SOL_SOCKET, name, value))
         elif name == SO_RCVBUF:
@@ -376,6 +389,8 @@ class Sockfs(PairRenewal):
 
     def shutdown(self, sock_id: int, how: int, call: Call) -> None:
         file = self._file(sock_id, call)
+        if file.stream:
+            return self._stream_shutdown(file, how, call)
         try:
             file.sock.shutdown(how, self.clock())
         finally:
@@ -389,6 +404,8 @@ class Sockfs(PairRenewal):
     def sendmsg(self, sock_id: int, data: bytes, flags: int, address: SockAddr | None, control: bytes,
                 call: Call) -> int:
         file = self._file(sock_id, call)
+        if file.stream:
+            return self._stream_sendmsg(file, data, flags, call)
         self._drain(file)
         ancillary = unpack_cmsgs(control) if control else ()
         return file.sock.sendmsg(data, address, self.clock(), flags, ancillary)
@@ -398,6 +415,8 @@ class Sockfs(PairRenewal):
         sock = file.sock
         if flags & MSG_ERRQUEUE:
             return self._result(file, sock.recvmsg(size, self.clock(), flags), control_size)
+        if file.stream:
+            return self._stream_recvmsg(file, size, flags, call)
         if sock.sk_err:
             return self._result(file, sock.recvmsg(size, self.clock(), flags), control_size)   # raises it
         if not file.stream and file.pushed and call.file >= 0:
@@ -461,6 +480,8 @@ class Sockfs(PairRenewal):
     def _time_out(self, file: SocketFile, reader: _Reader) -> None:
         reader.timer = None
         self._forget_reader(file, reader)
+        if reader.kind == "connect" and file.stream and reader.call is not None:
+            self._fill(file, reader.call)           # EINPROGRESS: the program may poll for POLLOUT now
         reader.deferred.fail(errno.EINPROGRESS if reader.kind == "connect" else errno.EAGAIN)
 
     def _forget_reader(self, file: SocketFile, reader: _Reader) -> None:

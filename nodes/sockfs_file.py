@@ -43,6 +43,8 @@ class _Reader:
     flags: int = 0
     control_size: int = 0
     timer: Any = None
+    call: Any = None                # the pending call (its `file`: the program's end), when needed
+    data: Any = None                # a pending stream send's bytes
 
 
 @dataclass(eq=False)
@@ -61,6 +63,21 @@ class SocketFile:
     native_send_errors: int = 0
     renewable: bool = False         # a trapped program's: its fd can be replaced (Call.replace)
     broken: bool = False            # our end closed to show POLLERR: renewed at the next trapped call
+    # SOCK_STREAM (nodes/sockfs_stream.py)
+    watch: Any = None               # epoll over our end: the loop's reader for it
+    watch_mask: int = -1            # the events it watches (-1: our end is not in it)
+    rx_buf: Any = None              # bytes taken from TCP that the pair has not taken yet
+    tx_buf: Any = None              # bytes read from our end that TCP has not taken yet
+    filler: int = 0                 # bytes written from the program's end to keep it unwritable
+    filler_end: Any = None          # our copy of the program's end while connecting (the filler's writer)
+    saved_sndbuf: int = 0           # the program end's SO_SNDBUF before the filler
+    prog_shut_wr: bool = False      # shutdown(SHUT_WR) by the program: EOF on our end is not a close
+    prog_eof: bool = False          # EOF read from our end
+    eof_sent: bool = False          # our end shut for writing (TCP's EOF, or SHUT_RD)
+    hup: bool = False               # the program's end is gone
+    dead: bool = False              # the connection failed: our end closed, never renewed
+    reap: bool = False              # release when the program no longer holds its end (REAP_BROKEN)
+    marker: bool = False            # a listener's byte in the pair: the program's end polls readable
 
     @property
     def stream(self) -> bool:
@@ -172,7 +189,7 @@ class PairRenewal:
     def _reap_broken(self) -> None:
         """Release broken files whose program closed them without another trapped call."""
         self._reaper = None
-        broken = [file for file in self.files.values() if file.broken]
+        broken = [file for file in self.files.values() if file.broken or file.reap]
         for file in broken:
             link = f"socket:[{file.inode}]"
             try:
@@ -181,5 +198,5 @@ class PairRenewal:
                 held = False
             if not held:
                 self.release(file)
-        if any(file.broken for file in self.files.values()):
+        if any(file.broken or file.reap for file in self.files.values()):
             self._reaper = self.call_later(REAP_BROKEN, self._reap_broken)
