@@ -235,7 +235,8 @@ class NodeSocket(_socket.socket):
     setblocking, and sendmsg without address or ancillary data. Through the node: bind,
     connect, connect_ex, listen, accept, getsockname, getpeername, setsockopt, getsockopt,
     shutdown, sendto, sendmsg, recvfrom, recvfrom_into, recvmsg, recvmsg_into, and recv
-    with MSG_ERRQUEUE."""
+    with MSG_ERRQUEUE. A SOCK_STREAM socket receives natively with recvfrom/recvmsg too
+    (TCP gives neither an address nor control data: the pair's bytes are the connection's)."""
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno: int | None = None, *,
                  sys_path: str | None = None, connection: _socket.socket | None = None) -> None:
@@ -408,6 +409,10 @@ class NodeSocket(_socket.socket):
         return self._call("sendmsg", data=payload, flags=flags, control=_pack_ancillary(ancdata),
                           address=None if address is None else self._address(address, "sendmsg"))
 
+    def _native_stream(self, flags: int) -> bool:
+        """A stream socket's receive is the pair's: TCP fills no address and no control data."""
+        return self.type == SOCK_STREAM and not flags & _socket.MSG_ERRQUEUE
+
     def _recvmsg(self, size: int, ancbufsize: int, flags: int) -> tuple[bytes, list, int, Any, int]:
         data, address, control, msg_flags, length = self._call(
             "recvmsg", size=min(size, MAX_RECV), flags=flags, control_size=min(ancbufsize, MAX_ANCILLARY))
@@ -416,10 +421,14 @@ class NodeSocket(_socket.socket):
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
         if bufsize < 0:
             raise ValueError("negative buffersize in recvfrom")
+        if self._native_stream(flags):
+            return super().recvfrom(bufsize, flags)
         data, _, _, address, _ = self._recvmsg(bufsize, 0, flags)
         return data, address
 
     def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
+        if self._native_stream(flags):
+            return super().recvfrom_into(buffer, nbytes, flags)
         view = memoryview(buffer).cast("B")
         if nbytes < 0:
             raise ValueError("negative buffersize in recvfrom_into")
@@ -432,12 +441,16 @@ class NodeSocket(_socket.socket):
     def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0) -> tuple[bytes, list, int, Any]:
         if bufsize < 0 or ancbufsize < 0:
             raise ValueError("negative buffer size in recvmsg()")
+        if self._native_stream(flags):
+            return super().recvmsg(bufsize, ancbufsize, flags)
         data, ancillary, msg_flags, address, _ = self._recvmsg(bufsize, ancbufsize, flags)
         return data, ancillary, msg_flags, address
 
     def recvmsg_into(self, buffers: Iterable, ancbufsize: int = 0, flags: int = 0) -> tuple[int, list, int, Any]:
         if ancbufsize < 0:
             raise ValueError("negative buffer size in recvmsg_into()")
+        if self._native_stream(flags):
+            return super().recvmsg_into(buffers, ancbufsize, flags)
         views = [memoryview(buffer).cast("B") for buffer in buffers]
         data, ancillary, msg_flags, address, length = self._recvmsg(sum(map(len, views)), ancbufsize, flags)
         offset = 0
