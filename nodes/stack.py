@@ -56,12 +56,15 @@ from .route_cache import RouteCache
 from .skbuff import PACKET_BROADCAST, PACKET_HOST, PACKET_MULTICAST, SkBuff
 from .sysctl import Sysctl
 from .socket import SocketLayer
+from .socket.constants import SOCK_STREAM
+from .tcp.layer import TcpLayer
 from .udp import UdpLayer
 from .wire.addresses import BROADCAST_MAC, ZERO_MAC, IPv4Address, MacAddress, prefix_mask
 from .wire.arp import ArpPacket
 from .wire.errors import WireError
 from .wire.ethernet import DST, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETHERTYPE, HEADER_LENGTH
 from .wire.icmp import DEST_UNREACH, HOST_UNREACH
+from .wire.tcp import IPPROTO_TCP
 
 log = logging.getLogger("netemu.stack")
 
@@ -110,7 +113,9 @@ class Stack:
                               broadcast_xmit=self.broadcast_xmit)
         self.icmp = IcmpLayer(self.ipv4, sysctl)
         self.udp = UdpLayer(self.ipv4, rng)
+        self.tcp = TcpLayer(self.ipv4, sysctl, rng)
         self.sockets = SocketLayer(self.ipv4, self.icmp, self.udp, sysctl, rng, self.devices)  # inet_init: the INET socket layer
+        self.sockets.register_protosw(SOCK_STREAM, IPPROTO_TCP, self.tcp)  # inet_register_protosw(tcp)
         self._timers: list[tuple[float, int, Callable[[float], Any]]] = []
         self._timer_sequence = itertools.count()
         self._refresh_addresses()
@@ -383,6 +388,9 @@ class Stack:
         deadline = self.ipv4.reassembly.next_timer()  # ipv4.next_timer, without the call: asked every loop pass
         if deadline is not None and (earliest is None or deadline < earliest):
             earliest = deadline
+        deadline = self.tcp.next_timer()
+        if deadline is not None and (earliest is None or deadline < earliest):
+            earliest = deadline
         if self._timers:
             deadline = self._timers[0][0]
             if earliest is None or deadline < earliest:
@@ -397,6 +405,9 @@ class Stack:
         deadline = self.ipv4.next_timer()
         if deadline is not None and deadline <= now:
             self._guarded(self.ipv4.tick, now)
+        deadline = self.tcp.next_timer()
+        if deadline is not None and deadline <= now:
+            self._guarded(self.tcp.tick, now)
         timers = self._timers
         while timers and timers[0][0] <= now:
             _, _, callback = heapq.heappop(timers)
@@ -425,6 +436,8 @@ class Stack:
             "Ip": self.ipv4.counters(),
             "Icmp": self.icmp.counters(),
             "Udp": self.udp.counters(),
+            "Tcp": self.tcp.counters(),
+            "TcpExt": self.tcp.ext_counters(),
             "arp_cache": self.neigh.stats.as_dict(),
             "softnet": self.napi.stat.as_dict(),
             "route_cache": self.route_cache.stats(),

@@ -29,6 +29,8 @@ class Knob:
     # writes unres_qlen_bytes in full frames (proc_unres_qlen). Only `view_of` holds a value.
     view_of: str | None = None
     scale: int = 1
+    # A word knob (tcp_congestion_control): its value is one of `choices`, not an integer.
+    choices: tuple[str, ...] = ()
 
 
 def _knobs(*knobs: Knob) -> dict[str, Knob]:
@@ -93,6 +95,33 @@ KNOBS: dict[str, Knob] = _knobs(
     Knob("net.ipv4.ping_group_range", (0, 2147483647), 0, 2147483647,
          "groups (low high) allowed ICMP datagram sockets; systemd's default, as on Debian (the bare kernel's is 1 0: nobody)",
          count=2, ordered=False),
+    # TCP (nodes/tcp/): Linux's names and defaults; seconds where Linux has seconds
+    Knob("net.ipv4.tcp_timestamps", 1, 0, 1, "offer and accept RFC 7323 timestamps"),
+    Knob("net.ipv4.tcp_window_scaling", 1, 0, 1, "offer and accept RFC 7323 window scaling"),
+    Knob("net.ipv4.tcp_sack", 1, 0, 1, "offer and accept SACK (RFC 2018)"),
+    Knob("net.ipv4.tcp_rmem", (4096, 131072, 6291456), 1, INT_MAX,
+         "receive buffer of a TCP socket: min, default, max (autotuning's ceiling)", count=3),
+    Knob("net.ipv4.tcp_wmem", (4096, 16384, 4194304), 1, INT_MAX,
+         "send buffer of a TCP socket: min, default, max (autotuning's ceiling)", count=3),
+    Knob("net.ipv4.tcp_moderate_rcvbuf", 1, 0, 1, "grow the receive buffer with the connection's needs"),
+    Knob("net.ipv4.tcp_syn_retries", 6, 1, 127, "SYN retransmissions before connect() fails (ETIMEDOUT)"),
+    Knob("net.ipv4.tcp_synack_retries", 5, 1, 255, "SYN-ACK retransmissions before a half-open child is dropped"),
+    Knob("net.ipv4.tcp_retries1", 3, 0, 255, "retransmissions before the route is doubted (negative advice)"),
+    Knob("net.ipv4.tcp_retries2", 15, 0, 255, "retransmissions (as a timeout) before an established connection fails"),
+    Knob("net.ipv4.tcp_orphan_retries", 0, 0, 255, "retransmissions of a closed socket's connection (0: 8)"),
+    Knob("net.ipv4.tcp_fin_timeout", 60, 1, INT_MAX, "seconds an orphaned connection stays in FIN-WAIT-2"),
+    Knob("net.ipv4.tcp_time_wait", 1000, 0, INT_MAX,
+         "netemu only: ms in TIME-WAIT (Linux's TCP_TIMEWAIT_LEN is a constant 60000; short suits emulation)"),
+    Knob("net.ipv4.tcp_keepalive_time", 7200, 1, INT_MAX, "seconds idle before the first keepalive probe"),
+    Knob("net.ipv4.tcp_keepalive_intvl", 75, 1, INT_MAX, "seconds between keepalive probes"),
+    Knob("net.ipv4.tcp_keepalive_probes", 9, 1, 127, "unanswered keepalive probes before the connection fails"),
+    Knob("net.ipv4.tcp_congestion_control", "cubic", 0, 0, "congestion control of new connections",
+         choices=("cubic", "reno")),
+    Knob("net.ipv4.tcp_slow_start_after_idle", 1, 0, 1, "restart from the initial window after an idle RTO"),
+    Knob("net.ipv4.tcp_max_syn_backlog", 4096, 1, INT_MAX, "handshakes in progress per listener, at most"),
+    Knob("net.ipv4.tcp_rfc1337", 0, 0, 1, "TIME-WAIT ignores RSTs (RFC 1337)"),
+    Knob("net.ipv4.tcp_challenge_ack_limit", 1000, 0, INT_MAX, "challenge ACKs per second (RFC 5961)"),
+    Knob("net.ipv4.tcp_min_snd_mss", 48, 48, 65535, "the smallest MSS a peer may impose"),
     Knob("net.core.rmem_default", 212992, 2304, INT_MAX, "SO_RCVBUF of a new socket (bytes)"),
     Knob("net.core.rmem_max", 212992, 2304, INT_MAX, "largest SO_RCVBUF setsockopt may ask for (halved value)"),
     Knob("net.core.wmem_default", 212992, 4608, INT_MAX, "SO_SNDBUF of a new socket (bytes)"),
@@ -133,7 +162,11 @@ def _check_vector(knob: Knob, value: Any) -> tuple[int, ...]:
     return values
 
 
-def _check_scalar(knob: Knob, name: str, value: Any) -> int:
+def _check_scalar(knob: Knob, name: str, value: Any) -> Any:
+    if knob.choices:
+        if not isinstance(value, str) or value.strip() not in knob.choices:
+            raise SysctlError(name, f"{value!r} is not one of {', '.join(knob.choices)}")
+        return value.strip()
     if isinstance(value, bool):
         value = int(value)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():

@@ -206,4 +206,5 @@ class SocketLayer:
         owned = {id(sock.endpoint) for sock in self.sockets if isinstance(sock, UdpSocket)}
         kernel = [endpoint.describe() for endpoints in self.udp.hash.values() for endpoint in endpoints
                   if id(endpoint) not in owned]
-        return [sock.describe() for sock in self.sockets] + kernel
+        orphans = [row for proto in self.stream.values() for row in getattr(proto, "table", lambda: [])()]
+        return [sock.describe() for sock in self.sockets] + kernel + orphans

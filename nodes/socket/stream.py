@@ -10,11 +10,18 @@ from typing import Any, Iterable, Protocol
 
 from .cmsg import Message
 from .constants import (
-    AF_INET, AF_INET6, AF_UNSPEC, POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDHUP, POLLRDNORM, POLLWRNORM,
-    RCV_SHUTDOWN, SEND_SHUTDOWN, SHUT_RD, SHUT_RDWR, SHUT_WR, SOMAXCONN, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN,
-    TCP_SYN_SENT, _error,
+    AF_INET, AF_INET6, AF_UNSPEC, MSG_ERRQUEUE, MSG_OOB, POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDHUP, POLLRDNORM,
+    POLLWRNORM, RCV_SHUTDOWN, SEND_SHUTDOWN, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_KEEPALIVE, SO_RCVBUF, SO_RCVBUFFORCE,
+    SO_SNDBUF, SO_SNDBUFFORCE, SOL_SOCKET, SOL_TCP, SOMAXCONN, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_CLOSING,
+    TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
+    TCP_TIME_WAIT, _error,
 )
 from .inet import InetSocket, LayerView
+from .stream_options import TcpSocketOptions
+
+# the states of a connection that was established (socket->state SS_CONNECTED)
+CONNECTED_STATES = frozenset((TCP_ESTABLISHED, TCP_CLOSE_WAIT, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_CLOSING,
+                              TCP_LAST_ACK, TCP_TIME_WAIT))
 
 
 class StreamProtocol(Protocol):
@@ -64,12 +71,13 @@ class StreamProtocol(Protocol):
         raise NotImplementedError
 
 
-class StreamSocket(InetSocket):
-    """SOCK_STREAM's socket-layer half (inet_stream_ops): bind, listen/accept queue, shutdown, states.
+class StreamSocket(TcpSocketOptions, InetSocket):
+    """SOCK_STREAM's socket-layer half (inet_stream_ops + tcp_poll/tcp_recvmsg/tcp_sendmsg's checks):
+    bind, listen and the accept queue, shutdown, readiness; the bytes are the transport's.
 
-    The transport behind `protocol` completes connections: it calls
-    `enqueue_accept(child)` on a listener (False when the backlog is full:
-    sk_acceptq_is_full) and `set_state` on a connecting socket."""
+    `state` is the connection's TCP state (Linux's sk_state), set by the transport; the
+    transport completes connections: it calls `enqueue_accept(child)` on a listener (False
+    when the backlog is full: sk_acceptq_is_full) for a child made by `new_child`."""
 
     kind = "tcp"
 
@@ -78,15 +86,32 @@ class StreamSocket(InetSocket):
         self.proto = proto
         self.address = 0
         self.port = 0
+        self.source = 0
         self.v6_any = False
         self.backlog = 0  # sk_max_ack_backlog
         self.accept_queue: deque["StreamSocket"] = deque()
+        self.connected = False  # SS_CONNECTED: a connection was established once (SOCK_DONE after it ends)
+        self.tcp_bind: Any = None
+        self.tcp_autobound = False
+        sysctl = layer.sysctl
+        self.rcvbuf = sysctl.get("net.ipv4.tcp_rmem", (0, 131072, 0))[1]   # tcp_init_sock: tcp_rmem[1]
+        self.sndbuf = sysctl.get("net.ipv4.tcp_wmem", (0, 16384, 0))[1]
+        self._init_tcp_options()
 
     def _local(self) -> tuple[int, int, bool]:
-        return self.address, self.port, self.v6_any
+        return self.address or self.source, self.port, self.v6_any and not self.source
 
     def _bound_port(self) -> int:
         return self.port
+
+    def new_child(self, address: int, port: int, peer_address: int, peer_port: int) -> "StreamSocket":
+        """inet_csk_clone_lock: the socket of a connection this listener accepted (not yet in any table)."""
+        child = StreamSocket(self.layer, self.family, self.type, self.protocol, self.proto)
+        child.address, child.port, child.source = address, port, address
+        child.peer = (peer_address, peer_port)
+        child.connected = True
+        child.privileged, child.uid = getattr(self, "privileged", True), getattr(self, "uid", 0)
+        return child
 
     def bind(self, address: Any) -> None:
         self._check_open()
@@ -113,7 +138,7 @@ class StreamSocket(InetSocket):
     def listen(self, backlog: int) -> None:
         """inet_listen: EINVAL unless closed or listening; autobinds; the backlog capped at somaxconn."""
         self._check_open()
-        if self.state not in (TCP_CLOSE, TCP_LISTEN):
+        if self.state not in (TCP_CLOSE, TCP_LISTEN) or self.connected:
             raise _error(errno.EINVAL)
         self.backlog = min(max(backlog, 0), SOMAXCONN)
         if self.state != TCP_LISTEN:
@@ -143,18 +168,31 @@ class StreamSocket(InetSocket):
         return child
 
     def connect(self, address: Any, now: float) -> None:
+        """__inet_stream_connect: EISCONN once connected, EALREADY while connecting, EINVAL when listening."""
         self._check_open()
         target = self._destination(address)
-        if self.state == TCP_ESTABLISHED:
-            raise _error(errno.EISCONN)
-        if self.state == TCP_SYN_SENT:
-            raise _error(errno.EALREADY)
         if self.state == TCP_LISTEN:
             raise _error(errno.EINVAL)
+        if self.state in (TCP_SYN_SENT, TCP_SYN_RECV):
+            raise _error(errno.EALREADY)
+        if self.connected:
+            raise _error(errno.EISCONN)
+        if target.family == AF_UNSPEC and not target.address:
+            # inet_stream_connect: AF_UNSPEC disconnects (tcp_disconnect: RST, CLOSE); the socket can connect again
+            disconnect = getattr(self.proto, "disconnect", None)
+            if disconnect is not None:
+                disconnect(self, now)
+            self.peer = None
+            self.connected = False
+            self.state = TCP_CLOSE
+            self.shutdown_mask = 0
+            return
         assert target.address is not None
-        # __inet_stream_connect: the transport starts the handshake (TCP_SYN_SENT) and later moves the
-        # state on; the front end answers a non-blocking connect EINPROGRESS and waits on `on_ready`.
+        # the transport starts the handshake (TCP_SYN_SENT) and later moves the state on; the front
+        # end answers a non-blocking connect EINPROGRESS and waits on `on_ready`.
         self.peer = (target.address, target.port)
+        self.sk_err = 0
+        self.shutdown_mask = 0
         try:
             self.proto.connect(self, target.address, target.port, now)
         except OSError:
@@ -163,29 +201,40 @@ class StreamSocket(InetSocket):
 
     def set_state(self, state: int) -> None:
         self.state = state
+        if state in CONNECTED_STATES:
+            self.connected = True
         self._wake()
 
     def poll(self) -> int:
-        """tcp_poll, the socket layer's part: a listener is readable with connections to accept."""
-        if self.state == TCP_LISTEN:
+        """tcp_poll."""
+        state = self.state
+        if state == TCP_LISTEN:
             return POLLIN | POLLRDNORM if self.accept_queue else 0
-        mask = POLLERR if self.sk_err else 0
-        if self.shutdown_mask == RCV_SHUTDOWN | SEND_SHUTDOWN or (self.state == TCP_CLOSE and self.peer is not None):
+        mask = 0
+        if self.shutdown_mask == RCV_SHUTDOWN | SEND_SHUTDOWN or state == TCP_CLOSE:
             mask |= POLLHUP
         if self.shutdown_mask & RCV_SHUTDOWN:
             mask |= POLLIN | POLLRDNORM | POLLRDHUP
-        if self.recv_ready():
-            mask |= POLLIN | POLLRDNORM
-        if self.send_room() > 0:
-            mask |= POLLOUT | POLLWRNORM
+        if state != TCP_SYN_SENT and state != TCP_SYN_RECV:
+            if self.proto.recv_ready(self):
+                mask |= POLLIN | POLLRDNORM
+            if not self.shutdown_mask & SEND_SHUTDOWN:
+                if state != TCP_CLOSE and self.proto.send_room(self) > 0:
+                    mask |= POLLOUT | POLLWRNORM
+            else:
+                mask |= POLLOUT | POLLWRNORM  # tcp_poll: a shut writer never blocks (its write fails at once)
+        if self.sk_err:
+            mask |= POLLERR
         return mask
 
     def shutdown(self, how: int, now: float) -> None:
+        """inet_shutdown."""
         self._check_open()
         if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
             raise _error(errno.EINVAL)
         if self.state == TCP_CLOSE:
             self.shutdown_mask |= how + 1
+            self._wake()
             raise _error(errno.ENOTCONN)
         if self.state == TCP_LISTEN:
             if (how + 1) & RCV_SHUTDOWN:  # inet_shutdown: a listener stops listening
@@ -199,41 +248,101 @@ class StreamSocket(InetSocket):
         self._wake()
 
     def send_room(self) -> int:
-        if self.closed or self.state != TCP_ESTABLISHED or self.shutdown_mask & SEND_SHUTDOWN:
+        if self.closed or self.state not in (TCP_ESTABLISHED, TCP_CLOSE_WAIT) or self.shutdown_mask & SEND_SHUTDOWN:
             return 0
         return self.proto.send_room(self)
 
     def recv_ready(self) -> bool:
-        return self.state == TCP_ESTABLISHED and self.proto.recv_ready(self)
+        return self.state != TCP_LISTEN and self.proto.recv_ready(self)
 
     def sendmsg(self, data: bytes, address: Any, now: float, flags: int = 0,
                 ancillary: Iterable[tuple[int, int, bytes]] = ()) -> int:
-        """inet_sendmsg -> the transport; EPIPE after SHUT_WR, ENOTCONN before the connection (tcp_sendmsg)."""
+        """tcp_sendmsg: the error first, EPIPE after SHUT_WR or without a connection, EAGAIN while
+        connecting or when the send buffer is full (the front end waits)."""
         self._check_open()
+        if flags & MSG_OOB:
+            raise _error(errno.EOPNOTSUPP)
         if self.sk_err:
             raise _error(self._take_error())
         if self.shutdown_mask & SEND_SHUTDOWN:
             raise _error(errno.EPIPE)
-        if self.state != TCP_ESTABLISHED:
-            raise _error(errno.EPIPE if self.state == TCP_CLOSE and self.peer is not None else errno.ENOTCONN)
+        if self.state in (TCP_SYN_SENT, TCP_SYN_RECV):
+            raise _error(errno.EAGAIN)  # sk_stream_wait_connect
+        if self.state not in (TCP_ESTABLISHED, TCP_CLOSE_WAIT):
+            raise _error(errno.EPIPE)
         return self.proto.sendmsg(self, bytes(data), flags, now)
 
+    def send_on_close(self, data: bytes, now: float) -> int:
+        """What the program wrote before it closed its end: every byte, beyond the send buffer."""
+        if self.closed or not data or self.state not in (TCP_ESTABLISHED, TCP_CLOSE_WAIT):
+            return 0
+        return self.proto.send_forced(self, bytes(data), now)
+
     def recvmsg(self, bufsize: int, now: float, flags: int = 0) -> Message:
-        """inet_recvmsg -> the transport; ENOTCONN before the connection, EINVAL on a listener."""
+        """tcp_recvmsg: bytes first, then the error, then 0 at EOF; ENOTCONN unconnected, EAGAIN else."""
         self._check_open()
+        if bufsize < 0:
+            raise _error(errno.EINVAL)
+        if flags & MSG_ERRQUEUE:
+            return self._recv_error(bufsize, flags)
+        if flags & MSG_OOB:
+            raise _error(errno.EINVAL)  # no urgent data: tcp_recv_urg
         if self.state == TCP_LISTEN:
             raise _error(errno.ENOTCONN)
+        eof = False
+        if self.proto.recv_ready(self) and self.state not in (TCP_SYN_SENT, TCP_SYN_RECV):
+            data = self.proto.recvmsg(self, bufsize, flags, now)
+            if data or bufsize == 0:
+                return Message(data, None, 0, [], len(data))
+            eof = True  # ready without bytes: the peer's FIN
         if self.sk_err:
             raise _error(self._take_error())
-        if self.state != TCP_ESTABLISHED:
-            if self.shutdown_mask & RCV_SHUTDOWN or self.peer is not None:
-                return Message(b"", None, 0, [], 0)
+        if eof or self.shutdown_mask & RCV_SHUTDOWN:
+            return Message(b"", None, 0, [], 0)
+        if self.state == TCP_CLOSE:
+            if self.connected:
+                return Message(b"", None, 0, [], 0)  # SOCK_DONE
             raise _error(errno.ENOTCONN)
-        data = self.proto.recvmsg(self, bufsize, flags, now)
-        return Message(data, None, 0, [], len(data))
+        raise _error(errno.EAGAIN)
+
+    def getpeername(self) -> tuple:
+        """inet_getname(peer=1): ENOTCONN without a peer, or in CLOSE and SYN-SENT."""
+        self._check_open()
+        if self.peer is None or self.state in (TCP_CLOSE, TCP_SYN_SENT) or self.state == TCP_LISTEN:
+            raise _error(errno.ENOTCONN)
+        return self._sockaddr(*self.peer)
+
+    # ------------------------------------------------------------ options
+
+    def setsockopt(self, level: int, option: int, value: "int | bytes") -> None:
+        self._check_open()
+        if level == SOL_TCP:
+            self._set_tcp_option(option, value)
+            return
+        super().setsockopt(level, option, value)
+        if level == SOL_SOCKET:
+            if option in (SO_RCVBUF, SO_RCVBUFFORCE):
+                self.tcp_rcvbuf = self.rcvbuf   # SOCK_RCVBUF_LOCK: no autotuning
+            elif option in (SO_SNDBUF, SO_SNDBUFFORCE):
+                self.tcp_sndbuf = self.sndbuf
+            if option in (SO_KEEPALIVE, SO_RCVBUF, SO_SNDBUF, SO_RCVBUFFORCE, SO_SNDBUFFORCE):
+                self._sync_connection()
+
+    def getsockopt(self, level: int, option: int) -> "int | bytes":
+        self._check_open()
+        if level == SOL_TCP:
+            return self._get_tcp_option(option)
+        return super().getsockopt(level, option)
 
     def _unhash(self, now: float) -> None:
         for child in self.accept_queue:
             child.close(now)
         self.accept_queue.clear()
         self.proto.close(self, now)
+
+    def describe(self) -> dict:
+        row = super().describe()
+        describe = getattr(self.proto, "describe_socket", None)
+        if describe is not None:
+            row.update(describe(self))
+        return row

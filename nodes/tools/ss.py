@@ -24,20 +24,22 @@ from typing import Any, Iterable, Mapping, TextIO
 
 from .common import Node, ToolExit, emit, option_cluster, run
 
-LONG_OPTIONS = {"--tcp": "t", "--udp": "u", "--raw": "w", "--all": "a", "--listening": "l", "--numeric": "n",
+LONG_OPTIONS = {"--tcp": "t", "--udp": "u", "--raw": "w", "--all": "a", "--listening": "l", "--numeric": "n", "--info": "i",
                 "--processes": "p", "--extended": "e", "--ipv4": "4", "--ipv6": "6", "--no-header": "H",
                 "--unix": "x", "--help": "h"}
-SHORT_OPTIONS = "tuwalnpe46Hxh"
+SHORT_OPTIONS = "tuwalnpei46Hxh"
 # Which protocols each selection option means; the kernel's proto names without the family suffix.
 PROTOCOLS = {"t": ("tcp",), "u": ("udp",), "w": ("raw", "icmp")}
 # In the order ss dumps them (raw, then udp, then tcp).
 ALL_PROTOCOLS = ("raw", "icmp", "udp", "tcp")
 LISTENING_STATES = ("LISTEN", "UNCONN")
+# ss's default filter (SS_CONN) leaves these out too; -a shows them
+HIDDEN_STATES = ("TIME-WAIT", "SYN-RECV")
 
 USAGE = """Usage: ss [ OPTIONS ]
    -t, --tcp  -u, --udp  -w, --raw     sockets of these protocols (default: all)
    -a, --all  -l, --listening          all sockets / only listening and unconnected ones
-   -n, --numeric  -p, --processes  -e, --extended  -4, --ipv4  -6, --ipv6  -H, --no-header"""
+   -n, --numeric  -p, --processes  -e, --extended  -i, --info (TCP internals)  -4, --ipv4  -6, --ipv6  -H, --no-header"""
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Selection:
     numeric: bool = False
     processes: bool = False
     extended: bool = False
+    info: bool = False
     family: str | None = None  # "4", "6" or None
     header: bool = True
 
@@ -79,6 +82,8 @@ def parse(argv: list[str]) -> Selection:
                 selection.processes = True
             elif letter == "e":
                 selection.extended = True
+            elif letter == "i":
+                selection.info = True
             elif letter in "46":
                 selection.family = letter
             elif letter == "H":
@@ -120,7 +125,7 @@ def select(entries: Iterable[Mapping[str, Any]], selection: Selection) -> list[M
         listening = entry["state"] in LISTENING_STATES
         if selection.listening and not selection.all_states and not listening:
             continue
-        if not selection.listening and not selection.all_states and listening:
+        if not selection.listening and not selection.all_states and (listening or entry["state"] in HIDDEN_STATES):
             continue
         kept.append(entry)
     return sorted(kept, key=lambda entry: chosen.index(_split_proto(entry["proto"])[0]))
@@ -171,7 +176,70 @@ def table(entries: list[Mapping[str, Any]], selection: Selection, owners: Mappin
             _process_column(entry, selection, owners)])
     header = (["Netid"] if show_netid else []) + [
         "State", "Recv-Q", "Send-Q", ("Local Address", "Port"), ("Peer Address", "Port"), "Process"]
-    return _align(([header] if selection.header else []) + rows)
+    lines = _align(([header] if selection.header else []) + rows)
+    if not selection.info:
+        return lines
+    first = 1 if selection.header else 0
+    out = lines[:first]
+    for line, entry in zip(lines[first:], entries):
+        out.append(line)
+        if entry.get("info"):
+            out.append("\t " + info_line(entry["info"]))
+    return out
+
+
+def info_line(info: Mapping[str, Any]) -> str:
+    """tcp_show_info's line: algorithm, options, timers (ms), sizes and counters, as `ss -ti` prints them."""
+    def ms(key: str) -> str:
+        return f"{float(info.get(key) or 0) * 1000:g}"
+
+    words = []
+    if info.get("congestion"):
+        words.append(str(info["congestion"]))
+    if info.get("options"):
+        words.extend(str(info["options"]).split())
+    words.append(f"rto:{ms('rto')}")
+    if info.get("backoff"):
+        words.append(f"backoff:{info['backoff']}")
+    if info.get("rtt"):
+        words.append(f"rtt:{float(info['rtt']) * 1000:.3g}/{float(info.get('rttvar') or 0) * 1000:.3g}")
+    if info.get("ato"):
+        words.append(f"ato:{ms('ato')}")
+    for key, name in (("snd_mss", "mss"), ("pmtu", "pmtu"), ("rcv_mss", "rcvmss"), ("advmss", "advmss"),
+                      ("snd_cwnd", "cwnd")):
+        if info.get(key) is not None:
+            words.append(f"{name}:{info[key]}")
+    ssthresh = info.get("snd_ssthresh")
+    if ssthresh is not None and ssthresh < 0x7FFFFFFF:
+        words.append(f"ssthresh:{ssthresh}")
+    for key in ("bytes_sent", "bytes_retrans", "bytes_acked", "bytes_received", "segs_out", "segs_in",
+                "data_segs_out", "data_segs_in"):
+        if info.get(key):
+            words.append(f"{key}:{info[key]}")
+    for key, name in (("last_data_sent", "lastsnd"), ("last_data_recv", "lastrcv"), ("last_ack_recv", "lastack")):
+        if info.get(key) is not None:
+            words.append(f"{name}:{int(float(info[key]) * 1000)}")
+    if info.get("delivered"):
+        words.append(f"delivered:{info['delivered']}")
+    if info.get("unacked"):
+        words.append(f"unacked:{info['unacked']}")
+    if info.get("retransmits") or info.get("total_retrans"):
+        words.append(f"retrans:{info.get('retransmits') or 0}/{info.get('total_retrans') or 0}")
+    for key in ("lost", "sacked", "reordering"):
+        if info.get(key) and not (key == "reordering" and info[key] == 3):
+            words.append(f"{key}:{info[key]}")
+    for key in ("rcv_space", "rcv_ssthresh"):
+        if info.get(key):
+            words.append(f"{key}:{info[key]}")
+    if info.get("min_rtt"):
+        words.append(f"minrtt:{float(info['min_rtt']) * 1000:.3g}")
+    if info.get("snd_wnd") is not None:
+        words.append(f"snd_wnd:{info['snd_wnd']}")
+    if info.get("rcv_wnd") is not None:
+        words.append(f"rcv_wnd:{info['rcv_wnd']}")
+    if info.get("notsent_bytes"):
+        words.append(f"notsent:{info['notsent_bytes']}")
+    return " ".join(words)
 
 
 def _align(rows: list[list[Any]]) -> list[str]:

@@ -86,8 +86,15 @@ def test_ipv6_offers_udp_only_icmpv6_is_eprotonosupport(layer):
 
 
 def test_stream_without_a_transport_is_esocktnosupport(layer):
-    # inet_create over an empty inetsw[SOCK_STREAM]: no transport is faked until TCP registers.
+    # inet_create over an empty inetsw[SOCK_STREAM] (a layer TCP has not registered with)
+    layer.stream.clear()
     assert errno_of(layer.socket, AF_INET, SOCK_STREAM, 0) == errno.ESOCKTNOSUPPORT
+
+
+def test_a_stack_registers_tcp_as_its_stream_transport(layer):
+    sock = layer.socket(AF_INET, SOCK_STREAM, 0)
+    assert sock.protocol == IPPROTO_TCP and sock.kind == "tcp"
+    assert errno_of(layer.socket, AF_INET, SOCK_STREAM, IPPROTO_UDP) == errno.EPROTONOSUPPORT
 
 
 class _Ports(StreamProtocol):
