@@ -70,14 +70,14 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin):
         "iss", "snd_una", "snd_nxt", "snd_wnd", "max_snd_wnd", "snd_wl1", "snd_wl2", "snd_sml",
         "_sbuf", "_sbuf_seq", "sndbuf", "_sndbuf_locked", "fin_queued", "fin_sent", "fin_seq",
         # receive sequence space
-        "irs", "rcv_wnd", "rcv_wup", "rq", "rcvbuf", "rcv_mss",
+        "irs", "rcv_wnd", "rcv_wup", "rq", "rcvbuf", "rcv_mss", "rcv_ssthresh", "_rcvbuf_locked", "_pmtu_align",
         # options
         "_settings", "_offer", "_neg", "_ts", "ts_on", "sack_on", "snd_wscale", "rcv_wscale",
         "mss", "advmss", "window_clamp", "syn_tsval",
         # reliability and congestion
         "rtt", "cc", "sb", "dupacks", "retransmits", "retrans_stamp", "_rtt_seq", "_rtt_time",
         "_cwnd_limited", "probes", "_persist_backoff", "keep_probes", "_chal_time", "_chal_count",
-        "ack_pending", "_quick",
+        "ack_pending", "_quick", "_ato", "_lrcvtime", "_pingpong",
         # timers (deadlines, seconds, or None)
         "t_rtx", "t_persist", "t_delack", "t_keep", "t_wait",
         # socket options
@@ -136,7 +136,10 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin):
         self.rcv_wnd = self.rcv_wup = 0
         self.rq = None
         self.rcvbuf = rcvbuf if rcvbuf is not None else config.rmem
+        self._rcvbuf_locked = rcvbuf is not None
         self.rcv_mss = 536
+        self.rcv_ssthresh = 0
+        self._pmtu_align = None
         self._settings = OptionSettings(config.timestamps, config.window_scaling, config.sack)
         self._offer = None
         self._neg = None
@@ -163,6 +166,9 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin):
         self._chal_count = 0
         self.ack_pending = False
         self._quick = 0
+        self._ato = 0.0
+        self._lrcvtime = 0.0
+        self._pingpong = False
         self.t_rtx = self.t_persist = self.t_delack = self.t_keep = self.t_wait = None
         self.nodelay = False
         self.cork = False
@@ -424,6 +430,8 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin):
         if self.sb is not None:
             self.sb.mss = self.mss
         if self.mss < old and self.snd_una != self.snd_nxt and self.state not in (TCP_SYN_SENT, TCP_SYN_RECV):
+            # tcp_simple_retransmit: each segment in flight is cut to the new MSS (tcp_fragment)
+            self._pmtu_align = (self.snd_una, old, self.snd_nxt)
             self._enter_loss(now, reduce_cwnd=False)
             self._write_xmit(now)
 
@@ -432,6 +440,7 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin):
         """SO_RCVBUF / SO_SNDBUF (already doubled by the socket layer, as Linux does)."""
         if rcvbuf is not None:
             self.rcvbuf = rcvbuf
+            self._rcvbuf_locked = True
             if self.rq is not None:
                 self.rq.buffer_size = max(rcvbuf, 1)
         if sndbuf is not None:
@@ -458,7 +467,6 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin):
         neg = self._neg
         sb = self.sb
         srtt = rtt.srtt
-        rq = self.rq
         return {
             "state": self.state,
             "retransmits": self.retransmits,
@@ -475,8 +483,8 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin):
             "rttvar": rtt.rttvar,
             "snd_ssthresh": self.cc.ssthresh,
             "snd_cwnd": self.cc.cwnd,
-            "rcv_space": rq.buffer_size if rq is not None else self.rcvbuf,
-            "rcv_ssthresh": rq.receive_window if rq is not None else self.rcvbuf,
+            "rcv_space": self.rcvbuf >> 1,
+            "rcv_ssthresh": self.rcv_ssthresh,
             "snd_wnd": self.snd_wnd,
             "rcv_wnd": self.rcv_wnd,
             "bytes_sent": self.bytes_sent,

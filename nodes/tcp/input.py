@@ -66,7 +66,7 @@ class InputMixin:
         self.snd_wnd = self.max_snd_wnd = header.window  # a SYN's window is never scaled
         self.snd_wl1 = header.seq
         self.snd_wl2 = header.ack
-        self.rcv_wnd = self._offer.window
+        self.rcv_wnd = self.rcv_ssthresh = self._offer.window
         self.rcv_wup = self.rq.rcv_nxt
 
     def _handshake_rtt(self, tsecr, now: float) -> None:
@@ -228,8 +228,10 @@ class InputMixin:
                 if self.passive or not flags & ACK:
                     self._send_syn(now)  # the peer's SYN again: our SYN-ACK was lost
                     return
-                # simultaneous open: the peer's SYN-ACK acknowledges our SYN (tcp_validate_incoming)
+                # simultaneous open: the peer's SYN-ACK acknowledges our SYN (tcp_validate_incoming);
+                # its SYN is old news, acknowledged again (tcp_data_queue: a retransmission)
                 seq = seq_add(seq, 1)
+                self.ack_pending = True
             else:
                 self._challenge_ack(now)  # RFC 5961 4.2
                 return
@@ -247,6 +249,8 @@ class InputMixin:
             self.snd_wl1 = seq
             self.snd_wl2 = ack
             self._establish(now)
+            if self.ack_pending:
+                self._send_ack(now)
         elif seq_gt(ack, self.snd_nxt) or seq_lt(ack, seq_add(self.snd_una, -self.max_snd_wnd)):
             self._challenge_ack(now)  # RFC 5961 5.2: ACK outside [SND.UNA - MAX.SND.WND, SND.NXT]
             return
@@ -303,21 +307,32 @@ class InputMixin:
                 sb.on_ack(ack, list(blocks))
             if not plen and not flags & FIN and not window_changed:
                 self._duplicate_ack(now)
+        if blocks and self.sack_on:
+            self._sack_recovery_check(now)
         if self.fin_sent and self.snd_una == self.snd_nxt:
             self._fin_acked(now)
+
+    def _sack_recovery_check(self, now: float) -> None:
+        """RFC 6675 5 step 4: DupThresh duplicate ACKs or IsLost(HighACK + 1) -> recovery, and
+        the first lost segment is retransmitted at once whatever pipe says (step 4.3)."""
+        sb = self.sb
+        cc = self.cc
+        if sb is None or cc.state is not _OPEN or not sb.should_enter_recovery:
+            return
+        if cc.enter_recovery(now, self.snd_nxt, sack=True):
+            sb.enter_recovery()
+            self.stats.TCPSackRecovery += 1
+            self.stats.TCPFastRetrans += 1
+            nxt = sb.next_seg(0, None)
+            if nxt is not None and nxt.rule != 2:
+                self._retransmit(nxt.seq, nxt.length, now)
 
     def _duplicate_ack(self, now: float) -> None:
         """RFC 5681 3.2 / RFC 6582 / RFC 6675 5: count, enter fast recovery, inflate."""
         cc = self.cc
         sb = self.sb
         if self.sack_on and sb is not None:
-            if cc.state is _OPEN and sb.should_enter_recovery:
-                if cc.enter_recovery(now, self.snd_nxt, sack=True):
-                    sb.enter_recovery()
-                    self.stats.TCPSackRecovery += 1
-                    self.stats.TCPFastRetrans += 1
-                    self._rtt_seq = None
-            return
+            return  # RFC 6675: the scoreboard counts (see _sack_recovery_check)
         self.dupacks += 1
         if cc.state is _RECOVERY:
             cc.on_duplicate_ack(now)
@@ -403,6 +418,16 @@ class InputMixin:
             return
         if plen > self.rcv_mss:
             self.rcv_mss = min(plen, self.advmss)  # tcp_measure_rcv_mss
+        if plen:
+            # tcp_grow_window: each segment lets the window grow by two MSS, up to the clamp
+            room = min(self.window_clamp, rq.free_space >> 1) - self.rcv_ssthresh
+            if room > 0:
+                self.rcv_ssthresh += min(room, max(2 * self.advmss, 2 * plen))
+        if plen and seq == rq.rcv_nxt and seq_add(self.rcv_wup, self.rcv_wnd) == seq:
+            # tcp_data_queue: data into a zero window we advertised is dropped and answered
+            self.stats.TCPZeroWindowDrop += 1
+            self._send_ack(now)
+            return
         zero_window = rq.receive_window == 0
         arrival = rq.receive(seq, payload, bool(fin))
         if plen:
@@ -418,28 +443,76 @@ class InputMixin:
                 stats.TCPZeroWindowDrop += 1
             elif not arrival.in_order:
                 stats.TCPOFODrop += 1
+        if arrival.in_order and plen:
+            self._event_data_recv(now)
         if arrival.fin:
             self._fin_in(now)
             if self.state != TCP_CLOSE_WAIT:
                 self._send_ack(now)
                 return
-        if (arrival.out_of_order or arrival.duplicate or arrival.filled_gap or arrival.dropped
-                or rq.ofo_segments or self.quickack):
-            self._send_ack(now)  # RFC 5681 4.2: out-of-order data or a filled gap: ACK at once
+        if arrival.out_of_order or arrival.duplicate or arrival.filled_gap or arrival.dropped or rq.ofo_segments:
+            # tcp_data_queue: out of order, a duplicate or a filled gap -> ACK at once, and
+            # quick-ACK mode for what follows (tcp_enter_quickack_mode; RFC 5681 4.2)
+            self._incr_quickack(16)
+            self._pingpong = False
+            self._send_ack(now)
             return
-        # __tcp_ack_snd_check: more than one full segment unacknowledged -> ACK now
-        if not arrival.fin and seq_diff(rq.rcv_nxt, self.rcv_wup) > self.rcv_mss:
+        # __tcp_ack_snd_check: more than one full segment unacknowledged, or quick-ACK mode
+        if not arrival.fin and (seq_diff(rq.rcv_nxt, self.rcv_wup) > self.rcv_mss or self.quickack
+                                or (self._quick and not self._pingpong)):
+            if self._quick:
+                self._quick -= 1  # tcp_dec_quickack_mode
             self._send_ack(now)
             return
         self.ack_pending = True
         if self.t_delack is None:
-            self.t_delack = now + self.config.delack_min
+            self.t_delack = now + self._delack_timeout()
+
+    def _incr_quickack(self, max_quickacks: int) -> None:
+        """tcp_incr_quickack(): up to rcv_wnd / (2 * rcv_mss) immediate ACKs, at least 2."""
+        quick = self.rcv_wnd // (2 * self.rcv_mss) or 2
+        quick = min(quick, max_quickacks)
+        if quick > self._quick:
+            self._quick = quick
+
+    def _event_data_recv(self, now: float) -> None:
+        """tcp_event_data_recv(): the ACK timeout (ato) follows the gaps between data segments;
+        the first data (or data after a gap longer than the RTO) starts quick-ACK mode."""
+        delack_min = self.config.delack_min
+        if not self._ato:
+            self._incr_quickack(16)
+            self._ato = delack_min
+        else:
+            gap = now - self._lrcvtime
+            if gap <= delack_min / 2:
+                self._ato = self._ato / 2 + delack_min / 2
+            elif gap < self._ato:
+                self._ato = min(self._ato / 2 + gap, self.rtt.rto)
+            elif gap > self.rtt.rto:
+                self._incr_quickack(16)
+        self._lrcvtime = now
+
+    def _delack_timeout(self) -> float:
+        """tcp_send_delayed_ack(): ato, bounded by the RTT (and 200 ms in ping-pong mode)."""
+        config = self.config
+        ato = self._ato or config.delack_min
+        if ato > config.delack_min:
+            max_ato = config.delack_max if self._pingpong else 0.5
+            srtt = self.rtt.srtt
+            if srtt is not None:
+                max_ato = min(max_ato, max(srtt, config.delack_min))
+            ato = min(ato, max_ato)
+        return ato
 
     def _fin_in(self, now: float) -> None:
         """tcp_fin(): ESTABLISHED -> CLOSE-WAIT, FIN-WAIT-1 -> CLOSING, FIN-WAIT-2 -> TIME-WAIT."""
         state = self.state
         if state == TCP_ESTABLISHED:
             self._set_state(TCP_CLOSE_WAIT)
+            self._pingpong = True  # inet_csk_enter_pingpong_mode: our FIN may go with the ACK
+            self.ack_pending = True
+            if self.t_delack is None:
+                self.t_delack = now + self._delack_timeout()
         elif state == TCP_FIN_WAIT1:
             self._set_state(TCP_CLOSING)
         elif state == TCP_FIN_WAIT2:

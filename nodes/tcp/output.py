@@ -33,9 +33,14 @@ class OutputMixin:
 
     # -- options ---------------------------------------------------------------------------
     def _make_offer(self, peer=None):
+        """tcp_connect_init / tcp_openreq_init_rwin: the receive space is half the buffer
+        (tcp_full_space); a buffer set by SO_RCVBUF also clamps the window (so, the scale)."""
+        space = self.rcvbuf >> 1
+        clamp = space if self._rcvbuf_locked else 0
         if peer is None:
-            return offer_syn(self.path_mtu, self.rcvbuf, self._settings, user_mss=self.user_mss)
-        return offer_syn_ack(peer, self.path_mtu, self.rcvbuf, self._settings, user_mss=self.user_mss)
+            return offer_syn(self.path_mtu, space, self._settings, user_mss=self.user_mss, window_clamp=clamp)
+        return offer_syn_ack(peer, self.path_mtu, space, self._settings, user_mss=self.user_mss,
+                             window_clamp=clamp)
 
     def _tsval(self, now: float) -> int:
         """Our TSval clock (options.TimestampState.tsval, inlined: milliseconds plus the offset)."""
@@ -65,16 +70,26 @@ class OutputMixin:
 
     # -- the receive window ----------------------------------------------------------------
     def _window_candidate(self) -> int:
-        """__tcp_select_window(): the free receive space, 0 below one MSS (receiver SWS
-        avoidance, RFC 1122 4.2.3.3), rounded down to the window scale."""
+        """__tcp_select_window(): half the free buffer (tcp_space), at most rcv_ssthresh, 0 below
+        one MSS (receiver SWS avoidance, RFC 1122 4.2.3.3), aligned up to the window scale."""
         rq = self.rq
-        win = rq.receive_window
-        if win < self.rcv_mss and win < (rq.buffer_size >> 1):
-            return 0
+        mss = self.rcv_mss
+        full_space = min(self.window_clamp, self.rcvbuf >> 1)
+        free_space = rq.free_space >> 1
+        if free_space < (full_space >> 1):
+            if self.rcv_ssthresh > 4 * self.advmss:
+                self.rcv_ssthresh = max(4 * self.advmss, mss)  # tcp_adjust_rcv_ssthresh
+            if free_space < mss:
+                return 0
+        if free_space > self.rcv_ssthresh:
+            free_space = self.rcv_ssthresh
         scale = self.rcv_wscale
         if scale:
-            win = (win >> scale) << scale
-        return win
+            return ((free_space + (1 << scale) - 1) >> scale) << scale
+        window = self.rcv_wnd
+        if window <= free_space - mss or window > free_space:
+            window = (free_space // mss) * mss
+        return window
 
     def _select_window(self) -> int:
         """tcp_select_window(): the window field of the next segment; never shrinks the right
@@ -187,6 +202,8 @@ class OutputMixin:
             self.data_segs_out += 1
             self.bytes_sent += count
             self.last_data_sent = now
+            if now - self._lrcvtime < self._ato:
+                self._pingpong = True  # tcp_event_data_sent: a reply within ato of the request
             if count < self.mss:
                 self.snd_sml = end
         if self._rtt_seq is None and not self.ts_on:
@@ -257,6 +274,14 @@ class OutputMixin:
             return False
         avail = len(buf) - off
         count = min(length, avail, self._payload_limit()) if avail > 0 else 0
+        align = self._pmtu_align
+        if align is not None and count:
+            base, old_mss, end_seq = align
+            off_old = seq_diff(seq, base)
+            if 0 <= off_old < seq_diff(end_seq, base):
+                count = min(count, old_mss - off_old % old_mss)  # stay within the old segment
+            else:
+                self._pmtu_align = None
         flags = ACK
         end = seq_add(seq, count)
         if self.fin_sent and end == self.fin_seq and length > count:

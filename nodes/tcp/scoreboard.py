@@ -304,8 +304,9 @@ class Scoreboard:
         # Rule 4: one rescue retransmission per recovery, ending at the highest unSACKed byte.
         if self._rescue_rxt is None or self._una > self._rescue_rxt:
             highest = self._last_unsacked()
-            if highest is not None:
-                start = max(highest + 1 - self.mss, self._una)
+            # (4.a): S2 > HighRxt -- never re-send what this recovery already retransmitted
+            if highest is not None and highest >= max(self._high_rxt, self._una):
+                start = max(highest + 1 - self.mss, self._high_rxt, self._una)
                 below = bisect.bisect_right(self._sacked, [highest]) - 1
                 if below >= 0:
                     start = max(start, self._sacked[below][1])

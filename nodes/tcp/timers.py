@@ -52,6 +52,12 @@ class TimerMixin:
         if deadline is not None and now >= deadline:
             self.t_delack = None
             if self.ack_pending and self.rq is not None and self.state != TCP_CLOSE:
+                # tcp_delack_timer_handler: a missed delayed ACK leaves ping-pong mode or inflates ato
+                if self._pingpong:
+                    self._pingpong = False
+                    self._ato = self.config.delack_min
+                else:
+                    self._ato = min(2 * (self._ato or self.config.delack_min), self.rtt.rto)
                 self.stats.DelayedACKs += 1
                 self._send_ack(now)
         deadline = self.t_rtx
@@ -164,7 +170,7 @@ class TimerMixin:
             self.t_keep = now + self.keepidle  # data in flight: the retransmission timer watches
             return
         elapsed = now - self.last_rcv
-        if elapsed < self.keepidle:
+        if elapsed < self.keepidle - 1e-9:
             self.t_keep = self.last_rcv + self.keepidle
             return
         if (self.user_timeout and elapsed >= self.user_timeout and self.keep_probes) or (

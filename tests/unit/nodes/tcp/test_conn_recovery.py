@@ -1,0 +1,172 @@
+"""TcpConnection: fast retransmit, NewReno (RFC 6582), SACK recovery (RFC 6675), PMTU (RFC 1191),
+ICMP errors, keepalive."""
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from nodes.tcp.congestion import CongestionState
+from nodes.tcp.states import TCP_CLOSE, TCP_ESTABLISHED, TcpConfig
+from nodes.wire.tcp import SACK_PERMITTED, MssOption
+from tests.unit.nodes.tcp.connpair import ACK, RST, Endpoint, established, seg
+
+MSS = 1460
+UNA = 1001
+
+
+def at(n: int) -> int:
+    """The sequence number of the n-th full segment (0-based)."""
+    return UNA + n * MSS
+
+
+def flight(ep, queued=30, segments=10):
+    """Queue `queued` full segments; the initial window sends the first `segments`."""
+    conn = ep.conn
+    conn.set_buffers(None, 1 << 20)
+    conn.send(b"s" * queued * MSS, ep.now)
+    out = ep.take()
+    assert [h.seq for h, _ in out] == [at(n) for n in range(segments)]
+    return conn
+
+
+def test_newreno_fast_retransmit_partial_and_full_ack():
+    ep = established(TcpConfig(congestion="reno"))
+    conn = flight(ep)
+    ep.now += 0.01
+    # segment 2 and 5 are lost; segments 0, 1 are acked, then 3 duplicate ACKs
+    ep.deliver(seg(5001, at(2)))
+    assert [h.seq for h, _ in ep.take()] == [at(n) for n in range(10, 14)]  # slow start: cwnd 12
+    assert conn.cc.cwnd == 12
+    for n in range(2):
+        ep.deliver(seg(5001, at(2)))
+        assert ep.take() == []
+    ep.deliver(seg(5001, at(2)))
+    out = ep.take()
+    assert [(h.seq, len(p)) for h, p in out] == [(at(2), MSS)]  # RFC 5681 3.2 step 2
+    cc = conn.cc
+    assert cc.state is CongestionState.RECOVERY and cc.ssthresh == 6 and cc.cwnd == 9
+    assert cc.recover == at(14)
+    assert ep.stats.TCPRenoRecovery == 1 and ep.stats.TCPFastRetrans == 1
+    # more duplicate ACKs inflate cwnd (step 4): new data goes once cwnd exceeds the 12 in flight
+    for n in range(4):
+        ep.deliver(seg(5001, at(2)))
+    assert [h.seq for h, _ in ep.take()] == [at(14)]
+    assert cc.cwnd == 13
+    # a partial ACK up to the second hole: retransmit it at once (RFC 6582 3.2 step 3),
+    # deflate by the 3 segments ACKed, add one back: cwnd 11, 10 in flight -> one new segment
+    ep.deliver(seg(5001, at(5)))
+    assert [h.seq for h, _ in ep.take()] == [at(5), at(15)]
+    assert cc.state is CongestionState.RECOVERY and cc.cwnd == 11
+    assert ep.stats.RetransSegs == 2
+    # the full ACK (covering `recover`) ends recovery: cwnd = ssthresh
+    ep.deliver(seg(5001, at(16)))
+    assert cc.state is CongestionState.OPEN and cc.cwnd == 6
+
+
+def test_sack_recovery_retransmits_holes():
+    ep = established(peer_options=(MssOption(MSS), SACK_PERMITTED))
+    conn = flight(ep)
+    ep.now += 0.01
+    # segment 0 lost; 1, 2, 3 arrive and are SACKed
+    for n in (1, 2):
+        ep.deliver(seg(5001, UNA, ACK, 65535, (_sack((at(1), at(n + 1))),)))
+    # the SACKed segments left the network: new data may go (pipe < cwnd), no retransmission yet
+    assert at(0) not in [h.seq for h, _ in ep.take()]
+    ep.deliver(seg(5001, UNA, ACK, 65535, (_sack((at(1), at(4))),)))
+    out = ep.take()
+    assert out and out[0][0].seq == at(0) and len(out[0][1]) == MSS  # DupThresh SACKed segments
+    assert conn.cc.state is CongestionState.RECOVERY
+    assert ep.stats.TCPSackRecovery == 1
+    # the retransmission fills the hole: recovery ends at RecoveryPoint
+    assert conn.cc.recover == conn.snd_nxt
+    ep.deliver(seg(5001, conn.snd_nxt))
+    assert conn.cc.state is CongestionState.OPEN and conn.sb.in_recovery is False
+
+
+def test_sack_recovery_with_two_holes():
+    ep = established(peer_options=(MssOption(MSS), SACK_PERMITTED))
+    conn = flight(ep)
+    ep.now += 0.01
+    blocks = ((at(1), at(3)), (at(4), at(8)))
+    ep.deliver(seg(5001, UNA, ACK, 65535, (_sack(blocks[1], blocks[0]),)))
+    sent = sorted(h.seq for h, _ in ep.take())
+    assert at(0) in sent and at(3) in sent  # both lost segments (RFC 6675 IsLost) go out
+    assert conn.stats.RetransSegs >= 2
+
+
+def test_rto_after_sack_keeps_sacked_data():
+    ep = established(peer_options=(MssOption(MSS), SACK_PERMITTED))
+    conn = flight(ep, queued=4, segments=4)
+    ep.now += 0.01
+    ep.deliver(seg(5001, UNA, ACK, 65535, (_sack((at(2), at(4))),)))
+    assert conn.sb.sacked_bytes == 2 * MSS
+    ep.take()
+    ep.run_timer()
+    out = ep.take()
+    assert [h.seq for h, _ in out] == [at(0)]
+    ep.deliver(seg(5001, at(1), ACK, 65535, (_sack((at(2), at(4))),)))
+    out = ep.take()
+    assert [h.seq for h, _ in out] == [at(1)]  # not the SACKed segments 2 and 3
+
+
+def _sack(*blocks):
+    from nodes.wire.tcp import SackOption
+
+    return SackOption(tuple(blocks))
+
+
+def test_pmtu_frag_needed_lowers_mss_and_retransmits():
+    ep = established()
+    conn = flight(ep, queued=3, segments=3)
+    conn.icmp_error(3, 4, 1200, ep.now)
+    assert conn.path_mtu == 1200 and conn.mss == 1160
+    out = ep.take()
+    assert out and all(len(p) <= 1160 for _, p in out) and out[0][0].seq == UNA
+    assert conn.cc.cwnd == 10  # tcp_simple_retransmit keeps the window
+    conn.icmp_error(3, 4, 1400, ep.now)  # larger than the current: ignored
+    assert conn.path_mtu == 1200
+
+
+@pytest.mark.parametrize("code, err", [(3, errno.ECONNREFUSED), (1, errno.EHOSTUNREACH), (0, errno.ENETUNREACH),
+                                       (13, errno.EHOSTUNREACH)])
+def test_unreachable_during_connect_aborts(code, err):
+    ep = Endpoint(isn=1000)
+    ep.conn.connect(0.0)
+    ep.conn.icmp_error(3, code, 0, 0.1)
+    assert ep.conn.state == TCP_CLOSE and ep.conn.error == err and ep.stats.AttemptFails == 1
+
+
+def test_unreachable_when_established_is_soft():
+    ep = established()
+    ep.conn.icmp_error(3, 3, 0, ep.now)
+    assert ep.conn.state == TCP_ESTABLISHED and ep.conn.error == 0 and ep.conn.soft_error == errno.ECONNREFUSED
+
+
+def test_keepalive_probes_then_gives_up():
+    ep = established()
+    conn = ep.conn
+    conn.keepalive = True
+    conn.keepidle, conn.keepintvl, conn.keepcnt = 10.0, 2.0, 3
+    assert conn.next_timer() == pytest.approx(ep.now + 10.0)
+    ep.run_timer()
+    header, _ = ep.one()
+    assert (header.seq, header.ack) == (1000, 5001)  # SND.UNA - 1: the peer must answer
+    ep.deliver(seg(5001, 1001))  # answered: idle starts again
+    assert conn.next_timer() == pytest.approx(ep.now + 2.0)
+    ep.run_timer()
+    assert ep.take() == []  # not idle long enough: re-armed for last receive + keepidle
+    start = ep.now
+    for _ in range(3):
+        ep.run_timer()
+        ep.one()
+    ep.run_timer()
+    header, _ = ep.one()
+    assert header.flags == RST | ACK
+    assert conn.state == TCP_CLOSE and conn.error == errno.ETIMEDOUT
+    assert ep.now - start == pytest.approx(8.0 + 2 * 3 - 2.0 + 0.0, abs=2.1)
+
+
+def test_keepalive_off_has_no_timer():
+    ep = established()
+    assert ep.conn.next_timer() is None
