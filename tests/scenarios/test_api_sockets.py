@@ -10,10 +10,9 @@ import errno
 import os
 import selectors
 import socket
-import sys
 import struct
 import threading
-from socket import AF_INET, IPPROTO_ICMP, SOCK_DGRAM, SOCK_STREAM, SOL_IP, SOL_SOCKET, SO_BROADCAST
+from socket import AF_INET, IPPROTO_ICMP, SOCK_DGRAM, SOL_IP, SOL_SOCKET, SO_BROADCAST
 
 import pytest
 
@@ -147,21 +146,6 @@ def test_errnos_of_the_node_reach_the_caller(net):
             second.sendto(b"all", ("10.0.1.255", 6001))        # broadcast without SO_BROADCAST
         second.setsockopt(SOL_SOCKET, SO_BROADCAST, 1)
         assert second.sendto(b"all", ("10.0.1.255", 6001)) == 3
-
-
-@pytest.mark.timeout(60)
-def test_stream_sockets_are_refused_until_a_transport_registers(net):
-    """No TCP yet: inet_create finds no SOCK_STREAM protocol, ESOCKTNOSUPPORT as Linux with an empty
-    inetsw, from the in-process front end and from a program alike. (The TCP issue replaces this test
-    with listen/accept/connect through both front ends.)"""
-    with pytest.raises(OSError) as refused:
-        net["h2"].socket(AF_INET, SOCK_STREAM)
-    assert refused.value.errno == errno.ESOCKTNOSUPPORT
-    program = net["h2"].run([sys.executable, "-c", "import errno, socket\n"
-                             "try:\n    socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
-                             "except OSError as e:\n    print(errno.errorcode[e.errno])"],
-                            capture_output=True, text=True, timeout=30)
-    assert program.stdout == "ESOCKTNOSUPPORT\n", program.stderr
 
 
 @pytest.mark.timeout(60)
