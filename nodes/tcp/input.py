@@ -262,7 +262,7 @@ class InputMixin:
         if flags & URG:
             pass  # urgent data is not modelled: the bytes are delivered in line
         if plen or flags & FIN:
-            self._data(seq, payload, flags & FIN, now)
+            self._data(h, seq, payload, flags & FIN, now)
         if self.state != TCP_CLOSE:
             self._write_xmit(now)
         self._on_change(self)
@@ -402,7 +402,7 @@ class InputMixin:
             self._done()
 
     # -- data (tcp_data_queue) ---------------------------------------------------------------
-    def _data(self, seq: int, payload, fin: int, now: float) -> None:
+    def _data(self, h, seq: int, payload, fin: int, now: float) -> None:
         state = self.state
         rq = self.rq
         if state not in _DATA_STATES:
@@ -411,9 +411,10 @@ class InputMixin:
             return
         plen = len(payload)
         if self.orphan and plen and seq_gt(seq_add(seq, plen), rq.rcv_nxt):
-            # tcp_rcv_state_process: new data for a closed socket -> RST (TCPAbortOnData)
+            # tcp_rcv_state_process: new data for a closed socket -> tcp_reset, and the segment
+            # is answered as one for no connection (tcp_v4_send_reset: <SEQ=SEG.ACK><CTL=RST>)
             self.stats.TCPAbortOnData += 1
-            self._send_active_reset(now)
+            self._send_reset_for(h, plen)
             self._done(errno.ECONNRESET)
             return
         if plen > self.rcv_mss:
