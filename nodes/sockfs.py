@@ -175,6 +175,7 @@ class Sockfs(StreamPump, PairRenewal):
         for timer in (self._retry, self._reaper, self._kicker):
             if timer is not None:
                 timer.cancel()
+        self._stream_final()
 
     # ------------------------------------------------------------ the program's native sends
 

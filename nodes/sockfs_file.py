@@ -64,8 +64,8 @@ class SocketFile:
     renewable: bool = False         # a trapped program's: its fd can be replaced (Call.replace)
     broken: bool = False            # our end closed to show POLLERR: renewed at the next trapped call
     # SOCK_STREAM (nodes/sockfs_stream.py)
-    watch: Any = None               # epoll over our end: the loop's reader for it
-    watch_mask: int = -1            # the events it watches (-1: our end is not in it)
+    watch: Any = None               # our end is in sockfs's epoll (nodes/sockfs_stream.py)
+    watch_mask: int = -1            # the events watched there (-1: not registered)
     rx_buf: Any = None              # bytes taken from TCP that the pair has not taken yet
     tx_buf: Any = None              # bytes read from our end that TCP has not taken yet
     filler: int = 0                 # bytes written from the program's end to keep it unwritable

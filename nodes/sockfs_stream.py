@@ -4,9 +4,9 @@ Part of `nodes/sockfs.py` (read its docstring first); imported only by it.
 
 A stream socket's file is a SOCK_STREAM socketpair; its bytes are TCP's (nodes/socket/stream.py):
 
-* **Our end is watched through an epoll** (`SocketFile.watch`, the loop's reader): EPOLLIN
-  while TCP has send room, EPOLLOUT while bytes from TCP wait for the pair, EPOLLHUP (the
-  program's last copy closed) always. A full send buffer stops the reading (back-pressure:
+* **Our ends are watched through one epoll** (`StreamPump._epoll`, the loop's reader; a
+  file's `watch_mask`): EPOLLIN while TCP has send room, EPOLLOUT while bytes from TCP wait
+  for the pair, EPOLLHUP (the program's last copy closed) always. A full send buffer stops the reading (back-pressure:
   the program's write() blocks or EAGAINs once the pair is full too) and a full pair stops
   the taking from TCP (its receive window closes), without spinning.
 * **Program -> TCP**: our end is read up to `sock.send_room()` and `sock.sendmsg`'d. EOF or
@@ -93,26 +93,41 @@ class StreamPump:
     def _stream_init(self) -> None:
         self._stream_buffer = bytearray(STREAM_CHUNK)
         self._kicker: Any = None
+        self._epoll: Any = None                     # made with the first stream socket
+        self._watched: dict[int, SocketFile] = {}   # our end's fd -> its file
         for name in ("stream_in", "stream_out", "stream_dropped", "stream_errors", "stream_resets"):
             self.counters[name] = 0
 
     # ------------------------------------------------------------ the watch
 
     def _stream_open(self, file: SocketFile) -> None:
-        """A new pair for a stream socket: watch our end through an epoll (see the module docstring)."""
-        file.watch = select.epoll()
+        """A new pair for a stream socket: its end joins the epoll (see the module docstring)."""
+        if self._epoll is None:
+            self._epoll = select.epoll()
+            self.add_reader(self._epoll.fileno(), self._stream_events)
+        file.watch = True
         file.watch_mask = -1
-        self.add_reader(file.watch.fileno(), lambda: self._stream_event(file))
+        self._watched[file.end.fileno()] = file
         self._arm(file)
         self._dirty[file.id] = file             # an accepted connection may hold bytes and EOF already
 
-    def _stream_close(self, file: SocketFile) -> None:
-        if file.watch is not None:
+    def _stream_final(self) -> None:
+        """The node shuts down (every file released): the epoll goes."""
+        if self._epoll is not None:
             try:
-                self.remove_reader(file.watch.fileno())
+                self.remove_reader(self._epoll.fileno())
             except (KeyError, ValueError):
                 pass
-            file.watch.close()
+            self._epoll.close()
+            self._epoll = None
+
+    def _stream_close(self, file: SocketFile) -> None:
+        if file.watch:
+            fd = file.end.fileno()
+            if file.watch_mask != -1:
+                self._epoll.unregister(fd)
+                file.watch_mask = -1
+            self._watched.pop(fd, None)
             file.watch = None
         if file.filler_end is not None:
             file.filler_end.close()
@@ -121,8 +136,7 @@ class StreamPump:
     def _arm(self, file: SocketFile) -> None:
         """Watch what the pump needs now: EPOLLIN with send room, EPOLLOUT with bytes for the pair;
         EPOLLHUP comes with either, and alone unless it would say nothing (see `_program_gone`)."""
-        watch = file.watch
-        if watch is None:
+        if not file.watch:
             return
         sock = file.sock
         mask = 0
@@ -135,22 +149,26 @@ class StreamPump:
             mask = -1
         if mask == file.watch_mask:
             return
-        fd = file.end.fileno()
+        fd, epoll = file.end.fileno(), self._epoll
         if file.watch_mask == -1:
-            watch.register(fd, mask)
+            epoll.register(fd, mask)
         elif mask == -1:
-            watch.unregister(fd)
+            epoll.unregister(fd)
         else:
-            watch.modify(fd, mask)
+            epoll.modify(fd, mask)
         file.watch_mask = mask
 
-    def _stream_event(self, file: SocketFile) -> None:
-        """The loop's reader: our end is readable, writable or hung up (as armed)."""
-        if file.watch is None or file.id not in self.files:
+    def _stream_events(self) -> None:
+        """The loop's reader: stream ends readable, writable or hung up (as armed)."""
+        watched = self._watched
+        for fd, events in self._epoll.poll(0):
+            file = watched.get(fd)
+            if file is not None and file.watch:
+                self._stream_event(file, events)
+
+    def _stream_event(self, file: SocketFile, events: int) -> None:
+        if file.id not in self.files:
             return
-        events = 0
-        for _fd, event in file.watch.poll(0):
-            events |= event
         if events & (_IN | _GONE) and file.watch_mask > 0 and file.watch_mask & _IN:
             self._stream_from_program(file)
         if events & _OUT and self._alive(file):
