@@ -163,10 +163,11 @@ class Sockfs(StreamPump, PairRenewal):
             self.on_release(file.id)
 
     def _close_end(self, file: SocketFile) -> None:
-        try:
-            self.remove_reader(file.end.fileno())
-        except (KeyError, ValueError):
-            pass
+        if not file.stream:                         # (a stream's end is in the epoll: closing takes it out)
+            try:
+                self.remove_reader(file.end.fileno())
+            except (KeyError, ValueError):
+                pass
         file.end.close()
 
     def close(self) -> None:

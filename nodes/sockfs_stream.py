@@ -122,13 +122,10 @@ class StreamPump:
             self._epoll = None
 
     def _stream_close(self, file: SocketFile) -> None:
+        """Before our end is closed (which takes it out of the epoll: ours is its only fd)."""
         if file.watch:
-            fd = file.end.fileno()
-            if file.watch_mask != -1:
-                self._epoll.unregister(fd)
-                file.watch_mask = -1
-            self._watched.pop(fd, None)
-            file.watch = None
+            self._watched.pop(file.end.fileno(), None)
+            file.watch, file.watch_mask = None, -1
         if file.filler_end is not None:
             file.filler_end.close()
             file.filler_end = None
