@@ -134,6 +134,7 @@ class Kernel:
         self.loop.add_reader(self.control.socket, self.control.handle_pending)
         self.loop.add_end_of_pass(self._softirq)
         self.loop.add_end_of_pass(self.programs.service)
+        self.loop.add_end_of_pass(self._after_service)
         self.loop.call_every(1.0, self._keepalive)
         if lifecycle is not None:
             self.loop.attach_lifecycle(lifecycle)
@@ -266,6 +267,11 @@ class Kernel:
             stack.poll(now)
         self._flush_tx()
         self._stack_deadline = stack.next_timer()
+
+    def _after_service(self) -> None:
+        """After sockfs: what programs made TCP send leaves now; timers it armed bound the sleep."""
+        self._flush_tx()
+        self._stack_deadline = self.stack.next_timer()
 
     def _flush_tx(self) -> None:
         for port, device in self._wired:

@@ -120,7 +120,7 @@ class TcpSocketOptions:
         """Everything the connection reads of its socket's options, set on it now."""
         conn.nodelay = self.nodelay
         conn.cork = self.cork
-        conn.quickack = self.quickack
+        # TCP_QUICKACK is not copied: on Linux it only leaves pingpong mode for a moment (getsockopt says 1)
         conn.keepalive = bool(getattr(self, "keepalive", False))
         if self.keepidle:
             conn.keepidle = self.keepidle
@@ -141,6 +141,9 @@ class TcpSocketOptions:
         conn = self.proto.conn(self) if hasattr(self.proto, "conn") else None
         if conn is not None:
             self.apply_tcp_options(conn)
+            settle = getattr(self.proto, "settle_socket", None)
+            if settle is not None:
+                settle(self)  # a timer the option armed (keepalive) joins the heap
 
     @property
     def linger_timeout(self) -> float | None:

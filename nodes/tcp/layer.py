@@ -236,6 +236,12 @@ class TcpLayer(TcpPorts):
             self._put_port(sock.tcp_bind)
             sock.tcp_bind, sock.port, sock.tcp_autobound = None, 0, False
 
+    def settle_socket(self, sock: Any) -> None:
+        """After a socket option changed its connection: re-arm its timers."""
+        conn = self.conn_of.get(id(sock))
+        if conn is not None:
+            self._settle(conn)
+
     def info(self, sock: Any) -> dict | None:
         conn = self.conn_of.get(id(sock))
         return conn.info(self._now) if conn is not None else None
