@@ -78,6 +78,7 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin):
         "rtt", "cc", "sb", "dupacks", "retransmits", "retrans_stamp", "_rtt_seq", "_rtt_time",
         "_cwnd_limited", "probes", "_persist_backoff", "keep_probes", "_chal_time", "_chal_count",
         "ack_pending", "_quick", "_ato", "_lrcvtime", "_pingpong",
+        "_rcv_rtt", "_rrtt_seq", "_rrtt_time", "_copied", "_rcvq_mark", "_rcvq_time", "_rcvq_space",
         # timers (deadlines, seconds, or None)
         "t_rtx", "t_persist", "t_delack", "t_keep", "t_wait",
         # socket options
@@ -169,6 +170,11 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin):
         self._ato = 0.0
         self._lrcvtime = 0.0
         self._pingpong = False
+        self._rcv_rtt = 0.0
+        self._rrtt_seq = None
+        self._rrtt_time = 0.0
+        self._copied = self._rcvq_mark = self._rcvq_space = 0
+        self._rcvq_time = 0.0
         self.t_rtx = self.t_persist = self.t_delack = self.t_keep = self.t_wait = None
         self.nodelay = False
         self.cork = False
@@ -317,6 +323,8 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin):
         if peek:
             return rq.peek(max_bytes)
         data = rq.read(max_bytes)
+        if self.config.moderate_rcvbuf and not self._rcvbuf_locked:
+            self._rcv_space_adjust(now, len(data))
         if self.state in (TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2) and not rq.fin_received:
             # tcp_cleanup_rbuf: ACK when the window would at least double.
             now_window = max(0, seq_diff(seq_add(self.rcv_wup, self.rcv_wnd), rq.rcv_nxt))
@@ -325,6 +333,27 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin):
                 if new_window and new_window >= 2 * now_window:
                     self._send_ack(now)
         return data
+
+    def _rcv_space_adjust(self, now: float, count: int) -> None:
+        """tcp_rcv_space_adjust() (receive-buffer autotuning): once per receiver RTT, grow the
+        buffer to hold twice what the application read in the last RTT, up to tcp_rmem[2]."""
+        self._copied += count
+        rtt = self._rcv_rtt
+        if not rtt or now - self._rcvq_time < rtt:
+            return
+        copied = self._copied - self._rcvq_mark
+        space = self._rcvq_space
+        if copied > space and space > 0:
+            rcvwin = 2 * copied + 16 * self.advmss
+            rcvwin += 2 * (rcvwin * (copied - space) // space)
+            rcvbuf = min(2 * rcvwin, self.config.rmem_max)  # tcp_space_from_win
+            if rcvbuf > self.rcvbuf:
+                self.rcvbuf = rcvbuf
+                self.rq.buffer_size = rcvbuf
+                self.rq.ofo_limit = rcvbuf
+            self._rcvq_space = copied
+        self._rcvq_mark = self._copied
+        self._rcvq_time = now
 
     # -- closing -------------------------------------------------------------------------
     def shutdown_send(self, now: float) -> None:

@@ -14,7 +14,7 @@ from nodes.tcp.congestion import AckOutcome, CongestionState
 from nodes.tcp.options import negotiate, parse_syn, syn_ack_echo_ok
 from nodes.tcp.reassembly import ReceiveQueue
 from nodes.tcp.scoreboard import Scoreboard
-from nodes.tcp.seq import linux_sequence_acceptable, seq_add, seq_diff, seq_gt, seq_le, seq_lt
+from nodes.tcp.seq import linux_sequence_acceptable, seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 from nodes.tcp.states import (
     TCP_CLOSE,
     TCP_CLOSE_WAIT,
@@ -87,6 +87,9 @@ class InputMixin:
         if self.passive:
             self.stats.PassiveOpens += 1
         self.sb = Scoreboard(self.snd_una, self.mss)
+        # tcp_init_buffer_space: the autotuning's first estimate of a round trip's data
+        self._rcvq_space = min(self.rcv_wnd, self.config.initial_cwnd * self.advmss)
+        self._rcvq_time = now
         self.retransmits = 0
         self.retrans_stamp = None
         self.t_rtx = None
@@ -223,6 +226,11 @@ class InputMixin:
             return
         if tsval is not None:
             self._ts.update(tsval, seq, self.rcv_wup, now)
+            if plen and tsecr:
+                # tcp_rcv_rtt_measure_ts: data echoing our clock gives the receiver's RTT
+                sample = self._ts.rtt_sample(tsecr, now)
+                if sample is not None:
+                    self._rcv_rtt_sample(sample)
         if syn:
             if state == TCP_SYN_RECV and seq == self.irs:
                 if self.passive or not flags & ACK:
@@ -446,6 +454,12 @@ class InputMixin:
                 stats.TCPOFODrop += 1
         if arrival.in_order and plen:
             self._event_data_recv(now)
+            # tcp_rcv_rtt_measure: the receiver's RTT, one window per sample
+            if self._rrtt_seq is None or seq_ge(rq.rcv_nxt, self._rrtt_seq):
+                if self._rrtt_seq is not None:
+                    self._rcv_rtt_sample(now - self._rrtt_time)
+                self._rrtt_seq = seq_add(rq.rcv_nxt, max(self.rcv_wnd, 1))
+                self._rrtt_time = now
         if arrival.fin:
             self._fin_in(now)
             if self.state != TCP_CLOSE_WAIT:
@@ -468,6 +482,13 @@ class InputMixin:
         self.ack_pending = True
         if self.t_delack is None:
             self.t_delack = now + self._delack_timeout()
+
+    def _rcv_rtt_sample(self, sample: float) -> None:
+        """tcp_rcv_rtt_update(): a smoothed receiver-side RTT for buffer autotuning."""
+        if sample <= 0:
+            return
+        old = self._rcv_rtt
+        self._rcv_rtt = sample if not old else old + (sample - old) / 8
 
     def _incr_quickack(self, max_quickacks: int) -> None:
         """tcp_incr_quickack(): up to rcv_wnd / (2 * rcv_mss) immediate ACKs, at least 2."""

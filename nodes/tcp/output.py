@@ -308,8 +308,11 @@ class OutputMixin:
         if sb is None:
             return
         cwnd_bytes = self.cc.cwnd * self.mss
+        unsent = max(0, seq_diff(seq_add(self._sbuf_seq, len(self._sbuf)), self.snd_nxt))
+        window_end = seq_add(self.snd_una, self.snd_wnd)
         while sb.pipe() < cwnd_bytes:
-            nxt = sb.next_seg(0, None)
+            # rule 2 (new data) before rules 3 and 4: the new-data loop of _write_xmit sends it
+            nxt = sb.next_seg(unsent, window_end)
             if nxt is None or nxt.rule == 2:
                 return
             if not self._retransmit(nxt.seq, nxt.length, now, rescue=nxt.rule == 4):

@@ -289,3 +289,35 @@ def test_recv_peek():
     assert ep.conn.recv(4, ep.now, peek=True) == b"peek"
     assert ep.conn.readable == 8
     assert ep.conn.recv(100, ep.now) == b"peekaboo"
+
+
+def _bulk(rcvbuf=None, size=3_000_000):
+    from nodes.tcp.states import TCP_ESTABLISHED
+    from tests.unit.nodes.tcp.connpair import Impairment, Pair
+
+    pair = Pair(seed=3, impair=Impairment(delay=0.005), rcvbuf=rcvbuf)
+    pair.a.connect(pair.now)
+    data = bytes(size)
+    sent = [0]
+
+    def pump():
+        if pair.a.state == TCP_ESTABLISHED and sent[0] < size:
+            sent[0] += pair.a.send(data[sent[0]:sent[0] + 65536], pair.now)
+        return len(pair.received["b"]) == size
+
+    assert pair.run(until=100, condition=pump)
+    return pair
+
+
+def test_receive_buffer_autotuning_grows_the_window():
+    """tcp_rcv_space_adjust: a reader keeping up at 10 ms RTT lets the buffer (and window) grow
+    past the initial 64 KiB, up to tcp_rmem[2]."""
+    pair = _bulk()
+    b = pair.b
+    assert b.rcvbuf > 131072 and b.rcv_wnd > 65535
+    assert b.rcvbuf <= TcpConfig().rmem_max
+
+
+def test_locked_receive_buffer_is_not_tuned():
+    pair = _bulk(rcvbuf=131072, size=500_000)
+    assert pair.b.rcvbuf == 131072 and pair.b.rcv_wnd <= 65536
