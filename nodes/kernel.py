@@ -285,9 +285,8 @@ class Kernel:
                     device.stats.tx_dropped += dropped
 
     def _keepalive(self) -> None:
-        now = self.clock()
         for port in self.ports.values():
-            port.keepalive(now)
+            port.keepalive(self.clock())
 
     # --------------------------------------------------------------------- loop
 
