@@ -23,6 +23,7 @@ from bus.transport import ControlError
 
 from . import render
 from .cli_args import CommandError, _Parser, parse_assignments, parse_ping
+from .cli_iperf import HELP as IPERF_HELP, IperfError, parse_iperf, run_iperf
 from .cli_node import NODE_COMMANDS, NodeCommands, _node_command_words
 from .emulation import Emulation, LinkHandle
 from .exec_client import cli_attach
@@ -201,6 +202,19 @@ class NetemuShell(NodeCommands, cmd.Cmd):
             self.out(f"{src} -> " + " ".join(marks))
         dropped = 100.0 * (sent - received) / sent if sent else 0.0
         self.out(f"*** Results: {dropped:.0f}% dropped ({received}/{sent} received)")
+
+    def do_iperf(self, arg: str) -> None:
+        """iperf [SRC DST] [-t SECONDS] [-p PORT]: TCP goodput SRC -> DST with iperf3 (help iperf)."""
+        options = parse_iperf(shlex.split(arg), self.net.hosts)
+        self._node(options.client)
+        self._node(options.server)
+        try:
+            run_iperf(self.net, options, self.out)
+        except IperfError as error:
+            raise CommandError(f"iperf: {error}") from None
+
+    def help_iperf(self) -> None:
+        self.out(IPERF_HELP)
 
     # -- faults ---------------------------------------------------------------------
 

@@ -173,7 +173,9 @@ class NodeCommands:
                  "<node> ip [-s] addr|link|route|neigh [show]   (ip route show cache|table local)",
                  "<node> ip route add|del DST [via GW] [dev DEV] [metric N]",
                  "<node> ip link set DEV up|down|mtu N   <node> ip neigh flush [dev DEV]",
-                 "<node> sysctl [-a | NAME | -w NAME=VALUE]   <node> counters [-a]")
+                 "<node> sysctl [-a | NAME | -w NAME=VALUE]   <node> counters [-a]",
+                 "<node> PROGRAM [ARGS]: any other program, run on the node (e.g. h1 ss -ti: TCP sockets "
+                 "with cwnd, rtt, rto...)")
 
 
 IP_OBJECTS = {"addr": ("show", "add", "del"), "link": ("show", "set"), "route": ("show", "add", "del", "replace"),
