@@ -99,9 +99,9 @@ class Sockfs(StreamPump, PairRenewal):
     # ------------------------------------------------------------ files
 
     def socket(self, family: int, type_: int, proto: int, call: Call) -> tuple[int, int]:
-        uid, groups, privileged = credentials(call.pid)
+        uid, groups, privileged, process = credentials(call.pid)
         sock = self.layer.socket(family, type_, proto, privileged=privileged, uid=uid, groups=groups)
-        return self._open(sock, call.pid, renewable=call.replace is not None)
+        return self._open(sock, process, renewable=call.replace is not None)    # (its fds: /proc/PROCESS/fd)
 
     def _open(self, sock: InetSocket, pid: int, renewable: bool = False) -> tuple[int, int]:
         sock_id, self._next_id = self._next_id, self._next_id + 1

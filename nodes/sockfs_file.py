@@ -84,9 +84,9 @@ class SocketFile:
         return self.sock.type == SOCK_STREAM
 
 
-def credentials(pid: int) -> tuple[int, list[int], bool]:
-    """(uid, [gid, groups...], has CAP_NET_RAW) of a task, from /proc/PID/status."""
-    uid, groups, caps = 0, [0], 0
+def credentials(pid: int) -> tuple[int, list[int], bool, int]:
+    """(uid, [gid, groups...], has CAP_NET_RAW, its process's pid (Tgid)) of a task, from /proc/PID/status."""
+    uid, groups, caps, tgid = 0, [0], 0, pid
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as status:
             for line in status:
@@ -99,9 +99,11 @@ def credentials(pid: int) -> tuple[int, list[int], bool]:
                     groups = groups[:1] + [int(g) for g in value.split()]
                 elif key == "CapEff":
                     caps = int(value, 16)
+                elif key == "Tgid":
+                    tgid = int(value)
     except (OSError, ValueError, IndexError):
         pass
-    return uid, groups, bool(caps >> CAP_NET_RAW & 1)
+    return uid, groups, bool(caps >> CAP_NET_RAW & 1), tgid
 
 
 class PairRenewal:
