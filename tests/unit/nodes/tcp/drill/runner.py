@@ -109,14 +109,14 @@ class Runner:
         when = self._time(event)
         if when < self.harness.time - self.tolerance:
             raise self.fail(event, f"time {when:.6f} is before the previous event ({self.harness.time:.6f})")
-        if isinstance(body, CallEvent) and self.pending:
-            call = self.pending[0]
-            raise self.fail(call.event, f"{call.event.body.name}() had not returned by line {event.line}")
-        for call in self.pending:
+        for call in list(self.pending):
             if call.returns_at is not None and call.returns_at < when:
                 self.harness.advance(call.returns_at + self.tolerance)
                 self._raise_failure()
                 self._check_deadlines()
+        if isinstance(body, CallEvent) and self.pending:
+            call = self.pending[0]
+            raise self.fail(call.event, f"{call.event.body.name}() had not returned by line {event.line}")
         self.harness.advance(when)
         self._raise_failure()
         self._check_deadlines()

@@ -161,3 +161,53 @@ def test_time_cannot_go_backwards():
 def test_a_call_returning_otherwise_fails_with_both_results():
     with pytest.raises(ScriptError, match=r"^t.pkt:1: fcntl\(\) returned -1 EBADF, expected 0"):
         run("0 fcntl(9, F_GETFL) = 0\n")
+
+
+# ---------------------------------------------------------------------- blocking calls
+
+LISTENER = ("0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n"
+            "+0 bind(3, ..., ...) = 0\n"
+            "+0 listen(3, 1) = 0\n")
+
+
+def test_a_blocking_call_that_never_returns_fails_at_its_line():
+    with pytest.raises(ScriptError, match=r"^t.pkt:4: accept\(\) never returned"):
+        run(LISTENER + "+0 accept(3, ..., ...) = 4\n")
+
+
+def test_a_blocking_call_must_return_before_the_next_call():
+    with pytest.raises(ScriptError, match=r"^t.pkt:4: accept\(\) had not returned by line 5"):
+        run(LISTENER + "+0 accept(3, ..., ...) = 4\n+1 listen(3, 2) = 0\n")
+
+
+def test_a_blocking_call_must_return_by_its_end_time():
+    with pytest.raises(ScriptError, match=r"^t.pkt:4: accept\(\) had not returned at 0.500000"):
+        run(LISTENER + "+0...0.5 accept(3, ..., ...) = 4\n+1 listen(3, 2) = 0\n")
+
+
+def test_a_blocked_call_returns_as_the_stack_answers():
+    # accept() blocks from 0 until the handshake completes at 0.2, and the script says so
+    run(LISTENER + "+0...0.2 accept(3, ..., ...) = 4\n"
+        "+.1 < S 0:0(0) win 1000 <mss 1000>\n"
+        "+0 > S. 0:0(0) ack 1 <mss 1460>\n"
+        "+.1 < . 1:1(0) ack 1 win 1000\n")
+    with pytest.raises(ScriptError, match=r"^t.pkt:4: accept\(\) had not returned at 0.100000"):
+        run(LISTENER + "+0...0.1 accept(3, ..., ...) = 4\n"
+            "+.1 < S 0:0(0) win 1000 <mss 1000>\n"
+            "+0 > S. 0:0(0) ack 1 <mss 1460>\n"
+            "+.1 < . 1:1(0) ack 1 win 1000\n")
+
+
+def test_a_segment_sent_too_early_fails_with_both_times():
+    with pytest.raises(ScriptError, match=r"(?s)^t.pkt:5: .*sent at 0.000000, expected at 0.500000"):
+        run(LISTENER + "+0 < S 0:0(0) win 1000 <mss 1000>\n+.5 > S. 0:0(0) ack 1 <mss 1460>\n")
+    # a range admits it
+    run(LISTENER + "+0 < S 0:0(0) win 1000 <mss 1000>\n+0~+.5 > S. 0:0(0) ack 1 <mss 1460>\n")
+
+
+def test_a_blocked_call_returning_early_fails_too():
+    with pytest.raises(ScriptError, match=r"^t.pkt:4: accept\(\) returned at 0.200000, expected at 0.500000"):
+        run(LISTENER + "+0...0.5 accept(3, ..., ...) = 4\n"
+            "+.1 < S 0:0(0) win 1000 <mss 1000>\n"
+            "+0 > S. 0:0(0) ack 1 <mss 1460>\n"
+            "+.1 < . 1:1(0) ack 1 win 1000\n")
