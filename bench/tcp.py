@@ -1,0 +1,496 @@
+"""`python -m bench tcp [--quick] [--seconds S] [--rounds N] [--only KINDS]`: TCP through the emulator (issue 13).
+
+Rows, each measured twice: in-process (scenario API sockets, `net[node].socket(AF_INET,
+SOCK_STREAM)`: real `socket.socket`s whose bytes move natively through the node's stream
+pump; sender and receiver in two threads of this process) and with programs run on the
+nodes through `node.exec` (iperf3 for goodput, a small Python client/server for the
+connection rate), the latter rows named with ` (iperf3)` appended:
+
+* `TCP goodput across a switch`: h1 -> h2 on one switch, MTU 1500. Target >= 150 Mbit/s.
+* `TCP goodput across a router`: h1 - lan1 - r1 - lan2 - h2. Target >= 100 Mbit/s.
+* `TCP goodput 1% loss`: one switch, `loss: 1%` on h2's port (a port's parameters act in
+  both directions: 1 % of the data and 1 % of the ACKs). Target >= 30 Mbit/s.
+* `TCP goodput MTU 9000`: one switch, every interface at MTU 9000. Target >= 500 Mbit/s.
+* `TCP connections/s`: across the switch, connect + 1 KB + close, one after another: the
+  client connects, sends 1024 bytes, reads until the server (which closes once it has
+  the 1024 bytes) closes, closes. Target >= 500 connections/s.
+
+Goodput is bytes the receiver got over the time from the first byte sent to the receiver's
+EOF (in-process: the sender writes for S seconds, then closes); iperf3's is the server's
+`end.sum_received` (`iperf3 -s -1 --json` on h2, `iperf3 -c H2 -t S --json` on h1).
+
+Baseline, measured in the same run right before each round (bench/baseline.py): the bare
+ZeroMQ relay hop (DEALER -> ROUTER relay process -> DEALER over ipc, no netemu code) at one
+frame per message, as Mbit/s of 1514 B frames (9014 B for the MTU 9000 rows); h1 -> switch
+-> h2 crosses exactly one such hop (the router path three). The connection rows sit beside
+the bare relay's round trips per second (1 / median RTT of a 64 B message to an echo).
+
+Each row's target says `met` or `missed`; the JSON (bench/out/tcp.json) has the numeric
+`minimum` and a `met` boolean beside the harness's fields. `--quick`: 1 s measurements and
+smaller baselines; `--rounds N`: N rounds of every measurement, the median reported (each
+round's figure in the target's note); `--only switch,router,loss,jumbo,connections`: a
+subset. The stack's cost per segment (fake clock, no processes, cProfile) is `python -m
+bench tcp_profile` (bench/tcp_profile.py). Needs root (the programs' trap) and iperf3.
+Figures on 2 shared vCPUs are noisy: run alone on an idle machine (the load average is
+printed at the start and the end).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from dataclasses import dataclass
+from typing import IO, Any, Callable
+
+from control.emulation import Emulation
+from control.topology import parse_topology
+from control.topology_model import Topology
+
+from . import baseline
+from .harness import Row
+
+PY = sys.executable
+MSG = 1024                  # bytes per connection, the connection-rate rows
+CHUNK = 1 << 16             # bytes per send(), the in-process sender
+GOODPUT_PORT = 5001
+IPERF_PORT = 5201
+CONN_PORT = 6001
+CONN_PROGRAM_PORT = 6002
+LISTEN_TIMEOUT = 10.0
+MARGIN = 30.0               # s beyond a measurement's length before it counts as hung
+
+SWITCH, ROUTER, LOSS, JUMBO = "switch", "router", "loss", "jumbo"
+
+_TWO_HOSTS = """\
+name: bench-tcp-{kind}
+{defaults}segments:
+  lan1: {{kind: switch}}
+nodes:
+  h1:
+    kind: host
+    interfaces:
+      eth0: {{segment: lan1, ip: 10.0.0.1/24}}
+  h2:
+    kind: host
+    interfaces:
+      eth0: {{segment: lan1, ip: 10.0.0.2/24{h2_params}}}
+"""
+
+_ROUTED = """\
+name: bench-tcp-router
+segments:
+  lan1: {kind: switch}
+  lan2: {kind: switch}
+nodes:
+  h1:
+    kind: host
+    interfaces:
+      eth0: {segment: lan1, ip: 10.0.1.10/24}
+    routes: [default via 10.0.1.1]
+  r1:
+    kind: router
+    interfaces:
+      eth0: {segment: lan1, ip: 10.0.1.1/24}
+      eth1: {segment: lan2, ip: 10.0.2.1/24}
+  h2:
+    kind: host
+    interfaces:
+      eth0: {segment: lan2, ip: 10.0.2.10/24}
+    routes: [default via 10.0.2.1]
+"""
+
+TOPOLOGIES = {
+    SWITCH: _TWO_HOSTS.format(kind=SWITCH, defaults="", h2_params=""),
+    ROUTER: _ROUTED,
+    LOSS: _TWO_HOSTS.format(kind=LOSS, defaults="", h2_params=", loss: 1%"),
+    JUMBO: _TWO_HOSTS.format(kind=JUMBO, defaults="defaults:\n  link: {mtu: 9000}\n", h2_params=""),
+}
+
+# metric, topology, minimum (Mbit/s), what the path is
+GOODPUT = (
+    ("TCP goodput across a switch", SWITCH, 150.0, "h1 -> switch -> h2, MTU 1500"),
+    ("TCP goodput across a router", ROUTER, 100.0, "h1 -> lan1 -> r1 -> lan2 -> h2, MTU 1500"),
+    ("TCP goodput 1% loss", LOSS, 30.0, "h1 -> switch -> h2, loss 1% on h2's port"),
+    ("TCP goodput MTU 9000", JUMBO, 500.0, "h1 -> switch -> h2, MTU 9000"),
+)
+CONNECTIONS = "TCP connections/s"
+CONNECTIONS_MINIMUM = 500.0
+IPERF = " (iperf3)"
+
+
+@dataclass
+class TargetRow(Row):
+    """A Row with its numeric target: `minimum` (the figure must reach it) and whether it did."""
+
+    minimum: float = 0.0
+    met: bool = False
+
+
+def topology(kind: str) -> Topology:
+    return parse_topology(TOPOLOGIES[kind], f"<bench tcp {kind}>")
+
+
+# ------------------------------------------------------------------ in-process (API sockets)
+
+def _listener(net: Emulation, node: str, port: int) -> socket.socket:
+    listener = net[node].socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("0.0.0.0", port))
+    listener.listen(64)
+    return listener
+
+
+def _thread(target: Callable[[], None], errors: list[BaseException]) -> threading.Thread:
+    def guarded() -> None:
+        try:
+            target()
+        except BaseException as error:  # reported by the caller, never lost in a thread
+            errors.append(error)
+    thread = threading.Thread(target=guarded, daemon=True)
+    thread.start()
+    return thread
+
+
+def _join(thread: threading.Thread, errors: list[BaseException], timeout: float, what: str) -> None:
+    thread.join(timeout)
+    if errors:
+        raise RuntimeError(f"{what}: {errors[0]!r}") from errors[0]
+    if thread.is_alive():
+        raise RuntimeError(f"{what}: no end within {timeout:g} s")
+
+
+def api_goodput(net: Emulation, address: str, seconds: float, port: int = GOODPUT_PORT) -> tuple[float, int]:
+    """(bit/s, bytes received): h1 writes for `seconds` then closes; h2 reads until EOF, in a thread."""
+    listener = _listener(net, "h2", port)
+    result: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def receive() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(MARGIN)
+            received, recv = 0, conn.recv
+            while True:
+                data = recv(1 << 20)
+                if not data:
+                    break
+                received += len(data)
+            result["end"], result["bytes"] = time.perf_counter(), received
+
+    try:
+        listener.settimeout(MARGIN)
+        receiver = _thread(receive, errors)
+        with net["h1"].socket(socket.AF_INET, socket.SOCK_STREAM) as sender:
+            sender.settimeout(MARGIN)
+            sender.connect((address, port))
+            chunk, sendall, clock = bytes(CHUNK), sender.sendall, time.perf_counter
+            start = clock()
+            end = start + seconds
+            while clock() < end:
+                sendall(chunk)
+        _join(receiver, errors, seconds + MARGIN, "in-process goodput receiver")
+    finally:
+        listener.close()
+    return result["bytes"] * 8 / (result["end"] - start), result["bytes"]
+
+
+def _serve_connections(listener: socket.socket, stop: threading.Event) -> None:
+    """Accept; read MSG bytes; close: until `stop` (checked between accepts)."""
+    listener.settimeout(0.2)
+    while not stop.is_set():
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            continue
+        with conn:
+            conn.settimeout(MARGIN)
+            got = 0
+            while got < MSG:
+                data = conn.recv(MSG - got)
+                if not data:
+                    break
+                got += len(data)
+
+
+def api_connection_rate(net: Emulation, address: str, seconds: float, port: int = CONN_PORT) -> tuple[float, int]:
+    """(connections/s, connections): connect + MSG bytes + close, one after another, for `seconds`."""
+    listener = _listener(net, "h2", port)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    try:
+        server = _thread(lambda: _serve_connections(listener, stop), errors)
+        payload, node, count = bytes(MSG), net["h1"], 0
+        clock = time.perf_counter
+        start = clock()
+        end = start + seconds
+        while clock() < end and not errors:
+            with node.socket(socket.AF_INET, socket.SOCK_STREAM) as client:
+                client.settimeout(MARGIN)
+                client.connect((address, port))
+                client.sendall(payload)
+                while client.recv(4096):     # until the server's close
+                    pass
+            count += 1
+        elapsed = clock() - start
+        stop.set()
+        _join(server, errors, MARGIN, "in-process connection server")
+    finally:
+        stop.set()
+        listener.close()
+    return count / elapsed, count
+
+
+# ------------------------------------------------------------------ programs (node.exec)
+
+CONN_SERVER = textwrap.dedent("""
+    import socket, sys
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("0.0.0.0", int(sys.argv[1])))
+    srv.listen(128)
+    size = int(sys.argv[2])
+    print("ready", flush=True)
+    while True:
+        conn, _ = srv.accept()
+        got = 0
+        while got < size:
+            data = conn.recv(size - got)
+            if not data:
+                break
+            got += len(data)
+        conn.close()
+""")
+
+CONN_CLIENT = textwrap.dedent("""
+    import socket, sys, time
+    address, port, size, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    payload = bytes(size)
+    count = 0
+    start = time.perf_counter()
+    end = start + seconds
+    while time.perf_counter() < end:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as client:
+            client.settimeout(30)
+            client.connect((address, port))
+            client.sendall(payload)
+            while client.recv(4096):
+                pass
+        count += 1
+    print(count / (time.perf_counter() - start), count)
+""")
+
+
+class _Program:
+    """One program on a node, its output in files (a pipe could fill up), killed on exit."""
+
+    def __init__(self, net: Emulation, node: str, argv: list[str], stack: contextlib.ExitStack) -> None:
+        self.node, self.argv = node, argv
+        self.stdout: IO[bytes] = stack.enter_context(tempfile.TemporaryFile())
+        self.stderr: IO[bytes] = stack.enter_context(tempfile.TemporaryFile())
+        self.process = net[node].exec(argv, stdin=subprocess.DEVNULL, stdout=self.stdout, stderr=self.stderr)
+        stack.callback(self.kill)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5.0)
+
+    def output(self) -> str:
+        self.stdout.seek(0)
+        return self.stdout.read().decode(errors="replace")
+
+    def failure(self, what: str) -> RuntimeError:
+        self.stderr.seek(0)
+        lines = [line for line in self.stderr.read().decode(errors="replace").splitlines() if line.strip()]
+        said = lines[-1].strip() if lines else f"exit status {self.process.returncode}"
+        return RuntimeError(f"{self.node}: {' '.join(self.argv[:2])}: {what} ({said})")
+
+    def wait(self, timeout: float, what: str) -> None:
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise self.failure(f"{what}: no end within {timeout:g} s") from None
+
+
+def _listening(net: Emulation, node: str, port: int, program: _Program) -> None:
+    """Until the node's socket table (`ss -tl`'s rows) has a TCP listener on `port`: a deadline, no fixed sleep."""
+    deadline = time.monotonic() + LISTEN_TIMEOUT
+    while time.monotonic() < deadline:
+        if program.process.poll() is not None:
+            raise program.failure("exited before listening")
+        for row in net[node].call("sockets"):
+            if (str(row.get("proto", "")).startswith("tcp") and row.get("state") == "LISTEN"
+                    and str(row.get("local", "")).rpartition(":")[2] == str(port)):
+                return
+        time.sleep(0.02)
+    raise program.failure(f"not listening on port {port} within {LISTEN_TIMEOUT:g} s")
+
+
+def iperf_goodput(net: Emulation, address: str, seconds: int, port: int = IPERF_PORT) -> tuple[float, float]:
+    """(server's end.sum_received bit/s, client's end.sum_sent bit/s) of one iperf3 test h1 -> h2."""
+    with contextlib.ExitStack() as stack:
+        server = _Program(net, "h2", ["iperf3", "-s", "-1", "--json", "-p", str(port)], stack)
+        _listening(net, "h2", port, server)
+        client = _Program(net, "h1", ["iperf3", "-c", address, "-p", str(port), "-t", str(seconds), "--json"],
+                          stack)
+        client.wait(seconds + MARGIN, "iperf3 client")
+        server.wait(MARGIN, "iperf3 server")
+        reports = []
+        for program in (server, client):
+            try:
+                report = json.loads(program.output())
+            except ValueError:
+                raise program.failure("no JSON report") from None
+            if report.get("error"):
+                raise program.failure(report["error"])
+            reports.append(report)
+        return (float(reports[0]["end"]["sum_received"]["bits_per_second"]),
+                float(reports[1]["end"]["sum_sent"]["bits_per_second"]))
+
+
+def program_connection_rate(net: Emulation, address: str, seconds: float,
+                            port: int = CONN_PROGRAM_PORT) -> tuple[float, int]:
+    """(connections/s, connections) of CONN_CLIENT on h1 against CONN_SERVER on h2."""
+    with contextlib.ExitStack() as stack:
+        server = _Program(net, "h2", [PY, "-u", "-c", CONN_SERVER, str(port), str(MSG)], stack)
+        _listening(net, "h2", port, server)
+        client = _Program(net, "h1", [PY, "-c", CONN_CLIENT, address, str(port), str(MSG), str(seconds)], stack)
+        client.wait(seconds + MARGIN, "connection client")
+        if client.process.returncode:
+            raise client.failure("failed")
+        rate, count = client.output().split()
+        return float(rate), int(count)
+
+
+# ------------------------------------------------------------------ the run
+
+CHOICES = (SWITCH, ROUTER, LOSS, JUMBO, "connections")
+
+
+@dataclass
+class Options:
+    seconds: int
+    rounds: int
+    relay_frames: int
+    rtt_samples: int
+    only: tuple[str, ...]
+
+
+def parse(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench tcp", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 s measurements, smaller baselines")
+    parser.add_argument("--seconds", type=int, default=None, help="length of each measurement (default 3, --quick 1)")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of every measurement, the median reported")
+    parser.add_argument("--only", default=",".join(CHOICES),
+                        help=f"comma-separated subset of {','.join(CHOICES)} (default: all)")
+    args = parser.parse_args(argv or [])
+    seconds = args.seconds if args.seconds is not None else 1 if args.quick else 3
+    only = tuple(name.strip() for name in args.only.split(",") if name.strip())
+    if seconds < 1 or args.rounds < 1:
+        parser.error("--seconds and --rounds must be >= 1")
+    if not only or set(only) - set(CHOICES):
+        parser.error(f"--only: choose from {','.join(CHOICES)}")
+    return Options(seconds, args.rounds, 20_000 if args.quick else 60_000, 500 if args.quick else 2000, only)
+
+
+def relay_mbits(size: int, frames: int) -> float:
+    """Mbit/s of `size`-byte frames through the bare relay hop, one frame per message."""
+    return baseline.relay_frame_rate(size, frames) * size * 8 / 1e6
+
+
+def relay_round_trips(samples: int) -> float:
+    """Round trips per second of a 64 B message through the bare relay to an echo (1 / median RTT)."""
+    return 1 / statistics.median(baseline.relay_rtt(64, samples))
+
+
+def _row(metric: str, values: list[float], unit: str, bases: list[float], base_name: str, minimum: float,
+         note: str) -> TargetRow:
+    value, base = statistics.median(values), statistics.median(bases)
+    met = value >= minimum
+    spread = f"; rounds {', '.join(f'{v:.1f}' for v in values)}" if len(values) > 1 else ""
+    target = f">= {minimum:g} {unit}: {'met' if met else 'missed'} ({note}{spread})"
+    return TargetRow(metric, value, unit, base, base_name, target, minimum, met)
+
+
+def _address(net: Emulation) -> str:
+    return net["h2"].addresses[0].split("/")[0]
+
+
+def goodput_rows(kind: str, metric: str, minimum: float, path: str, options: Options) -> tuple[Row, Row]:
+    """(in-process row, iperf3 row) of one topology; every round measures its own relay baseline first."""
+    seconds, mtu = options.seconds, 9000 if kind == JUMBO else 1500
+    bases: list[float] = []
+    api: list[float] = []
+    iperf: list[float] = []
+    sent: list[float] = []
+    with Emulation(topology(kind), name=f"bench-tcp-{kind}") as net:
+        address = _address(net)
+        for _ in range(options.rounds):
+            frames = options.relay_frames if mtu == 1500 else options.relay_frames // 3
+            bases.append(relay_mbits(mtu + 14, frames))
+            api.append(api_goodput(net, address, seconds)[0] / 1e6)
+            server_bps, client_bps = iperf_goodput(net, address, seconds)
+            iperf.append(server_bps / 1e6)
+            sent.append(client_bps / 1e6)
+    print(f"  {metric}: {statistics.median(api):.1f} Mbit/s in-process, {statistics.median(iperf):.1f} iperf3 "
+          f"(relay {statistics.median(bases):.0f})", flush=True)
+    base_name = f"bare relay hop, {mtu + 14} B frames 1/msg"
+    note = f"{path}; {seconds} s x {options.rounds}"
+    return (_row(metric, api, "Mbit/s", bases, base_name, minimum, f"{note}; API sockets"),
+            _row(metric + IPERF, iperf, "Mbit/s", bases, base_name, minimum,
+                 f"{note}; server's sum_received, client sent {statistics.median(sent):.1f}"))
+
+
+def connection_rows(options: Options) -> tuple[Row, Row]:
+    """(in-process row, programs row) across the switch; each round measures its relay baseline first."""
+    seconds = options.seconds
+    bases: list[float] = []
+    api: list[tuple[float, int]] = []
+    program: list[tuple[float, int]] = []
+    with Emulation(topology(SWITCH), name="bench-tcp-connections") as net:
+        address = _address(net)
+        for _ in range(options.rounds):
+            bases.append(relay_round_trips(options.rtt_samples))
+            api.append(api_connection_rate(net, address, seconds))
+            program.append(program_connection_rate(net, address, seconds))
+    print(f"  {CONNECTIONS}: {statistics.median(r for r, _ in api):.0f} in-process, "
+          f"{statistics.median(r for r, _ in program):.0f} programs", flush=True)
+    note = f"connect + {MSG} B + close across a switch, one after another; {seconds} s x {options.rounds}"
+    base_name = "bare relay round trips/s (64 B)"
+    return (_row(CONNECTIONS, [r for r, _ in api], "connections/s", bases, base_name, CONNECTIONS_MINIMUM,
+                 f"{note}; API sockets, {sum(c for _, c in api)} connections"),
+            _row(CONNECTIONS + IPERF, [r for r, _ in program], "connections/s", bases, base_name,
+                 CONNECTIONS_MINIMUM, f"{note}; Python client/server programs, {sum(c for _, c in program)} "
+                                      "connections"))
+
+
+def run(argv: list[str] | None = None) -> list[Row]:
+    options = parse(argv)
+    load = os.getloadavg()[0]
+    print(f"bench tcp: {options.seconds} s per measurement, {options.rounds} round(s), {','.join(options.only)}; "
+          f"load average {load:.2f} at the start", flush=True)
+    if load > 1.0:
+        print("bench tcp: the machine is busy (load > 1 on 2 vCPUs): expect low and noisy figures", flush=True)
+    api_rows: list[Row] = []
+    program_rows: list[Row] = []
+    for metric, kind, minimum, path in GOODPUT:
+        if kind in options.only:
+            in_process, iperf = goodput_rows(kind, metric, minimum, path, options)
+            api_rows.append(in_process)
+            program_rows.append(iperf)
+    if "connections" in options.only:
+        in_process, programs = connection_rows(options)
+        api_rows.append(in_process)
+        program_rows.append(programs)
+    print(f"bench tcp: load average {os.getloadavg()[0]:.2f} at the end", flush=True)
+    return api_rows + program_rows
