@@ -336,8 +336,8 @@ class Sockfs(StreamPump, PairRenewal):
         file.sock.connect(address, self.clock())
         if not file.stream or file.sock.state not in (TCP_SYN_SENT, TCP_SYN_RECV):
             return self._connected(file) if file.stream else None
+        self._fill(file, call)      # unwritable until the handshake ends, however this call ends (EINTR too)
         if call.nonblock:
-            self._fill(file, call)
             raise OSError(errno.EINPROGRESS, os.strerror(errno.EINPROGRESS))
         return self._wait(file, _Reader("connect", call.defer(), call=call), file.sock.sndtimeo)
 
@@ -482,8 +482,6 @@ class Sockfs(StreamPump, PairRenewal):
     def _time_out(self, file: SocketFile, reader: _Reader) -> None:
         reader.timer = None
         self._forget_reader(file, reader)
-        if reader.kind == "connect" and file.stream and reader.call is not None:
-            self._fill(file, reader.call)           # EINPROGRESS: the program may poll for POLLOUT now
         reader.deferred.fail(errno.EINPROGRESS if reader.kind == "connect" else errno.EAGAIN)
 
     def _forget_reader(self, file: SocketFile, reader: _Reader) -> None:

@@ -26,7 +26,8 @@ A stream socket's file is a SOCK_STREAM socketpair; its bytes are TCP's (nodes/s
   trapped getsockopt(SO_ERROR). The file is then `dead`: never renewed, released when the
   program no longer holds its end (REAP_BROKEN).
 * **Non-blocking connect**: EINPROGRESS, and the program's end must not poll writable
-  before the handshake is over (curl, iperf3, asyncio: connect, poll POLLOUT, SO_ERROR).
+  before the handshake is over (curl, iperf3, asyncio: connect, poll POLLOUT, SO_ERROR;
+  Python after a blocking connect interrupted by a signal, SO_SNDTIMEO's EINPROGRESS).
   A fresh pair is writable, so the program's end gets the smallest SO_SNDBUF and is
   filled from a copy of it until its write() would block (`filler`); when the handshake
   ends (established or failed) the filler is read away and SO_SNDBUF restored: POLLOUT
@@ -142,7 +143,9 @@ class StreamPump:
             mask |= _IN
         if file.rx_buf is not None and not file.hup:
             mask |= _OUT
-        if not mask and (file.hup or file.reap or (file.prog_shut_wr and file.eof_sent)):
+        if file.prog_shut_wr and file.eof_sent and not file.reap:
+            self._reap_later(file)              # its SHUT_WR and our EOF make EPOLLHUP: ask /proc
+        if not mask and (file.hup or file.reap):
             mask = -1
         if mask == file.watch_mask:
             return
@@ -236,7 +239,7 @@ class StreamPump:
     def _program_gone(self, file: SocketFile) -> None:
         """EPOLLHUP on our end: the program's last copy is closed, unless both directions were shut."""
         if file.prog_shut_wr and file.eof_sent:
-            self._reap_later(file)              # its SHUT_WR and our EOF look the same: ask /proc
+            self._reap_later(file)              # its SHUT_WR and our EOF look the same
             return
         self._closed_by_program(file)
 

@@ -494,3 +494,29 @@ def test_shut_rd_makes_native_reads_return_zero(world):
     assert end.recv(10) == b""
     end.send(b"writes go on")
     assert remote_read_all(world, remote, 12) == b"writes go on"
+
+
+def test_a_blocking_connect_keeps_the_end_unwritable_if_the_call_goes_away(world):
+    """Python polls for POLLOUT after a connect interrupted by a signal (bpo-23618): still connecting."""
+    world.remote_listener(84)
+    sock_id, end = world.socket()
+    deferred = world.sockfs.connect(sock_id, SockAddr(AF_INET, H2, 84), world.call(end))
+    deferred._cancelled()                       # the signal: the call is gone, the handshake goes on
+    world.step()
+    assert not polled(end) & select.POLLOUT
+    world.tcp.establish(world.sock(sock_id))
+    world.until(lambda: polled(end) & select.POLLOUT, "writable once established")
+
+
+def test_after_shut_wr_and_the_peers_fin_the_programs_close_is_found_by_the_reaper(world):
+    sock_id, end, remote = world.connected()
+    world.sockfs.shutdown(sock_id, socket.SHUT_WR, world.call(end))
+    remote.shutdown(socket.SHUT_WR, 0.0)
+    world.until(lambda: world.sockfs.files[sock_id].eof_sent, "the peer's EOF in the pair")
+    assert end.recv(10) == b""
+    world.step()
+    assert sock_id in world.sockfs.files        # both directions shut: not a close
+    world.ends.remove(end)
+    end.close()
+    world.until(lambda: sock_id not in world.sockfs.files, "the release", timeout=5)
+    assert world.tcp.closed
