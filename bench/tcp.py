@@ -336,8 +336,8 @@ def _listening(net: Emulation, node: str, port: int, program: _Program) -> None:
     raise program.failure(f"not listening on port {port} within {LISTEN_TIMEOUT:g} s")
 
 
-def iperf_goodput(net: Emulation, address: str, seconds: int, port: int = IPERF_PORT) -> tuple[float, float]:
-    """(server's end.sum_received bit/s, client's end.sum_sent bit/s) of one iperf3 test h1 -> h2."""
+def iperf_goodput(net: Emulation, address: str, seconds: int, port: int = IPERF_PORT) -> tuple[float, float, int]:
+    """(server's end.sum_received bit/s, client's end.sum_sent bit/s, server's bytes) of one iperf3 test h1 -> h2."""
     with contextlib.ExitStack() as stack:
         server = _Program(net, "h2", ["iperf3", "-s", "-1", "--json", "-p", str(port)], stack)
         _listening(net, "h2", port, server)
@@ -354,8 +354,9 @@ def iperf_goodput(net: Emulation, address: str, seconds: int, port: int = IPERF_
             if report.get("error"):
                 raise program.failure(report["error"])
             reports.append(report)
-        return (float(reports[0]["end"]["sum_received"]["bits_per_second"]),
-                float(reports[1]["end"]["sum_sent"]["bits_per_second"]))
+        received = reports[0]["end"]["sum_received"]
+        return (float(received["bits_per_second"]), float(reports[1]["end"]["sum_sent"]["bits_per_second"]),
+                int(received["bytes"]))
 
 
 def program_connection_rate(net: Emulation, address: str, seconds: float,
@@ -426,6 +427,34 @@ def _address(net: Emulation) -> str:
     return net["h2"].addresses[0].split("/")[0]
 
 
+class _Segments:
+    """h1's TCP counters over measurements: segments sent, retransmitted, goodput bytes they carried."""
+
+    def __init__(self, net: Emulation) -> None:
+        self.net = net
+        self.out = self.retransmitted = self.bytes = 0
+
+    def measure(self, function: Callable[[], tuple[Any, ...]], received: Callable[[tuple[Any, ...]], int]) -> tuple:
+        before = self.net["h1"].counters()["Tcp"]
+        result = function()
+        after = self.net["h1"].counters()["Tcp"]
+        self.out += after["OutSegs"] - before["OutSegs"]
+        self.retransmitted += after["RetransSegs"] - before["RetransSegs"]
+        self.bytes += received(result)
+        return result
+
+    def note(self) -> str:
+        per = f" (~{self.bytes / self.out:.0f} B of goodput each)" if self.out else ""
+        return f"h1 sent {self.out} segments{per}, {self.retransmitted} retransmitted"
+
+
+def _check_mtu(net: Emulation, mtu: int) -> None:
+    for node in ("h1", "h2"):
+        found = {row["name"]: row["mtu"] for row in net[node].interfaces()}.get("eth0")
+        if found != mtu:
+            raise RuntimeError(f"bench tcp: {node} eth0 has MTU {found}, the topology asks {mtu}")
+
+
 def goodput_rows(kind: str, metric: str, minimum: float, path: str, options: Options) -> tuple[Row, Row]:
     """(in-process row, iperf3 row) of one topology; every round measures its own relay baseline first."""
     seconds, mtu = options.seconds, 9000 if kind == JUMBO else 1500
@@ -434,21 +463,26 @@ def goodput_rows(kind: str, metric: str, minimum: float, path: str, options: Opt
     iperf: list[float] = []
     sent: list[float] = []
     with Emulation(topology(kind), name=f"bench-tcp-{kind}") as net:
+        _check_mtu(net, mtu)
         address = _address(net)
+        api_segments, iperf_segments = _Segments(net), _Segments(net)
         for _ in range(options.rounds):
             frames = options.relay_frames if mtu == 1500 else options.relay_frames // 3
             bases.append(relay_mbits(mtu + 14, frames))
-            api.append(api_goodput(net, address, seconds)[0] / 1e6)
-            server_bps, client_bps = iperf_goodput(net, address, seconds)
+            bps, _ = api_segments.measure(lambda: api_goodput(net, address, seconds), lambda result: result[1])
+            api.append(bps / 1e6)
+            server_bps, client_bps, _ = iperf_segments.measure(lambda: iperf_goodput(net, address, seconds),
+                                                               lambda result: result[2])
             iperf.append(server_bps / 1e6)
             sent.append(client_bps / 1e6)
     print(f"  {metric}: {statistics.median(api):.1f} Mbit/s in-process, {statistics.median(iperf):.1f} iperf3 "
           f"(relay {statistics.median(bases):.0f})", flush=True)
     base_name = f"bare relay hop, {mtu + 14} B frames 1/msg"
     note = f"{path}; {seconds} s x {options.rounds}"
-    return (_row(metric, api, "Mbit/s", bases, base_name, minimum, f"{note}; API sockets"),
+    return (_row(metric, api, "Mbit/s", bases, base_name, minimum, f"{note}; API sockets; {api_segments.note()}"),
             _row(metric + IPERF, iperf, "Mbit/s", bases, base_name, minimum,
-                 f"{note}; server's sum_received, client sent {statistics.median(sent):.1f}"))
+                 f"{note}; server's sum_received, client sent {statistics.median(sent):.1f}; "
+                 f"{iperf_segments.note()}"))
 
 
 def connection_rows(options: Options) -> tuple[Row, Row]:
