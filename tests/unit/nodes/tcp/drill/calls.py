@@ -21,11 +21,14 @@ import struct
 from dataclasses import dataclass
 from typing import Callable
 
+from nodes.stack import Stack
+
 from .harness import REMOTE_IP
 from .segments import LOCAL_PORT, REMOTE_PORT, Numbering, pattern
 
 TCP_SYN_SENT = 2
 TCP_ESTABLISHED = 1
+Clock = Callable[[], float]  # the stack's time now
 
 
 @dataclass(slots=True)
@@ -81,12 +84,12 @@ def _failure(error: OSError) -> Done:
 class Calls:
     """The fd table and one method per call (`call_NAME(args, now)`)."""
 
-    def __init__(self, stack, numbering: Numbering) -> None:
+    def __init__(self, stack: "Stack", numbering: Numbering) -> None:
         self.stack = stack
         self.numbering = numbering
         self.files: dict[int, OpenFile] = {}
 
-    def call(self, name: str, args: list[str], now: Callable[[], float]) -> "Done | Blocked":
+    def call(self, name: str, args: list[str], now: Clock) -> "Done | Blocked":
         method = getattr(self, "call_" + name, None)
         if method is None:
             raise CallError(f"unsupported call {name}()")
@@ -101,7 +104,7 @@ class Calls:
             raise OSError(errno.EBADF, "Bad file descriptor")
         return self.files[fd]
 
-    def _new_fd(self, sock) -> int:
+    def _new_fd(self, sock: object) -> int:
         fd = 3
         while fd in self.files:
             fd += 1
@@ -115,7 +118,7 @@ class Calls:
 
     # ------------------------------------------------------------- setup
 
-    def call_socket(self, args, now):
+    def call_socket(self, args: list[str], now: Clock) -> "Done | Blocked":
         self._arity(args, 3, "socket")
         family = socket.AF_INET if args[0] == "..." else constant(args[0])
         kind = constant(args[1])
@@ -125,7 +128,7 @@ class Calls:
         self.files[fd].nonblocking = bool(kind & socket.SOCK_NONBLOCK)
         return Done(fd)
 
-    def call_fcntl(self, args, now):
+    def call_fcntl(self, args: list[str], now: Clock) -> "Done | Blocked":
         entry = self._file(args[0])
         command = constant(args[1])
         if command == fcntl.F_GETFL:
@@ -135,25 +138,25 @@ class Calls:
             return Done(0)
         raise CallError(f"fcntl command {args[1]} is not supported")
 
-    def call_bind(self, args, now):
+    def call_bind(self, args: list[str], now: Clock) -> "Done | Blocked":
         self._arity(args, 3, "bind")
         self._file(args[0]).sock.bind(("0.0.0.0", LOCAL_PORT))
         self.numbering.local_port = LOCAL_PORT
         self.numbering.remote_port = REMOTE_PORT
         return Done(0)
 
-    def call_listen(self, args, now):
+    def call_listen(self, args: list[str], now: Clock) -> "Done | Blocked":
         self._arity(args, 2, "listen")
         self._file(args[0]).sock.listen(constant(args[1]))
         return Done(0)
 
-    def call_setsockopt(self, args, now):
+    def call_setsockopt(self, args: list[str], now: Clock) -> "Done | Blocked":
         self._arity(args, 5, "setsockopt")
         sock = self._file(args[0]).sock
         sock.setsockopt(constant(args[1]), constant(args[2]), _option_value(args[3]))
         return Done(0)
 
-    def call_getsockopt(self, args, now):
+    def call_getsockopt(self, args: list[str], now: Clock) -> "Done | Blocked":
         self._arity(args, 5, "getsockopt")
         value = self._file(args[0]).sock.getsockopt(constant(args[1]), constant(args[2]))
         wanted = args[3]
@@ -166,7 +169,7 @@ class Calls:
 
     # ------------------------------------------------------------- connections
 
-    def call_accept(self, args, now):
+    def call_accept(self, args: list[str], now: Clock) -> "Done | Blocked":
         self._arity(args, 3, "accept")
         entry = self._file(args[0])
 
@@ -181,7 +184,7 @@ class Calls:
 
         return self._maybe_block(entry, attempt, "EAGAIN")
 
-    def call_connect(self, args, now):
+    def call_connect(self, args: list[str], now: Clock) -> "Done | Blocked":
         self._arity(args, 3, "connect")
         entry = self._file(args[0])
         self.numbering.remote_port = LOCAL_PORT
@@ -200,7 +203,7 @@ class Calls:
 
         return self._maybe_block(entry, attempt, "EINPROGRESS")
 
-    def _maybe_block(self, entry: OpenFile, attempt: Callable[[], "Done | None"], errno_name: str):
+    def _maybe_block(self, entry: OpenFile, attempt: Callable[[], "Done | None"], errno_name: str) -> "Done | Blocked":
         result = attempt()
         if result is not None:
             return result
@@ -208,12 +211,12 @@ class Calls:
             return Done(-1, errno_name)
         return Blocked(_guarded(attempt))
 
-    def call_shutdown(self, args, now):
+    def call_shutdown(self, args: list[str], now: Clock) -> "Done | Blocked":
         self._arity(args, 2, "shutdown")
         self._file(args[0]).sock.shutdown(constant(args[1]), now())
         return Done(0)
 
-    def call_close(self, args, now):
+    def call_close(self, args: list[str], now: Clock) -> "Done | Blocked":
         self._arity(args, 1, "close")
         fd = constant(args[0])
         entry = self._file(args[0])
@@ -223,15 +226,15 @@ class Calls:
 
     # ------------------------------------------------------------- data
 
-    def call_write(self, args, now):
+    def call_write(self, args: list[str], now: Clock) -> "Done | Blocked":
         self._arity(args, 3, "write")
         return self._send(self._file(args[0]), constant(args[2]), 0, now)
 
-    def call_send(self, args, now):
+    def call_send(self, args: list[str], now: Clock) -> "Done | Blocked":
         self._arity(args, 4, "send")
         return self._send(self._file(args[0]), constant(args[2]), constant(args[3]), now)
 
-    def _send(self, entry: OpenFile, length: int, flags: int, now):
+    def _send(self, entry: OpenFile, length: int, flags: int, now: Clock) -> "Done | Blocked":
         written = 0
 
         def attempt() -> Done | None:
@@ -259,15 +262,15 @@ class Calls:
             return Done(-1, "EAGAIN")
         return Blocked(_guarded(attempt))
 
-    def call_read(self, args, now):
+    def call_read(self, args: list[str], now: Clock) -> "Done | Blocked":
         self._arity(args, 3, "read")
         return self._recv(self._file(args[0]), constant(args[2]), 0, now)
 
-    def call_recv(self, args, now):
+    def call_recv(self, args: list[str], now: Clock) -> "Done | Blocked":
         self._arity(args, 4, "recv")
         return self._recv(self._file(args[0]), constant(args[2]), constant(args[3]), now)
 
-    def _recv(self, entry: OpenFile, length: int, flags: int, now):
+    def _recv(self, entry: OpenFile, length: int, flags: int, now: Clock) -> "Done | Blocked":
         def attempt() -> Done | None:
             try:
                 data = entry.sock.recvmsg(length, now(), flags).data
@@ -282,7 +285,7 @@ class Calls:
 
         return self._maybe_block(entry, attempt, "EAGAIN")
 
-    def call_poll(self, args, now):
+    def call_poll(self, args: list[str], now: Clock) -> "Done | Blocked":
         """poll([{fd=N, events=E, revents=R}], 1, 0): one fd, timeout 0 (it never blocks)."""
         self._arity(args, 3, "poll")
         text = args[0].strip()

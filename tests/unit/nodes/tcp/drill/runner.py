@@ -11,6 +11,8 @@ retries as the stack runs; it must return before the next call, or at its `...B`
 
 Directives (`--name=value` lines): tolerance_usecs, mtu (eth0's), remote_isn (the peer's ISN,
 to put the sequence wrap where a script wants it).
+
+From a shell: `python -m tests.unit.nodes.tcp.drill [SCRIPT.pkt ...]` (see __main__.py).
 """
 from __future__ import annotations
 
