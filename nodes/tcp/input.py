@@ -14,7 +14,7 @@ from nodes.tcp.congestion import AckOutcome, CongestionState
 from nodes.tcp.options import negotiate, parse_syn, syn_ack_echo_ok
 from nodes.tcp.reassembly import ReceiveQueue
 from nodes.tcp.scoreboard import Scoreboard
-from nodes.tcp.seq import linux_sequence_acceptable, seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
+from nodes.tcp.seq import SEQ_MASK, linux_sequence_acceptable, seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 from nodes.tcp.states import (
     TCP_CLOSE,
     TCP_CLOSE_WAIT,
@@ -31,6 +31,8 @@ from nodes.tcp.states import (
 from nodes.wire.tcp import ACK, FIN, RST, SYN, URG, SackOption, TimestampOption
 
 _DATA_STATES = frozenset((TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2))
+_PREDICT_MASK = SYN | FIN | RST | URG | ACK  # PSH may be set on the fast path
+_HALF = 1 << 31
 _OPEN = CongestionState.OPEN
 _RECOVERY = CongestionState.RECOVERY
 _PARTIAL = AckOutcome.PARTIAL
@@ -115,6 +117,8 @@ class InputMixin:
         self.segs_in += 1
         self.last_rcv = now
         self.keep_probes = 0
+        if state == TCP_ESTABLISHED and header.flags & _PREDICT_MASK == ACK and self._fast_path(header, payload, now):
+            return None
         if state == TCP_SYN_SENT:
             self._rcv_synsent(header, payload, now)
             return None
@@ -124,6 +128,91 @@ class InputMixin:
             return self._rcv_timewait(header, payload, now)
         self._rcv_state_process(header, payload, now)
         return None
+
+    def _fast_path(self, h, payload, now: float) -> bool:
+        """Header prediction (tcp_rcv_established's fast path, Van Jacobson): in-order data or
+        a pure ACK of new data on a quiet connection -- no window change, no SACK, no recovery,
+        timestamps (if any) fresh. Returns False, having changed nothing, for the general path."""
+        rq = self.rq
+        seq = h.seq
+        if seq != rq.rcv_nxt:
+            return False
+        options = h.options
+        tsval = tsecr = None
+        if self.ts_on:
+            if len(options) != 3:
+                return False
+            ts = options[2]
+            if type(ts) is not TimestampOption:
+                return False
+            tsval = ts.value
+            tsecr = ts.echo
+            if (tsval - self._ts.ts_recent) & SEQ_MASK >= _HALF:
+                return False  # older than TS.Recent: PAWS decides
+        elif options:
+            return False
+        if h.window << self.snd_wscale != self.snd_wnd:
+            return False
+        ack = h.ack
+        snd_una = self.snd_una
+        acked = (ack - snd_una) & SEQ_MASK
+        if acked > (self.snd_nxt - snd_una) & SEQ_MASK:
+            return False
+        sb = self.sb
+        if self.cc.state is not _OPEN or sb.in_recovery or sb.any_sacked:
+            return False
+        plen = len(payload)
+        if plen:
+            if (self.rcv_wup + self.rcv_wnd - seq) & SEQ_MASK >= _HALF or self.rcv_wup + self.rcv_wnd == seq:
+                return False  # a zero window: the general path drops it
+            if not rq.append(payload):
+                return False
+        elif not acked:
+            return False  # a duplicate ACK or a window probe
+        if tsval is not None and (self.rcv_wup - seq) & SEQ_MASK < _HALF:
+            self._ts.store(tsval, now)  # tcp_replace_ts_recent: SEG.SEQ <= Last.ACK.sent
+        if acked:
+            self.last_ack_recv = now
+            self.probes = 0
+            self.snd_wl1 = seq
+            self.snd_wl2 = ack
+            self._clean_acked(ack, acked, tsecr, None, now)
+        if plen:
+            if plen > self.rcv_mss:
+                self.rcv_mss = min(plen, self.advmss)
+            room = min(self.window_clamp, rq.free_space >> 1) - self.rcv_ssthresh
+            if room > 0:
+                self.rcv_ssthresh += min(room, max(2 * self.advmss, 2 * plen))
+            self.data_segs_in += 1
+            self.last_data_recv = now
+            self.bytes_received += plen
+            if tsecr:
+                sample = self._ts.rtt_sample(tsecr, now)
+                if sample is not None:
+                    self._rcv_rtt_sample(sample)
+            self._after_in_order(rq, now)
+            if seq_diff(rq.rcv_nxt, self.rcv_wup) > self.rcv_mss or self.quickack or (
+                    self._quick and not self._pingpong):
+                if self._quick:
+                    self._quick -= 1
+                self._send_ack(now)
+            else:
+                self.ack_pending = True
+                if self.t_delack is None:
+                    self.t_delack = now + self._delack_timeout()
+        self._write_xmit(now)
+        self._on_change(self)
+        return True
+
+    def _after_in_order(self, rq, now: float) -> None:
+        """In-order data arrived: the delayed-ACK clock and the receiver's RTT per window."""
+        self._event_data_recv(now)
+        # tcp_rcv_rtt_measure: the receiver's RTT, one window per sample
+        if self._rrtt_seq is None or seq_ge(rq.rcv_nxt, self._rrtt_seq):
+            if self._rrtt_seq is not None:
+                self._rcv_rtt_sample(now - self._rrtt_time)
+            self._rrtt_seq = seq_add(rq.rcv_nxt, max(self.rcv_wnd, 1))
+            self._rrtt_time = now
 
     def _rcv_synsent(self, h, payload, now: float) -> None:
         """RFC 9293 3.10.7.3 (tcp_rcv_synsent_state_process)."""
@@ -453,13 +542,7 @@ class InputMixin:
             elif not arrival.in_order:
                 stats.TCPOFODrop += 1
         if arrival.in_order and plen:
-            self._event_data_recv(now)
-            # tcp_rcv_rtt_measure: the receiver's RTT, one window per sample
-            if self._rrtt_seq is None or seq_ge(rq.rcv_nxt, self._rrtt_seq):
-                if self._rrtt_seq is not None:
-                    self._rcv_rtt_sample(now - self._rrtt_time)
-                self._rrtt_seq = seq_add(rq.rcv_nxt, max(self.rcv_wnd, 1))
-                self._rrtt_time = now
+            self._after_in_order(rq, now)
         if arrival.fin:
             self._fin_in(now)
             if self.state != TCP_CLOSE_WAIT:

@@ -223,13 +223,14 @@ class OutputMixin:
             self._xmit_retransmits(now)
         snd_end = seq_add(self._sbuf_seq, len(self._sbuf))
         window_limited = False
+        in_flight = self._in_flight()
+        mss = self.mss
+        limit = self._payload_limit()
         while True:
             snd_nxt = self.snd_nxt
             unsent = seq_diff(snd_end, snd_nxt)
             if unsent <= 0:
                 break
-            in_flight = self._in_flight()
-            mss = self.mss
             if in_flight >= cc.cwnd * mss:
                 self._cwnd_limited = True
                 break
@@ -239,7 +240,6 @@ class OutputMixin:
                 if idle > self.rtt.rto:
                     cc.on_idle_restart(now, idle, self.rtt.rto,
                                        slow_start_after_idle=self.config.slow_start_after_idle)
-            limit = self._payload_limit()
             count = unsent if unsent < limit else limit
             room = seq_diff(seq_add(self.snd_una, self.snd_wnd), snd_nxt)
             if count > room:
@@ -258,6 +258,7 @@ class OutputMixin:
                     self.fin_sent = True
                     self.fin_seq = snd_end
             self._send_new(count, flags, now)
+            in_flight += count  # new data adds to SND.NXT - SND.UNA and to pipe alike
         if self.fin_queued and not self.fin_sent and seq_diff(snd_end, self.snd_nxt) <= 0:
             # tcp_send_fin: a bare FIN once every byte has left (not held by cwnd: tcp_cwnd_test)
             self.fin_sent = True

@@ -121,7 +121,7 @@ class ReceiveQueue:
     @property
     def rcv_nxt(self) -> int:
         """RCV.NXT: the next sequence number expected (the FIN counted once passed)."""
-        return seq_add(self._base, self._nxt)
+        return (self._base + self._nxt) & 0xFFFFFFFF  # seq_add, inlined: read per segment
 
     @property
     def readable(self) -> int:
@@ -162,6 +162,15 @@ class ReceiveQueue:
     def sack_pending(self) -> bool:
         """Whether the next ACK has SACK blocks to carry (out-of-order data or a D-SACK)."""
         return bool(self._ofo) or self._dsack is not None
+
+    def append(self, data) -> bool:
+        """The fast path of `receive`: `data` at exactly RCV.NXT with no out-of-order queue, no
+        FIN seen and room in the buffer. Returns False (nothing done) otherwise."""
+        if self._ofo or self._fin is not None or len(data) > self.buffer_size - len(self._readable):
+            return False
+        self._readable += data
+        self._nxt += len(data)
+        return True
 
     def peek(self, max_bytes: int = -1) -> bytes:
         """The first `max_bytes` in-order bytes (all when negative), left in place (MSG_PEEK)."""
