@@ -64,8 +64,10 @@ class OutputMixin:
 
     def _payload_limit(self) -> int:
         """The MSS less the SACK option a segment would carry now (tcp_current_mss)."""
-        if self.sack_on and self.rq.sack_pending:
-            return max(self.mss - (28 if self.ts_on else 36), 1)
+        rq = self.rq
+        if self.sack_on and rq.sack_pending:
+            blocks = min(rq.sack_block_count, 3 if self.ts_on else 4)
+            return max(self.mss - 4 - 8 * blocks, 1)
         return self.mss
 
     # -- the receive window ----------------------------------------------------------------

@@ -163,6 +163,11 @@ class ReceiveQueue:
         """Whether the next ACK has SACK blocks to carry (out-of-order data or a D-SACK)."""
         return bool(self._ofo) or self._dsack is not None
 
+    @property
+    def sack_block_count(self) -> int:
+        """How many SACK blocks the next ACK would carry with room for all (D-SACK included)."""
+        return len(self._ofo) + (self._dsack is not None)
+
     def append(self, data) -> bool:
         """The fast path of `receive`: `data` at exactly RCV.NXT with no out-of-order queue, no
         FIN seen and room in the buffer. Returns False (nothing done) otherwise."""
