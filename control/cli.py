@@ -118,6 +118,12 @@ class NetemuShell(NodeCommands, cmd.Cmd):
     def completenames(self, text: str, *ignored: Any) -> list[str]:
         return super().completenames(text, *ignored) + [n for n in self.net.topology.nodes if n.startswith(text)]
 
+    def complete_iperf(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
+        before = line[:begidx].split()[1:]
+        if before and before[-1] in ("-t", "-p"):
+            return []
+        return [name for name in self.net.topology.nodes if name.startswith(text)]
+
     def completedefault(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
         before = line[:begidx].split()  # the words before the one being completed
         topology = self.net.topology

@@ -96,3 +96,9 @@ def test_tab_after_sysctl_offers_the_knobs(shell):
 def test_tab_after_other_commands_offers_nodes_and_segments(shell):
     assert complete(shell, "link h1 ") == ["h1", "r1", "h2", "lan1"]
     assert complete(shell, "capture l") == ["lan1"]
+
+
+def test_tab_after_iperf_offers_nodes_but_not_after_its_options(shell):
+    assert complete(shell, "iperf ") == ["h1", "r1", "h2"]
+    assert complete(shell, "iperf h1 h") == ["h1", "h2"]
+    assert complete(shell, "iperf h1 -t ") == []
