@@ -112,7 +112,7 @@ def test_sack_blocks_beside_timestamps_at_most_three():
     conn = ep.conn
     for n in range(4):
         ep.deliver(seg(5001 + 100 + n * 200, 1001, ACK, 1000, ts(1001 + n)), b"s" * 100)
-    header, _ = ep.one() if False else ep.take()[-1]
+    header, _ = ep.take()[-1]
     blocks = header.option(SackOption).blocks
     assert len(blocks) == 3  # RFC 2018 3: 3 blocks fit beside timestamps
     assert blocks[0] == (5001 + 700, 5001 + 800)  # the most recent first (RFC 2018 4)
