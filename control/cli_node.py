@@ -160,7 +160,7 @@ class NodeCommands:
         if args not in ([], ["-a"]):
             raise CommandError("usage: <node> counters [-a]")
         counters = node.call("counters")
-        for group in ("Ip", "Icmp", "Udp", "arp_cache", "softnet", "route_cache", "link"):
+        for group in ("Ip", "Icmp", "Udp", "Tcp", "TcpExt", "arp_cache", "softnet", "route_cache", "link"):
             values = counters.get(group) or {}
             shown = " ".join(f"{key}={value}" for key, value in values.items() if value or args)
             self.out(f"{group}: {shown or '(all zero)'}")

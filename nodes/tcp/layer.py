@@ -518,4 +518,6 @@ class TcpLayer(TcpPorts):
         return self.stats.snmp()
 
     def ext_counters(self) -> dict[str, int]:
-        return self.stats.as_dict()
+        """TcpExt (/proc/net/netstat): the counters beyond the Tcp: line."""
+        snmp = self.stats.snmp()
+        return {name: value for name, value in self.stats.as_dict().items() if name not in snmp}

@@ -198,13 +198,13 @@ def info_line(info: Mapping[str, Any]) -> str:
         words.append(str(info["congestion"]))
     if info.get("options"):
         words.extend(str(info["options"]).split())
-    words.append(f"rto:{ms('rto')}")
+    words.append(f"rto:{round(float(info.get('rto') or 0) * 1000)}")  # jiffies: whole ms at HZ=1000
     if info.get("backoff"):
         words.append(f"backoff:{info['backoff']}")
     if info.get("rtt"):
         words.append(f"rtt:{float(info['rtt']) * 1000:.3g}/{float(info.get('rttvar') or 0) * 1000:.3g}")
     if info.get("ato"):
-        words.append(f"ato:{ms('ato')}")
+        words.append(f"ato:{round(float(info['ato']) * 1000)}")
     for key, name in (("snd_mss", "mss"), ("pmtu", "pmtu"), ("rcv_mss", "rcvmss"), ("advmss", "advmss"),
                       ("snd_cwnd", "cwnd")):
         if info.get(key) is not None:

@@ -188,7 +188,8 @@ def test_counters_show_nonzero_snmp_counters(net):
     ok(net, "h1 ping -c 1 h2\n")
     counters = ok(net, "r1 counters\n")
     assert re.search(r"ForwDatagrams=\d+", counters[0]), counters
-    assert [line.split(":")[0] for line in counters] == ["Ip", "Icmp", "Udp", "arp_cache", "softnet", "route_cache", "link"]
+    assert [line.split(":")[0] for line in counters] == [
+        "Ip", "Icmp", "Udp", "Tcp", "TcpExt", "arp_cache", "softnet", "route_cache", "link"]
     assert all("=" in line or line.endswith(": (all zero)") for line in counters), counters
     assert not any("=0 " in line or line.endswith("=0") for line in counters), counters
     everything = ok(net, "r1 counters -a\n")
