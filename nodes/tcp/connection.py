@@ -56,6 +56,9 @@ from nodes.tcp.states import (
 )
 from nodes.tcp.timers import TimerMixin
 
+# ip_rt_min_pmtu: a frag-needed below it lowers the path MTU only to 552 (512 + 40)
+_MIN_PMTU = 552
+
 # tcp_need_reset(): states in which an abort tells the peer with a RST.
 _RESET_STATES = frozenset((TCP_ESTABLISHED, TCP_CLOSE_WAIT, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_SYN_RECV))
 
@@ -298,6 +301,11 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin):
             self._write_xmit(now)
         return count
 
+    def push(self, now: float) -> None:
+        """tcp_push_pending_frames(): send what the windows allow now. The socket layer calls it
+        after turning TCP_NODELAY on or TCP_CORK off (tcp_sock_set_nodelay / _cork)."""
+        self._write_xmit(now)
+
     @property
     def readable(self) -> int:
         rq = self.rq
@@ -450,7 +458,7 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin):
         """tcp_v4_mtu_reduced() + tcp_simple_retransmit(): a smaller MSS, resend what is in flight."""
         if mtu <= 0 or mtu >= self.path_mtu:
             return
-        self.path_mtu = max(mtu, 68)
+        self.path_mtu = max(mtu, _MIN_PMTU)
         neg = self._neg
         if neg is None:
             return

@@ -600,7 +600,7 @@ class InputMixin:
     def _delack_timeout(self) -> float:
         """tcp_send_delayed_ack(): ato, bounded by the RTT (and 200 ms in ping-pong mode)."""
         config = self.config
-        ato = self._ato or config.delack_min
+        ato = self._ato  # 0 until data arrived: the "delayed" ACK of a bare FIN goes at once
         if ato > config.delack_min:
             max_ato = config.delack_max if self._pingpong else 0.5
             srtt = self.rtt.srtt

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import errno
 
+import pytest
+
 from nodes.tcp.states import (
     TCP_CLOSE,
     TCP_CLOSE_WAIT,
@@ -57,12 +59,23 @@ def test_passive_close_with_delayed_ack_of_fin():
 
 
 def test_fin_ack_delayed_ack_fires():
+    """tcp_send_delayed_ack with ato still 0 (no data came): the timer fires at once."""
     ep = established()
     ep.deliver(seg(5001, 1001, ACK | FIN))
-    ep.advance(0.05)
+    assert ep.conn.next_timer() == ep.now
+    ep.advance(0.0)
     header, _ = ep.one()
     assert (header.flags, header.ack) == (ACK, 5002)
     assert ep.stats.DelayedACKs == 1
+
+
+def test_fin_after_data_is_acked_after_ato():
+    ep = established()
+    ep.deliver(seg(5001, 1001, ACK | PSH), b"data")
+    ep.take()  # quick ACK
+    ep.now += 0.1
+    ep.deliver(seg(5005, 1001, ACK | FIN))
+    assert ep.take() == [] and ep.conn.next_timer() == pytest.approx(ep.now + 0.04)
 
 
 def test_simultaneous_close_through_closing():

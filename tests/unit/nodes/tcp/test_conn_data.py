@@ -65,6 +65,17 @@ def test_nodelay_sends_at_once():
     assert [p for _, p in ep.take()] == [b"a", b"b"]
 
 
+def test_push_after_nodelay_sends_what_nagle_held():
+    ep = established()
+    conn = ep.conn
+    conn.send(b"a", ep.now)
+    conn.send(b"b", ep.now)
+    assert [p for _, p in ep.take()] == [b"a"]
+    conn.nodelay = True
+    conn.push(ep.now)  # tcp_sock_set_nodelay -> tcp_push_pending_frames
+    assert [p for _, p in ep.take()] == [b"b"]
+
+
 def test_nagle_lets_full_segments_go():
     ep = established()
     conn = ep.conn

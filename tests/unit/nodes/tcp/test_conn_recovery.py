@@ -128,6 +128,14 @@ def test_pmtu_frag_needed_lowers_mss_and_retransmits():
     assert conn.path_mtu == 1200
 
 
+def test_pmtu_below_minimum_is_clamped():
+    ep = established()
+    conn = flight(ep, queued=1, segments=1)
+    conn.icmp_error(3, 4, 300, ep.now)
+    assert conn.path_mtu == 552 and conn.mss == 512  # ip_rt_min_pmtu
+    assert [len(p) for _, p in ep.take()] == [512, 512, 436]
+
+
 @pytest.mark.parametrize("code, err", [(3, errno.ECONNREFUSED), (1, errno.EHOSTUNREACH), (0, errno.ENETUNREACH),
                                        (13, errno.EHOSTUNREACH)])
 def test_unreachable_during_connect_aborts(code, err):
