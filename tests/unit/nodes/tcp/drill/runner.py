@@ -69,9 +69,15 @@ class Runner:
 
     def run(self) -> None:
         for event in self.events:
-            self._run(event)
+            try:
+                self._run(event)
+            except ScriptError:
+                raise
+            except Exception as error:  # a bug in the stack: name the line that set it off
+                raise self.fail(event, f"the stack raised {type(error).__name__}: {error}") from error
             if self.failure is not None:
                 raise self.failure
+            self._check_barrier(event)
         if self.pending:
             call = self.pending[0]
             raise self.fail(call.event, f"{call.event.body.name}() never returned")
@@ -135,6 +141,13 @@ class Runner:
                 self.harness.stack.sysctl.set(name, value)
         else:
             self._call(event, body, returns_at)
+
+    def _check_barrier(self, event: Event) -> None:
+        """Outside the test suite the stack swallows exceptions (its barrier counts them): fail on any."""
+        stat = self.harness.stack.napi.stat
+        if stat.rx_exceptions or stat.timer_exceptions:
+            raise self.fail(event, f"the stack's exception barrier caught {stat.rx_exceptions} frame and "
+                                   f"{stat.timer_exceptions} timer exceptions (see the log)")
 
     def _raise_failure(self) -> None:
         if self.failure is not None:

@@ -211,3 +211,17 @@ def test_a_blocked_call_returning_early_fails_too():
             "+.1 < S 0:0(0) win 1000 <mss 1000>\n"
             "+0 > S. 0:0(0) ack 1 <mss 1460>\n"
             "+.1 < . 1:1(0) ack 1 win 1000\n")
+
+
+def test_an_exception_in_the_stack_fails_at_the_line_that_caused_it(monkeypatch):
+    from nodes.ipv4 import IPv4Layer
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(IPv4Layer, "receive", broken)
+    with pytest.raises(ScriptError, match=r"^t.pkt:2: the stack raised ZeroDivisionError: boom"):
+        run("// a frame in\n0 < S 0:0(0) win 1000\n")
+    monkeypatch.setattr("nodes.nic.NapiScheduler.reraise", False)  # as outside the test suite
+    with pytest.raises(ScriptError, match=r"^t.pkt:2: the stack's exception barrier caught 1 frame"):
+        run("// a frame in\n0 < S 0:0(0) win 1000\n")
