@@ -233,3 +233,28 @@ def test_fin_on_syn_ack_is_ignored_before_sequence():
     assert ep.conn.at_eof
     sack_less = [h for h, _ in ep.take() if h.option(SackOption)]
     assert sack_less == []
+
+
+def test_close_in_syn_recv_sends_fin_once_established():
+    """RFC 9293 3.10.4: CLOSE in SYN-RECEIVED queues a FIN for after the handshake."""
+    ep = Endpoint(isn=1000)
+    ep.conn.connect(0.0)
+    ep.deliver(seg(5000, 0, SYN, 65535, (MssOption(1400),)))
+    ep.take()
+    ep.conn.close(0.0)
+    assert ep.take() == []
+    ep.deliver(seg(5001, 1001, ACK))
+    header, _ = ep.one()
+    assert (header.flags, header.seq) == (ACK | FIN, 1001)
+    from nodes.tcp.states import TCP_FIN_WAIT1
+
+    assert ep.conn.state == TCP_FIN_WAIT1
+
+
+def test_shutdown_in_syn_sent_closes():
+    """tcp_shutdown: SYN-SENT goes to CLOSED (tcp_close_state's table)."""
+    ep = Endpoint(isn=1000)
+    ep.conn.connect(0.0)
+    ep.take()
+    ep.conn.shutdown_send(0.0)
+    assert ep.conn.state == TCP_CLOSE and ep.take() == []
