@@ -78,6 +78,11 @@ class Runner:
             if self.failure is not None:
                 raise self.failure
             self._check_barrier(event)
+        for call in list(self.pending):  # the script ends waiting for a call that has an end time
+            if call.returns_at is not None:
+                self.harness.advance(call.returns_at + self.tolerance)
+                self._raise_failure()
+                self._check_deadlines()
         if self.pending:
             call = self.pending[0]
             raise self.fail(call.event, f"{call.event.body.name}() never returned")
