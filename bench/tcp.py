@@ -25,6 +25,10 @@ frame per message, as Mbit/s of 1514 B frames (9014 B for the MTU 9000 rows); h1
 -> h2 crosses exactly one such hop (the router path three). The connection rows sit beside
 the bare relay's round trips per second (1 / median RTT of a 64 B message to an echo).
 
+Each goodput row's note adds what h1's TCP and the data plane counted during its
+measurements: segments sent and retransmitted, and frames dropped in the nodes' NIC queues
+and at the bus ports (a loss on a path with no `loss` configured is a queue that overflowed).
+
 Each row's target says `met` or `missed`; the JSON (bench/out/tcp.json) has the numeric
 `minimum` and a `met` boolean beside the harness's fields. `--quick`: 1 s measurements and
 smaller baselines; `--rounds N`: N rounds of every measurement, the median reported (each
@@ -428,24 +432,47 @@ def _address(net: Emulation) -> str:
 
 
 class _Segments:
-    """h1's TCP counters over measurements: segments sent, retransmitted, goodput bytes they carried."""
+    """What h1's TCP and the data plane counted over measurements: segments h1 sent and retransmitted,
+    the goodput bytes they carried, frames dropped in the nodes' NIC queues (tx_dropped, rx_dropped,
+    rx_missed_errors: a full transmit queue or receive ring) and at the bus ports (dropped_queue:
+    a full port queue; dropped_loss: the `loss` the topology asks)."""
+
+    NIC = ("tx_dropped", "rx_dropped", "rx_missed_errors")
+    PORT = ("dropped_queue", "dropped_loss")
 
     def __init__(self, net: Emulation) -> None:
         self.net = net
-        self.out = self.retransmitted = self.bytes = 0
+        self.counts = dict.fromkeys(("out", "retransmitted", "bytes") + self.NIC + self.PORT, 0)
+
+    def _snapshot(self) -> dict[str, int]:
+        net = self.net
+        tcp = net["h1"].counters()["Tcp"]
+        found = {"out": tcp["OutSegs"], "retransmitted": tcp["RetransSegs"], **dict.fromkeys(self.NIC + self.PORT, 0)}
+        for node in net.topology.nodes:
+            for interface in net[node].interfaces():
+                for key in self.NIC:
+                    found[key] += interface["stats"].get(key, 0)
+        for interface in net.topology.interfaces():
+            stats = net.link(interface.node, interface.name).stats()
+            for key in self.PORT:
+                found[key] += stats.get(key, 0)
+        return found
 
     def measure(self, function: Callable[[], tuple[Any, ...]], received: Callable[[tuple[Any, ...]], int]) -> tuple:
-        before = self.net["h1"].counters()["Tcp"]
+        before = self._snapshot()
         result = function()
-        after = self.net["h1"].counters()["Tcp"]
-        self.out += after["OutSegs"] - before["OutSegs"]
-        self.retransmitted += after["RetransSegs"] - before["RetransSegs"]
-        self.bytes += received(result)
+        after = self._snapshot()
+        for key, value in after.items():
+            self.counts[key] += value - before[key]
+        self.counts["bytes"] += received(result)
         return result
 
     def note(self) -> str:
-        per = f" (~{self.bytes / self.out:.0f} B of goodput each)" if self.out else ""
-        return f"h1 sent {self.out} segments{per}, {self.retransmitted} retransmitted"
+        c = self.counts
+        per = f" (~{c['bytes'] / c['out']:.0f} B of goodput each)" if c["out"] else ""
+        return (f"h1 sent {c['out']} segments{per}, {c['retransmitted']} retransmitted; frames dropped: NIC "
+                + ", ".join(f"{key} {c[key]}" for key in self.NIC) + "; ports "
+                + ", ".join(f"{key} {c[key]}" for key in self.PORT))
 
 
 def _check_mtu(net: Emulation, mtu: int) -> None:
