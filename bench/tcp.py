@@ -71,6 +71,7 @@ CONN_PORT = 6001
 CONN_PROGRAM_PORT = 6002
 LISTEN_TIMEOUT = 10.0
 MARGIN = 30.0               # s beyond a measurement's length before it counts as hung
+STALL = 0.5                 # s: a connection this slow waited for a retransmission (the SYN RTO is 1 s)
 
 SWITCH, ROUTER, LOSS, JUMBO = "switch", "router", "loss", "jumbo"
 
@@ -225,18 +226,21 @@ def _serve_connections(listener: socket.socket, stop: threading.Event) -> None:
                 got += len(data)
 
 
-def api_connection_rate(net: Emulation, address: str, seconds: float, port: int = CONN_PORT) -> tuple[float, int]:
-    """(connections/s, connections): connect + MSG bytes + close, one after another, for `seconds`."""
+def api_connection_rate(net: Emulation, address: str, seconds: float,
+                        port: int = CONN_PORT) -> tuple[float, int, int]:
+    """(connections/s, connections, of them slower than STALL s): connect + MSG bytes + close, one after
+    another, for `seconds`."""
     listener = _listener(net, "h2", port)
     stop = threading.Event()
     errors: list[BaseException] = []
     try:
         server = _thread(lambda: _serve_connections(listener, stop), errors)
-        payload, node, count = bytes(MSG), net["h1"], 0
+        payload, node, count, stalls = bytes(MSG), net["h1"], 0, 0
         clock = time.perf_counter
-        start = clock()
+        start = now = clock()
         end = start + seconds
-        while clock() < end and not errors:
+        while now < end and not errors:
+            began = now
             with node.socket(socket.AF_INET, socket.SOCK_STREAM) as client:
                 client.settimeout(MARGIN)
                 client.connect((address, port))
@@ -244,13 +248,15 @@ def api_connection_rate(net: Emulation, address: str, seconds: float, port: int 
                 while client.recv(4096):     # until the server's close
                     pass
             count += 1
-        elapsed = clock() - start
+            now = clock()
+            stalls += now - began > STALL
+        elapsed = now - start
         stop.set()
         _join(server, errors, MARGIN, "in-process connection server")
     finally:
         stop.set()
         listener.close()
-    return count / elapsed, count
+    return count / elapsed, count, stalls
 
 
 # ------------------------------------------------------------------ programs (node.exec)
@@ -276,12 +282,14 @@ CONN_SERVER = textwrap.dedent("""
 
 CONN_CLIENT = textwrap.dedent("""
     import socket, sys, time
-    address, port, size, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    address, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    seconds, stall = float(sys.argv[4]), float(sys.argv[5])
     payload = bytes(size)
-    count = 0
-    start = time.perf_counter()
+    count = stalls = 0
+    start = now = time.perf_counter()
     end = start + seconds
-    while time.perf_counter() < end:
+    while now < end:
+        began = now
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as client:
             client.settimeout(30)
             client.connect((address, port))
@@ -289,7 +297,9 @@ CONN_CLIENT = textwrap.dedent("""
             while client.recv(4096):
                 pass
         count += 1
-    print(count / (time.perf_counter() - start), count)
+        now = time.perf_counter()
+        stalls += now - began > stall
+    print(count / (now - start), count, stalls)
 """)
 
 
@@ -364,17 +374,18 @@ def iperf_goodput(net: Emulation, address: str, seconds: int, port: int = IPERF_
 
 
 def program_connection_rate(net: Emulation, address: str, seconds: float,
-                            port: int = CONN_PROGRAM_PORT) -> tuple[float, int]:
-    """(connections/s, connections) of CONN_CLIENT on h1 against CONN_SERVER on h2."""
+                            port: int = CONN_PROGRAM_PORT) -> tuple[float, int, int]:
+    """(connections/s, connections, of them slower than STALL s) of CONN_CLIENT on h1 against CONN_SERVER on h2."""
     with contextlib.ExitStack() as stack:
         server = _Program(net, "h2", [PY, "-u", "-c", CONN_SERVER, str(port), str(MSG)], stack)
         _listening(net, "h2", port, server)
-        client = _Program(net, "h1", [PY, "-c", CONN_CLIENT, address, str(port), str(MSG), str(seconds)], stack)
+        client = _Program(net, "h1", [PY, "-c", CONN_CLIENT, address, str(port), str(MSG), str(seconds), str(STALL)],
+                          stack)
         client.wait(seconds + MARGIN, "connection client")
         if client.process.returncode:
             raise client.failure("failed")
-        rate, count = client.output().split()
-        return float(rate), int(count)
+        rate, count, stalls = client.output().split()
+        return float(rate), int(count), int(stalls)
 
 
 # ------------------------------------------------------------------ the run
@@ -516,23 +527,28 @@ def connection_rows(options: Options) -> tuple[Row, Row]:
     """(in-process row, programs row) across the switch; each round measures its relay baseline first."""
     seconds = options.seconds
     bases: list[float] = []
-    api: list[tuple[float, int]] = []
-    program: list[tuple[float, int]] = []
+    api: list[tuple[float, int, int]] = []
+    program: list[tuple[float, int, int]] = []
     with Emulation(topology(SWITCH), name="bench-tcp-connections") as net:
         address = _address(net)
+        api_segments, program_segments = _Segments(net), _Segments(net)
         for _ in range(options.rounds):
             bases.append(relay_round_trips(options.rtt_samples))
-            api.append(api_connection_rate(net, address, seconds))
-            program.append(program_connection_rate(net, address, seconds))
-    print(f"  {CONNECTIONS}: {statistics.median(r for r, _ in api):.0f} in-process, "
-          f"{statistics.median(r for r, _ in program):.0f} programs", flush=True)
+            api.append(api_segments.measure(lambda: api_connection_rate(net, address, seconds), lambda _: 0))
+            program.append(program_segments.measure(lambda: program_connection_rate(net, address, seconds),
+                                                    lambda _: 0))
+    print(f"  {CONNECTIONS}: {statistics.median(r[0] for r in api):.0f} in-process, "
+          f"{statistics.median(r[0] for r in program):.0f} programs", flush=True)
     note = f"connect + {MSG} B + close across a switch, one after another; {seconds} s x {options.rounds}"
     base_name = "bare relay round trips/s (64 B)"
-    return (_row(CONNECTIONS, [r for r, _ in api], "connections/s", bases, base_name, CONNECTIONS_MINIMUM,
-                 f"{note}; API sockets, {sum(c for _, c in api)} connections"),
-            _row(CONNECTIONS + IPERF, [r for r, _ in program], "connections/s", bases, base_name,
-                 CONNECTIONS_MINIMUM, f"{note}; Python client/server programs, {sum(c for _, c in program)} "
-                                      "connections"))
+
+    def counted(results: list[tuple[float, int, int]], segments: _Segments) -> str:
+        return (f"{sum(r[1] for r in results)} connections, {sum(r[2] for r in results)} of them over {STALL:g} s; "
+                f"h1 sent {segments.counts['out']} segments, {segments.counts['retransmitted']} retransmitted")
+    return (_row(CONNECTIONS, [r[0] for r in api], "connections/s", bases, base_name, CONNECTIONS_MINIMUM,
+                 f"{note}; API sockets; {counted(api, api_segments)}"),
+            _row(CONNECTIONS + IPERF, [r[0] for r in program], "connections/s", bases, base_name,
+                 CONNECTIONS_MINIMUM, f"{note}; Python client/server programs; {counted(program, program_segments)}"))
 
 
 def run(argv: list[str] | None = None) -> list[Row]:
