@@ -83,7 +83,7 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin):
         "ack_pending", "_quick", "_ato", "_lrcvtime", "_pingpong",
         "_rcv_rtt", "_rrtt_seq", "_rrtt_time", "_copied", "_rcvq_mark", "_rcvq_time", "_rcvq_space",
         # timers (deadlines, seconds, or None)
-        "t_rtx", "t_persist", "t_delack", "t_keep", "t_wait",
+        "t_rtx", "t_persist", "t_delack", "t_keep", "t_wait", "_pto", "_tlp_out",
         # socket options
         "nodelay", "cork", "keepalive", "keepidle", "keepintvl", "keepcnt", "user_mss", "linger",
         "quickack", "user_timeout",
@@ -179,6 +179,8 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin):
         self._copied = self._rcvq_mark = self._rcvq_space = 0
         self._rcvq_time = 0.0
         self.t_rtx = self.t_persist = self.t_delack = self.t_keep = self.t_wait = None
+        self._pto = False  # t_rtx is a tail loss probe's timeout, not the RTO
+        self._tlp_out = False
         self.nodelay = False
         self.cork = False
         self.keepalive = False

@@ -482,7 +482,8 @@ class InputMixin:
         self.dupacks = 0
         self.retransmits = 0
         self.retrans_stamp = None
-        self.t_rtx = None if self.snd_una == self.snd_nxt else now + rtt.rto  # RFC 6298 5.2-5.3
+        self._tlp_out = False
+        self._arm_rto(now)  # RFC 6298 5.2-5.3 (or the tail loss probe)
         self._expand_sndbuf()
 
     def _fin_acked(self, now: float) -> None:

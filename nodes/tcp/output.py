@@ -211,8 +211,8 @@ class OutputMixin:
         if self._rtt_seq is None and not self.ts_on:
             self._rtt_seq = end
             self._rtt_time = now
-        if self.t_rtx is None:
-            self.t_rtx = now + self.rtt.rto
+        if self.t_rtx is None or self._pto:
+            self._arm_rto(now)  # tcp_schedule_loss_probe after new data
 
     def _write_xmit(self, now: float) -> None:
         """tcp_write_xmit(): retransmissions first, then new data within cwnd and the peer's
@@ -269,7 +269,43 @@ class OutputMixin:
         if self.snd_nxt == self.snd_una and window_limited and self.t_persist is None:
             self.t_persist = now + min(self.rtt.rto * (1 << self._persist_backoff), self.config.rto_max)
 
-    def _retransmit(self, seq: int, length: int, now: float, rescue: bool = False) -> bool:
+    def _arm_rto(self, now: float) -> None:
+        """tcp_rearm_rto() / tcp_schedule_loss_probe(): with SACK in the Open state, a tail loss
+        probe after 2 SRTT (RFC 8985 7.2; + 200 ms with one segment out, for a delayed ACK)
+        comes before the RTO; else the RTO itself. Nothing in flight: no timer."""
+        if self.snd_una == self.snd_nxt:
+            self.t_rtx = None
+            self._pto = False
+            return
+        rto = self.rtt.rto
+        srtt = self.rtt.srtt
+        if self.sack_on and srtt is not None and not self._tlp_out and self.cc.state is _OPEN:
+            one = seq_diff(self.snd_nxt, self.snd_una) <= self.mss
+            pto = 2 * srtt + (self.config.rto_min if one else 0.002)
+            self.t_rtx = now + min(pto, rto)  # an earlier RTO bounds it (tcp_rto_delta_us)
+            self._pto = True
+            return
+        self.t_rtx = now + rto
+        self._pto = False
+
+    def _loss_probe(self, now: float) -> None:
+        """RFC 8985 7.3: the probe timer fired: one new segment if the windows allow, else the
+        last segment again; then the RTO. A loss it repairs needs no RTO (TCPLossProbes)."""
+        self._pto = False
+        self._tlp_out = True
+        self.stats.TCPLossProbes += 1
+        unsent = seq_diff(seq_add(self._sbuf_seq, len(self._sbuf)), self.snd_nxt)
+        room = seq_diff(seq_add(self.snd_una, self.snd_wnd), self.snd_nxt)
+        if unsent > 0 and room > 0:
+            count = min(unsent, room, self._payload_limit())
+            self._send_new(count, ACK | PSH if count == unsent else ACK, now)
+        else:
+            end = self.fin_seq if self.fin_sent else self.snd_nxt
+            start = seq_add(end, -min(self.mss, seq_diff(end, self.snd_una)))
+            self._retransmit(start, seq_diff(self.snd_nxt, start), now, track=False)
+        self.t_rtx = now + self.rtt.rto
+
+    def _retransmit(self, seq: int, length: int, now: float, rescue: bool = False, track: bool = True) -> bool:
         """tcp_retransmit_skb(): resend up to `length` sequence numbers from `seq` (data, FIN)."""
         buf = self._sbuf
         off = seq_diff(seq, self._sbuf_seq)
@@ -299,10 +335,10 @@ class OutputMixin:
         self.bytes_retrans += count
         self.bytes_sent += count
         self._rtt_seq = None  # Karn: no timing across a retransmission
-        if self.sb is not None:
+        if self.sb is not None and track:
             self.sb.on_transmit(seq, count + (1 if flags & FIN else 0), rescue)
         if self.t_rtx is None:
-            self.t_rtx = now + self.rtt.rto
+            self._arm_rto(now)
         return True
 
     def _xmit_retransmits(self, now: float) -> None:

@@ -119,6 +119,9 @@ class TimerMixin:
             return
         if state == TCP_CLOSE or self.snd_una == self.snd_nxt:
             return
+        if self._pto:
+            self._loss_probe(now)
+            return
         if self.retrans_stamp is None:
             self.retrans_stamp = now - self.rtt.rto
         boundary = (config.orphan_retries or _TCP_ORPHAN_RETRIES) if self.orphan else config.retries2

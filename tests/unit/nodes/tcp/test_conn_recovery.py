@@ -102,9 +102,11 @@ def test_rto_after_sack_keeps_sacked_data():
     ep.deliver(seg(5001, UNA, ACK, 65535, (_sack((at(2), at(4))),)))
     assert conn.sb.sacked_bytes == 2 * MSS
     ep.take()
-    ep.run_timer()
+    ep.run_timer()  # first the tail loss probe: the last segment
+    assert [h.seq for h, _ in ep.take()] == [at(3)] and ep.stats.TCPLossProbes == 1
+    ep.run_timer()  # then the RTO
     out = ep.take()
-    assert [h.seq for h, _ in out] == [at(0)]
+    assert [h.seq for h, _ in out] == [at(0)] and ep.stats.TCPTimeouts == 1
     ep.deliver(seg(5001, at(1), ACK, 65535, (_sack((at(2), at(4))),)))
     out = ep.take()
     assert [h.seq for h, _ in out] == [at(1)]  # not the SACKed segments 2 and 3
@@ -178,3 +180,40 @@ def test_keepalive_probes_then_gives_up():
 def test_keepalive_off_has_no_timer():
     ep = established()
     assert ep.conn.next_timer() is None
+
+
+def test_tail_loss_probe_repairs_a_lost_last_segment():
+    """RFC 8985 7: with SACK, 2 SRTT after the last ACK the last segment goes again, before the RTO."""
+    ep = established(peer_options=(MssOption(MSS), SACK_PERMITTED), rtt=0.01)
+    conn = flight(ep, queued=5, segments=5)
+    ep.now += 0.01
+    ep.deliver(seg(5001, at(4)))  # the fifth is lost
+    srtt = conn.rtt.srtt
+    pto = conn.next_timer() - ep.now
+    # one segment out: room for a delayed ACK, but never later than the RTO would be
+    assert pto == pytest.approx(min(2 * srtt + 0.2, conn.rtt.rto))
+    ep.run_timer()
+    header, payload = ep.one()
+    assert header.seq == at(4) and len(payload) == MSS
+    assert ep.stats.TCPLossProbes == 1 and ep.stats.TCPTimeouts == 0
+    assert conn.next_timer() == pytest.approx(ep.now + conn.rtt.rto)
+    ep.deliver(seg(5001, at(5)))
+    assert conn.next_timer() is None and conn.cc.cwnd >= 10
+
+
+def test_loss_probe_sends_new_data_when_it_can():
+    ep = established(peer_options=(MssOption(MSS), SACK_PERMITTED), rtt=0.01)
+    conn = flight(ep, queued=12, segments=10)
+    ep.now += 0.001
+    ep.deliver(seg(5001, at(9)))  # 9 acked: cwnd 19, the 2 queued go at once
+    assert [h.seq for h, _ in ep.take()] == [at(10), at(11)]
+    conn.send(b"n" * 100, ep.now)  # Nagle holds it? no: nothing small is out
+    ep.take()
+    ep.run_timer()
+    assert ep.stats.TCPLossProbes == 1
+
+
+def test_no_loss_probe_without_sack():
+    ep = established(rtt=0.01)
+    conn = flight(ep, queued=2, segments=2)
+    assert conn.next_timer() == pytest.approx(ep.now + conn.rtt.rto)
