@@ -5,6 +5,7 @@ SO_ERROR, ECONNREFUSED, a peer's close, asyncio streams.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import socket
 
@@ -234,5 +235,30 @@ def test_a_threading_tcp_server_serves_bash_dev_tcp_and_concurrent_clients(net):
             print(sorted(results))
         """)
         assert out == "[0, 1, 2, 3]\n"
+    finally:
+        stop(server)
+
+
+def test_asyncio_sock_connect_on_an_in_process_stream_socket(net):
+    """loop.sock_connect: a non-blocking connect (EINPROGRESS), the fd polled for POLLOUT, SO_ERROR."""
+    server, lines = started(net, "h2", ECHO_TO_EOF, "6207")
+    try:
+        assert next_line(server, lines) == "ready"
+
+        async def client() -> tuple:
+            loop = asyncio.get_running_loop()
+            with net["h1"].socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.setblocking(False)
+                await asyncio.wait_for(loop.sock_connect(sock, (H2, 6207)), 20)
+                peer = sock.getpeername()            # ENOTCONN had POLLOUT come before the handshake
+                await loop.sock_sendall(sock, b"async in-process")
+                sock.shutdown(socket.SHUT_WR)
+                answer = bytearray()
+                while chunk := await asyncio.wait_for(loop.sock_recv(sock, 4096), 20):
+                    answer += chunk
+                return peer, bytes(answer)
+
+        assert asyncio.run(client()) == ((H2, 6207), b"async in-process")
+        assert next_line(server, lines) == f"16 {H1}"
     finally:
         stop(server)
