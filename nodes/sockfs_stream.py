@@ -43,8 +43,8 @@ A stream socket's file is a SOCK_STREAM socketpair; its bytes are TCP's (nodes/s
 Known limits: after the program shut down writing (SHUT_WR) and TCP's EOF reached it, its
 close is seen within REAP_BROKEN (the pair shows both directions shut either way); read()
 after a reset says ECONNRESET where Linux may say EPIPE (reset in CLOSE-WAIT) or ETIMEDOUT
-(SO_ERROR has the right one), and write() says EPIPE at once where Linux says ECONNRESET
-first; a copy of the program's end held only by another process (fork) is not looked for
+(SO_ERROR has the right one), and write() says EPIPE (with SIGPIPE) at once where Linux
+says ECONNRESET first; a copy of the program's end held only by another process (fork) is not looked for
 when reaping.
 """
 from __future__ import annotations
