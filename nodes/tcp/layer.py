@@ -404,9 +404,11 @@ class TcpLayer(TcpPorts):
                 stats.ListenOverflows += 1  # tcp_check_req: the accept queue is full, the ACK is dropped
                 stats.ListenDrops += 1
                 return
-            conn.receive(header, data, now)
+            reopen = conn.receive(header, data, now)
             self._settle(conn)
-            return
+            if not reopen:
+                return
+            # tcp_v4_rcv's TCP_TW_SYN: a new SYN ended a TIME-WAIT; the listener takes it
         listener = self._listener(dst, header.dst_port)
         if listener is not None:
             self._listen_input(listener, header, src, dst, now)

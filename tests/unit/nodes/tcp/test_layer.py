@@ -283,3 +283,23 @@ def test_counters_are_in_the_stack_counters():
     pair(net, h1, h2, "10.0.2.10")
     counters = h1.counters()["Tcp"]
     assert counters["ActiveOpens"] == 1 and counters["InSegs"] >= 1 and counters["OutSegs"] >= 2
+
+
+def test_a_syn_that_ends_a_time_wait_reaches_the_listener_at_once():
+    # tcp_v4_rcv's TCP_TW_SYN: the server closed first and holds TIME-WAIT; the same 4-tuple
+    # connects again and is accepted without waiting for a SYN retransmission
+    net, h1, r1, h2 = host_router_host()
+    client, server, listener = pair(net, h1, h2, "10.0.2.10")
+    port = client.getsockname()[1]
+    server.close(net.now)
+    until(net, lambda: at_eof(net, client))
+    client.close(net.now)
+    until(net, lambda: not h1.tcp.ehash)
+    assert [conn.state for conn in h2.tcp.ehash.values()] == [6]  # TIME-WAIT
+    again = h1.sockets.socket(AF_INET, SOCK_STREAM, 0)
+    again.setsockopt(SOL_SOCKET, SO_REUSEADDR, 1)
+    again.bind(("0.0.0.0", port))
+    start = net.now
+    again.connect(("10.0.2.10", 8080), net.now)
+    until(net, lambda: again.state == TCP_ESTABLISHED)
+    assert net.now - start < 0.5 and h1.tcp.stats.RetransSegs == 0
