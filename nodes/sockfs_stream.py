@@ -245,6 +245,9 @@ class StreamPump:
 
     def _closed_by_program(self, file: SocketFile) -> None:
         """tcp_close: what the program wrote goes out beyond the send buffer, then FIN (or RST)."""
+        if not file.sock.connected:             # a listener (its marker unread), a socket never connected
+            self.release(file)
+            return
         data, reset = self._drain_end(file)
         if reset:
             self._abort(file)

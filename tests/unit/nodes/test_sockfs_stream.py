@@ -520,3 +520,19 @@ def test_after_shut_wr_and_the_peers_fin_the_programs_close_is_found_by_the_reap
     end.close()
     world.until(lambda: sock_id not in world.sockfs.files, "the release", timeout=5)
     assert world.tcp.closed
+
+
+def test_closing_a_listener_with_connections_waiting_releases_it(world):
+    sock_id, end = world.socket()
+    world.sockfs.listen(sock_id, 5, world.call(end))
+    port = world.sock(sock_id).port
+    client = world.h2.sockets.socket(AF_INET, SOCK_STREAM, 0)
+    client.connect((H1, port), 0.0)
+    world.tcp.establish(client)
+    world.until(lambda: polled(end) & select.POLLIN, "the marker")
+    listener = world.sock(sock_id)
+    world.ends.remove(end)
+    end.close()                                 # the marker unread
+    world.until(lambda: sock_id not in world.sockfs.files, "the release")
+    assert listener.closed and world.sockfs.counters["stream_resets"] == 0
+    assert port not in world.tcp.listeners
