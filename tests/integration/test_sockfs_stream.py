@@ -204,3 +204,20 @@ def test_a_reset_reaches_the_program_after_the_last_bytes(node):
     conn.close(node.net.now)                     # unread bytes: RST
     out, _ = node.finish(process)
     assert out.split("\n")[:2] == ["bye", "ECONNRESET True"]
+
+
+def test_a_program_that_closes_right_after_writing_loses_no_byte(node):
+    server = listener(node, 7004)
+    peer = Peer(node, server)
+    process = node.start("""
+        import socket
+        s = socket.create_connection(("10.0.2.10", 7004))
+        s.sendall(bytes(range(256)) * 768)       # 192 KiB: more than TCP takes before h2 reads
+        s.close()
+        print("closed")
+    """)
+    out, _ = node.finish(process)
+    assert out == "closed\n"
+    node.until(peer.poll, "every byte, then EOF, at h2")
+    assert bytes(peer.received) == bytes(range(256)) * 768
+    assert node.sockfs.counters["stream_out"] == 768 * 256
