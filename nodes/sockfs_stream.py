@@ -450,7 +450,12 @@ class StreamPump:
         sock = file.sock
         now = self.clock()
         if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR) or not sock.connected or file.dead:
-            sock.shutdown(how, now)
+            try:
+                sock.shutdown(how, now)     # a listener stops; else ENOTCONN, the directions shut all the same
+            finally:
+                if sock.state != TCP_LISTEN and sock.shutdown_mask & 2 and not file.prog_shut_wr and not file.dead:
+                    file.prog_shut_wr = True
+                    self._on_program_end(call, lambda end: end.shutdown(_socket.SHUT_WR))   # a write: EPIPE
             return
         if how != SHUT_RD and not file.prog_shut_wr:
             file.prog_shut_wr = True

@@ -536,3 +536,12 @@ def test_closing_a_listener_with_connections_waiting_releases_it(world):
     world.until(lambda: sock_id not in world.sockfs.files, "the release")
     assert listener.closed and world.sockfs.counters["stream_resets"] == 0
     assert port not in world.tcp.listeners
+
+
+def test_shutdown_of_an_unconnected_socket_is_enotconn_and_writes_then_fail(world):
+    sock_id, end = world.socket()
+    with pytest.raises(OSError) as raised:
+        world.sockfs.shutdown(sock_id, socket.SHUT_WR, world.call(end))
+    assert raised.value.errno == errno.ENOTCONN
+    with pytest.raises(BrokenPipeError):        # inet_shutdown sets sk_shutdown before ENOTCONN
+        end.send(b"x")
