@@ -522,7 +522,7 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin):
             "rttvar": rtt.rttvar,
             "snd_ssthresh": self.cc.ssthresh,
             "snd_cwnd": self.cc.cwnd,
-            "rcv_space": self.rcvbuf >> 1,
+            "rcv_space": self._rcvq_space,
             "rcv_ssthresh": self.rcv_ssthresh,
             "snd_wnd": self.snd_wnd,
             "rcv_wnd": self.rcv_wnd,
