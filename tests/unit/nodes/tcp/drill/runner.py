@@ -40,13 +40,18 @@ class PendingCall:
 
 
 class Runner:
+    """One script's run: its stack, the numbering of its connection, its fds and blocked calls."""
+
     def __init__(self, script: Script) -> None:
         self.script = script
         settings = dict(DIRECTIVES)
         for name, value in script.directives.items():
             if name not in DIRECTIVES:
                 raise ScriptError(script.path, 0, f"unknown directive --{name} ({', '.join(DIRECTIVES)})")
-            settings[name] = int(value)
+            try:
+                settings[name] = int(value)
+            except ValueError:
+                raise ScriptError(script.path, 0, f"--{name}={value}: not a number") from None
         self.tolerance = settings["tolerance_usecs"] / 1e6
         # sysctls before the first timed event configure the stack as it is built
         self.events = list(script.events)
