@@ -37,7 +37,7 @@ from nodes.tcp.input import InputMixin
 from nodes.tcp.options import OptionSettings, TimestampState
 from nodes.tcp.output import OutputMixin
 from nodes.tcp.rtt import RttEstimator
-from nodes.tcp.seq import SEQ_MASK, seq_add, seq_diff
+from nodes.tcp.seq import SEQ_MASK, between, seq_add, seq_diff
 from nodes.tcp.states import (
     CURR_ESTAB_STATES,
     STATE_NAMES,
@@ -434,10 +434,15 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin):
         return err
 
     # -- ICMP ----------------------------------------------------------------------------
-    def icmp_error(self, type_: int, code: int, next_hop_mtu: int, now: float) -> None:
-        """tcp_v4_err(): frag-needed lowers the path MTU; unreachable aborts a connect."""
+    def icmp_error(self, type_: int, code: int, next_hop_mtu: int, now: float, *, seq: int | None = None) -> None:
+        """tcp_v4_err(): frag-needed lowers the path MTU; unreachable aborts a connect.
+
+        `seq` is the sequence number the ICMP message quotes, when the layer has it: one outside
+        SND.UNA..SND.NXT is stale or forged and ignored (RFC 5927 4.1, OutOfWindowIcmps)."""
         state = self.state
         if state == TCP_CLOSE or state == TCP_TIME_WAIT:
+            return
+        if seq is not None and not between(seq & SEQ_MASK, self.snd_una, self.snd_nxt):
             return
         if type_ == 3 and code == 4:
             self._mtu_reduced(next_hop_mtu, now)

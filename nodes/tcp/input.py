@@ -403,6 +403,7 @@ class InputMixin(AckMixin):
             self._send_ack(now)
             return
         zero_window = rq.receive_window == 0
+        fin_was_ahead = rq.fin_pending
         arrival = rq.receive(seq, payload, bool(fin))
         if plen:
             self.data_segs_in += 1
@@ -421,10 +422,11 @@ class InputMixin(AckMixin):
             self._after_in_order(rq, now)
         if arrival.fin:
             self._fin_in(now)
-            if self.state != TCP_CLOSE_WAIT:
-                self._send_ack(now)
+            if self.state != TCP_CLOSE_WAIT or fin_was_ahead:
+                self._send_ack(now)  # FIN-WAIT states, or the gap before the FIN filled (RFC 5681 4.2)
                 return
-        if arrival.out_of_order or arrival.duplicate or arrival.filled_gap or arrival.dropped or rq.ofo_segments:
+        if (arrival.out_of_order or arrival.duplicate or arrival.filled_gap or arrival.dropped or rq.ofo_segments
+                or rq.fin_pending):
             # tcp_data_queue: out of order, a duplicate or a filled gap -> ACK at once, and
             # quick-ACK mode for what follows (tcp_enter_quickack_mode; RFC 5681 4.2)
             self._incr_quickack(16)

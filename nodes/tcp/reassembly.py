@@ -111,6 +111,7 @@ class ReceiveQueue:
         self._stamp = 0
         self._fin: int | None = None    # the FIN's offset once seen
         self._fin_done = False
+        self._fin_stamp = 0             # when an out-of-order FIN was queued (its SACK block's age)
         self._dsack: tuple[int, int] | None = None   # sequence numbers, reported once
         self.buffer_size = buffer_size
         self.ofo_limit = buffer_size if ofo_limit is None else ofo_limit
@@ -159,14 +160,19 @@ class ReceiveQueue:
         return self.buffer_size - len(self._readable) - self._ofo_bytes
 
     @property
+    def fin_pending(self) -> bool:
+        """The peer's FIN arrived ahead of missing data (it waits, out of order)."""
+        return self._fin is not None and not self._fin_done and self._fin > self._nxt
+
+    @property
     def sack_pending(self) -> bool:
-        """Whether the next ACK has SACK blocks to carry (out-of-order data or a D-SACK)."""
-        return bool(self._ofo) or self._dsack is not None
+        """Whether the next ACK has SACK blocks to carry (out-of-order data or FIN, a D-SACK)."""
+        return bool(self._ofo) or self._dsack is not None or self.fin_pending
 
     @property
     def sack_block_count(self) -> int:
         """How many SACK blocks the next ACK would carry with room for all (D-SACK included)."""
-        return len(self._ofo) + (self._dsack is not None)
+        return len(self._ofo) + (self._dsack is not None) + self.fin_pending
 
     def append(self, data) -> bool:
         """The fast path of `receive`: `data` at exactly RCV.NXT with no out-of-order queue, no
@@ -224,6 +230,8 @@ class ReceiveQueue:
         if fin_offset is not None and fin_offset <= window_end and self._fin is None:
             # A FIN fits even with a zero window, as Linux accepts a bare FIN (tcp_data_queue).
             self._fin = fin_offset
+            self._stamp += 1
+            self._fin_stamp = self._stamp
         if start == end:
             arrival = Arrival(duplicate=duplicate, dropped=dropped)
         elif start == self._nxt:
@@ -382,10 +390,19 @@ class ReceiveQueue:
         blocks = []
         if self._dsack is not None and max_blocks > 0:
             blocks.append(self._dsack)
-        recent = heapq.nlargest(max(0, max_blocks - len(blocks)), self._ofo,
-                                key=lambda run: run.stamp)
-        for run in recent:
-            blocks.append((seq_add(self._base, run.start), seq_add(self._base, run.end)))
+        runs = [(run.stamp, run.start, run.end) for run in self._ofo]
+        if self.fin_pending:
+            # An out-of-order FIN is queued like data (tcp_data_queue_ofo): SACKed, one number.
+            fin = self._fin
+            for index, (stamp, start, end) in enumerate(runs):
+                if end == fin:
+                    runs[index] = (max(stamp, self._fin_stamp), start, end + 1)
+                    break
+            else:
+                runs.append((self._fin_stamp, fin, fin + 1))
+        recent = heapq.nlargest(max(0, max_blocks - len(blocks)), runs)
+        for _, start, end in recent:
+            blocks.append((seq_add(self._base, start), seq_add(self._base, end)))
         return blocks
 
     def clear_dsack(self) -> None:

@@ -135,7 +135,11 @@ class TimerMixin:
         self.t_rtx = None
         self._write_xmit(now)
         if self.snd_una != self.snd_nxt:
-            self.t_rtx = now + self.rtt.rto
+            rto = self.rtt.rto
+            if self.user_timeout:
+                # tcp_clamp_rto_to_user_timeout: never wait past the user timeout
+                rto = max(min(rto, self.user_timeout - (now - self.retrans_stamp)), 0.001)
+            self.t_rtx = now + rto
 
     # -- zero-window probes ----------------------------------------------------------------
     def _probe_timer(self, now: float) -> None:

@@ -332,3 +332,20 @@ def test_receive_buffer_autotuning_grows_the_window():
 def test_locked_receive_buffer_is_not_tuned():
     pair = _bulk(rcvbuf=131072, size=500_000)
     assert pair.b.rcvbuf == 131072 and pair.b.rcv_wnd <= 65536
+
+
+def test_fin_ahead_of_missing_data_is_sacked_and_waits():
+    """An out-of-order FIN is queued like data (tcp_data_queue_ofo): SACKed as one number; when
+    the hole fills, data and FIN are ACKed at once and the state moves (RFC 9293 3.10.7.4)."""
+    from nodes.tcp.states import TCP_CLOSE_WAIT, TCP_ESTABLISHED
+
+    ep = established(peer_options=(MssOption(1460), SACK_PERMITTED))
+    conn = ep.conn
+    ep.deliver(seg(5101, 1001, ACK | FIN))
+    header, _ = ep.one()
+    assert header.ack == 5001 and header.option(SackOption).blocks == ((5101, 5102),)
+    assert conn.state == TCP_ESTABLISHED and not conn.at_eof
+    ep.deliver(seg(5001, 1001, ACK | PSH), b"h" * 100)
+    header, _ = ep.one()
+    assert header.ack == 5102 and header.option(SackOption) is None
+    assert conn.state == TCP_CLOSE_WAIT and conn.recv(1000, ep.now) == b"h" * 100 and conn.at_eof

@@ -217,3 +217,28 @@ def test_no_loss_probe_without_sack():
     ep = established(rtt=0.01)
     conn = flight(ep, queued=2, segments=2)
     assert conn.next_timer() == pytest.approx(ep.now + conn.rtt.rto)
+
+
+def test_icmp_quoting_acknowledged_data_is_ignored():
+    """RFC 5927 4.1 / tcp_v4_err: the quoted sequence number must lie in SND.UNA..SND.NXT."""
+    ep = established()
+    conn = flight(ep, queued=2, segments=2)
+    conn.icmp_error(3, 4, 1200, ep.now, seq=UNA - 100)
+    assert conn.path_mtu == 1500 and ep.take() == []
+    conn.icmp_error(3, 4, 1200, ep.now, seq=UNA)
+    assert conn.path_mtu == 1200
+
+
+def test_user_timeout_clamps_the_last_rto():
+    ep = established(rtt=0.01)
+    conn = ep.conn
+    conn.user_timeout = 1.0
+    conn.send(b"u" * 100, ep.now)
+    ep.take()
+    start = ep.now
+    times = []
+    while conn.state != TCP_CLOSE:
+        ep.run_timer()
+        times.append(round(ep.now - start, 3))
+    assert times == [0.21, 0.63, 1.0]  # the third timer clamped to the 1 s limit
+    assert ep.stats.RetransSegs == 2 and conn.error == errno.ETIMEDOUT
