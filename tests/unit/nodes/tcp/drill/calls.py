@@ -7,6 +7,8 @@ stack answers. fds are numbered from 3, lowest free first, as a process's would 
 
 Arguments packetdrill writes as `...` mean what a test means by them: bind() binds
 0.0.0.0:8080, connect() connects to the peer 192.0.2.1:8080, write() writes `pattern` bytes.
+`peer_port(N) = 0` is ours, not packetdrill's: the segments that follow are the peer's
+connection from port N (40000 until then), for scripts with several connections to a listener.
 Constants are Linux's names (SOL_SOCKET, TCP_NODELAY, O_NONBLOCK, MSG_PEEK, SHUT_WR, errno
 names as values of SO_ERROR...), `A|B` for a union; `{l_onoff=1, l_linger=0}` is a linger.
 """
@@ -127,6 +129,11 @@ class Calls:
         fd = self._new_fd(sock)
         self.files[fd].nonblocking = bool(kind & socket.SOCK_NONBLOCK)
         return Done(fd)
+
+    def call_peer_port(self, args: list[str], now: Clock) -> "Done | Blocked":
+        self._arity(args, 1, "peer_port")
+        self.numbering.switch_peer_port(constant(args[0]))
+        return Done(0)
 
     def call_fcntl(self, args: list[str], now: Clock) -> "Done | Blocked":
         entry = self._file(args[0])

@@ -14,7 +14,7 @@ s % 251, both ways, so reads check what arrived and outbound data is checked aga
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nodes.wire.tcp import (
     ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, EolOption, MssOption, NopOption, SackOption, SackPermittedOption,
@@ -62,6 +62,14 @@ class Numbering:
     ts_offset: int | None = None
     remote_syn: int = 0  # script START of the last SYN injected: reads begin after it
     expect_syn: bool = False  # a SYN was injected or connect() called: our next SYN has a new ISN
+    others: dict[int, tuple[int | None, int]] = field(default_factory=dict)  # other peer ports' ISN, SYN
+
+    def switch_peer_port(self, port: int) -> None:
+        """The segments that follow belong to the peer's connection from `port` (peer_port(N)):
+        each keeps its own ISN; the timestamp offset, per address pair, is shared."""
+        self.others[self.remote_port] = (self.local_isn, self.remote_syn)
+        self.remote_port = port
+        self.local_isn, self.remote_syn = self.others.get(port, (None, 0))
 
     def ours(self, relative: int) -> int:
         return (relative + (self.local_isn or 0)) % MOD

@@ -225,3 +225,14 @@ def test_an_exception_in_the_stack_fails_at_the_line_that_caused_it(monkeypatch)
     monkeypatch.setattr("nodes.nic.NapiScheduler.reraise", False)  # as outside the test suite
     with pytest.raises(ScriptError, match=r"^t.pkt:2: the stack's exception barrier caught 1 frame"):
         run("// a frame in\n0 < S 0:0(0) win 1000\n")
+
+
+def test_each_peer_port_keeps_its_own_isns():
+    numbering = Numbering(local_isn=5000, remote_syn=7)
+    numbering.switch_peer_port(40001)
+    assert (numbering.remote_port, numbering.local_isn, numbering.remote_syn) == (40001, None, 0)
+    numbering.local_isn = 9000
+    numbering.switch_peer_port(40000)
+    assert (numbering.remote_port, numbering.local_isn, numbering.remote_syn) == (40000, 5000, 7)
+    numbering.switch_peer_port(40001)
+    assert numbering.local_isn == 9000
