@@ -161,7 +161,8 @@ class InputMixin(AckMixin):
             return False
         plen = len(payload)
         if plen:
-            if (self.rcv_wup + self.rcv_wnd - seq) & SEQ_MASK >= _HALF or self.rcv_wup + self.rcv_wnd == seq:
+            room = (self.rcv_wup + self.rcv_wnd - seq) & SEQ_MASK
+            if room == 0 or room >= _HALF:
                 return False  # a zero window: the general path drops it
             if not rq.append(payload):
                 return False
