@@ -26,6 +26,8 @@ class AckMixin:
         snd_una = self.snd_una
         acked = seq_diff(ack, snd_una)
         self.last_ack_recv = now
+        if not plen and not flags & 0x03:
+            self.stats.TCPPureAcks += 1  # an ACK without data, SYN or FIN
         self.probes = 0
         # tcp_ack_update_window / tcp_may_update_window (RFC 9293 3.10.7.4 fifth, SND.WL1/WL2)
         nwin = h.window << self.snd_wscale

@@ -168,6 +168,8 @@ class InputMixin(AckMixin):
                 return False
         elif not acked:
             return False  # a duplicate ACK or a window probe
+        else:
+            self.stats.TCPPureAcks += 1
         if tsval is not None and (self.rcv_wup - seq) & SEQ_MASK < _HALF:
             self._ts.store(tsval, now)  # tcp_replace_ts_recent: SEG.SEQ <= Last.ACK.sent
         if acked:

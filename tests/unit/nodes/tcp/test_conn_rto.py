@@ -43,6 +43,7 @@ def test_ack_stops_timer_and_restarts_for_rest():
     assert conn.next_timer() == pytest.approx(ep.now + conn.rtt.rto)
     ep.deliver(seg(5001, 1001 + 3 * 1460))
     assert conn.next_timer() is None  # 5.2: all acknowledged
+    assert ep.stats.TCPPureAcks == 2
 
 
 def test_only_one_segment_retransmitted_per_rto_then_slow_start():
