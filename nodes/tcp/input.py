@@ -297,7 +297,7 @@ class InputMixin(AckMixin):
         # PAWS (RFC 7323 5.3, tcp_validate_incoming)
         if tsval is not None and not rst and self._ts.paws_discard(tsval, now):
             self.stats.PAWSEstab += 1
-            self._send_ack(now)
+            self._oow_ack(now, plen > 0)
             return
         rcv_nxt = rq.rcv_nxt
         syn = 1 if flags & SYN else 0
@@ -305,7 +305,8 @@ class InputMixin(AckMixin):
         window = seq_diff(seq_add(self.rcv_wup, self.rcv_wnd), rcv_nxt)
         if not linux_sequence_acceptable(seq, end_seq, self.rcv_wup, rcv_nxt, max(window, 0)):
             if not rst:
-                self._send_ack(now)  # RFC 9293 3.10.7.4 first check: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>
+                # RFC 9293 3.10.7.4 first check: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>
+                self._oow_ack(now, plen > 0 and not flags & SYN)
             return
         if rst:
             # RFC 5961 3.2: reset only at exactly RCV.NXT, else a challenge ACK.

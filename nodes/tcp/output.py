@@ -24,6 +24,7 @@ from nodes.wire.tcp import ACK, FIN, NOP, PSH, RST, SYN, SackOption, TcpHeader, 
 XMIT_STATES = frozenset((TCP_ESTABLISHED, TCP_CLOSE_WAIT, TCP_FIN_WAIT1, TCP_LAST_ACK, TCP_CLOSING))
 _OPEN = CongestionState.OPEN
 _LOSS = CongestionState.LOSS
+TCP_INVALID_RATELIMIT = 0.5  # net.ipv4.tcp_invalid_ratelimit, 500 ms
 
 
 class OutputMixin:
@@ -170,8 +171,25 @@ class OutputMixin:
         except OSError:
             pass
 
+    def _oow_rate_limited(self, now: float) -> bool:
+        """__tcp_oow_rate_limited(): at most one ACK to out-of-window, PAWS-failing or challenged
+        segments per tcp_invalid_ratelimit (500 ms) and connection, so that two confused ends
+        cannot ACK each other in a loop."""
+        if now - self._oow_time < getattr(self.config, "invalid_ratelimit", TCP_INVALID_RATELIMIT):
+            return True
+        self._oow_time = now
+        return False
+
+    def _oow_ack(self, now: float, has_data: bool) -> None:
+        """tcp_send_dupack behind tcp_oow_rate_limited (segments with data are never limited)."""
+        if has_data or not self._oow_rate_limited(now):
+            self._send_ack(now)
+
     def _challenge_ack(self, now: float) -> None:
-        """RFC 5961 section 7: an ACK, at most challenge_ack_limit a second (TCPChallengeACK)."""
+        """RFC 5961 section 7 (tcp_send_challenge_ack): an ACK, limited per connection (500 ms)
+        and to challenge_ack_limit a second (TCPChallengeACK)."""
+        if self._oow_rate_limited(now):
+            return
         second = int(now)
         if second != self._chal_time:
             self._chal_time = second

@@ -41,14 +41,38 @@ def test_syn_in_window_gets_challenge_ack():
     assert ep.conn.state == TCP_ESTABLISHED and ep.stats.TCPChallengeACK == 1
 
 
-def test_challenge_acks_are_rate_limited():
-    ep = established(TcpConfig(challenge_ack_limit=3))
+def test_challenge_acks_are_rate_limited_per_connection():
+    """tcp_send_challenge_ack: one per tcp_invalid_ratelimit (500 ms) and connection."""
+    ep = established()
     for _ in range(10):
         ep.deliver(seg(5100, 0, RST))
-    assert len(ep.take()) == 3 and ep.stats.TCPChallengeACK == 3
-    ep.now += 1.0
+    assert len(ep.take()) == 1 and ep.stats.TCPChallengeACK == 1
+    ep.now += 0.6
     ep.deliver(seg(5100, 0, RST))
     assert len(ep.take()) == 1
+
+
+def test_challenge_ack_limit_a_second():
+    ep = established(TcpConfig(challenge_ack_limit=1))
+    ep.deliver(seg(5100, 0, RST))
+    ep.now += 0.5
+    ep.deliver(seg(5100, 0, RST))
+    assert len(ep.take()) == 1  # the second in the same second: over the limit
+    ep.now += 0.6
+    ep.deliver(seg(5100, 0, RST))
+    assert len(ep.take()) == 1
+
+
+def test_out_of_window_acks_are_rate_limited():
+    """tcp_oow_rate_limited: pure ACKs out of the window get one dup ACK per 500 ms (no ACK
+    loops); segments with data always get theirs."""
+    ep = established()
+    for _ in range(5):
+        ep.deliver(seg(4000, 1001))
+    assert len(ep.take()) == 1
+    for _ in range(3):
+        ep.deliver(seg(4000, 1001, ACK | PSH), b"old")
+    assert len(ep.take()) == 3
 
 
 def test_rst_in_close_wait_gives_epipe():
