@@ -335,7 +335,10 @@ class StreamSocket(TcpSocketOptions, InetSocket):
         return super().getsockopt(level, option)
 
     def _unhash(self, now: float) -> None:
+        disconnect = getattr(self.proto, "disconnect", None)
         for child in self.accept_queue:
+            if disconnect is not None:
+                disconnect(child, now)  # inet_csk_listen_stop -> inet_child_forget: an established child is reset
             child.close(now)
         self.accept_queue.clear()
         self.proto.close(self, now)

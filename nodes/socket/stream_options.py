@@ -164,14 +164,17 @@ class TcpSocketOptions:
             self._sync_connection()
             return
         number = self._tcp_int(value)
+        push = False
         if option == TCP_NODELAY:
             self.nodelay = bool(number)
+            push = self.nodelay  # tcp_sock_set_nodelay: what Nagle held goes now
         elif option == TCP_MAXSEG:
             if number and not TCP_MIN_MSS <= number <= MAX_TCP_WINDOW:
                 raise _error(errno.EINVAL)
             self.tcp_maxseg = number
         elif option == TCP_CORK:
             self.cork = bool(number)
+            push = not self.cork  # __tcp_sock_set_cork: uncorking pushes
         elif option == TCP_KEEPIDLE:
             if not 1 <= number <= MAX_TCP_KEEPIDLE:
                 raise _error(errno.EINVAL)
@@ -211,6 +214,8 @@ class TcpSocketOptions:
         else:
             raise _error(errno.ENOPROTOOPT)
         self._sync_connection()
+        if push and hasattr(self.proto, "push"):
+            self.proto.push(self)
 
     @staticmethod
     def _tcp_int(value: "int | bytes") -> int:

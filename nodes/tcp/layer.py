@@ -242,6 +242,13 @@ class TcpLayer(TcpPorts):
         if conn is not None:
             self._settle(conn)
 
+    def push(self, sock: Any) -> None:
+        """tcp_push_pending_frames, after TCP_NODELAY on or TCP_CORK off."""
+        conn = self.conn_of.get(id(sock))
+        if conn is not None:
+            conn.push(self._now)
+            self._settle(conn)
+
     def info(self, sock: Any) -> dict | None:
         conn = self.conn_of.get(id(sock))
         return conn.info(self._now) if conn is not None else None
@@ -488,7 +495,8 @@ class TcpLayer(TcpPorts):
             return
         if message.type not in (3, 11, 12):
             return  # source quench, redirects: nothing for TCP (tcp_v4_err)
-        conn.icmp_error(message.type, message.code, message.next_hop_mtu, now)
+        seq = int.from_bytes(transport[4:8], "big")  # the quoted segment's: stale or forged ones are ignored
+        conn.icmp_error(message.type, message.code, message.next_hop_mtu, now, seq=seq)
         self._settle(conn)
 
     # ------------------------------------------------------------------ tables
