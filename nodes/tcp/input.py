@@ -129,8 +129,8 @@ class InputMixin(AckMixin):
 
     def _fast_path(self, h, payload, now: float) -> bool:
         """Header prediction (tcp_rcv_established's fast path, Van Jacobson): in-order data or
-        a pure ACK of new data on a quiet connection -- no window change, no SACK, no recovery,
-        timestamps (if any) fresh. Returns False, having changed nothing, for the general path."""
+        a pure ACK of new data on a quiet connection -- no SACK, no recovery, a window change
+        only with new data acknowledged, timestamps (if any) fresh. Returns False, having changed nothing, for the general path."""
         rq = self.rq
         seq = h.seq
         if seq != rq.rcv_nxt:
@@ -149,13 +149,14 @@ class InputMixin(AckMixin):
                 return False  # older than TS.Recent: PAWS decides
         elif options:
             return False
-        if h.window << self.snd_wscale != self.snd_wnd:
-            return False
         ack = h.ack
         snd_una = self.snd_una
         acked = (ack - snd_una) & SEQ_MASK
         if acked > (self.snd_nxt - snd_una) & SEQ_MASK:
             return False
+        nwin = h.window << self.snd_wscale
+        if nwin != self.snd_wnd and (not acked or not nwin):
+            return False  # a window update without new data acknowledged, or a zero window
         sb = self.sb
         if self.cc.state is not _OPEN or sb.in_recovery or sb.any_sacked:
             return False
@@ -177,6 +178,14 @@ class InputMixin(AckMixin):
             self.probes = 0
             self.snd_wl1 = seq
             self.snd_wl2 = ack
+            if nwin != self.snd_wnd:
+                # tcp_ack_update_window: SND.UNA advanced, so the window is taken (RFC 9293 3.10.7.4)
+                self.snd_wnd = nwin
+                if nwin > self.max_snd_wnd:
+                    self.max_snd_wnd = nwin
+                if self.t_persist is not None:
+                    self.t_persist = None
+                    self._persist_backoff = 0
             self._clean_acked(ack, acked, tsecr, None, now)
         if plen:
             if plen > self.rcv_mss:
