@@ -79,7 +79,7 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin):
         "mss", "advmss", "window_clamp", "syn_tsval",
         # reliability and congestion
         "rtt", "cc", "sb", "dupacks", "retransmits", "retrans_stamp", "_rtt_seq", "_rtt_time",
-        "_cwnd_limited", "probes", "_persist_backoff", "keep_probes", "_chal_time", "_chal_count", "_oow_time",
+        "_cwnd_limited", "probes", "_persist_backoff", "keep_probes", "_chal_time", "_chal_count", "_oow_time", "_probe_start",
         "ack_pending", "_quick", "_ato", "_lrcvtime", "_pingpong",
         "_rcv_rtt", "_rrtt_seq", "_rrtt_time", "_copied", "_rcvq_mark", "_rcvq_time", "_rcvq_space",
         # timers (deadlines, seconds, or None)
@@ -169,6 +169,7 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin):
         self._chal_time = -1.0
         self._chal_count = 0
         self._oow_time = float("-inf")
+        self._probe_start = 0.0
         self.ack_pending = False
         self._quick = 0
         self._ato = 0.0

@@ -153,8 +153,10 @@ class TimerMixin:
             return
         config = self.config
         max_probes = (config.orphan_retries or _TCP_ORPHAN_RETRIES) if self.orphan else config.retries2
-        if self.probes >= max_probes:
-            self._give_up(now)
+        if not self.probes:
+            self._probe_start = now
+        if self.probes >= max_probes or (self.user_timeout and now - self._probe_start >= self.user_timeout):
+            self._give_up(now)  # tcp_probe_timer: retries2 unanswered probes, or TCP_USER_TIMEOUT
             return
         room = seq_diff(seq_add(self.snd_una, self.snd_wnd), self.snd_nxt)
         if room > 0:

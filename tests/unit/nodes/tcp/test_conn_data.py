@@ -349,3 +349,15 @@ def test_fin_ahead_of_missing_data_is_sacked_and_waits():
     header, _ = ep.one()
     assert header.ack == 5102 and header.option(SackOption) is None
     assert conn.state == TCP_CLOSE_WAIT and conn.recv(1000, ep.now) == b"h" * 100 and conn.at_eof
+
+
+def test_unanswered_zero_window_probes_give_up():
+    from nodes.tcp.states import TCP_CLOSE
+
+    ep = established(TcpConfig(retries2=3))
+    conn = ep.conn
+    ep.deliver(seg(5001, 1001, ACK, 0))
+    conn.send(b"p", ep.now)
+    while conn.state != TCP_CLOSE:
+        ep.run_timer()
+    assert len(ep.take()) == 3 and conn.error == 110  # three probes, then ETIMEDOUT
