@@ -392,8 +392,10 @@ class InputMixin(AckMixin):
         state = self.state
         rq = self.rq
         if state not in _DATA_STATES:
-            # RFC 9293 3.10.7.4 seventh: after the peer's FIN nothing new can come; re-ACK it.
-            self._send_ack(now)
+            # RFC 9293 3.10.7.4 seventh: after the peer's FIN nothing new can come: a retransmission
+            # (of the FIN) is ACKed again, anything at or after RCV.NXT dropped (tcp_rcv_state_process)
+            if seq_lt(seq, rq.rcv_nxt):
+                self._send_ack(now)
             return
         plen = len(payload)
         if self.orphan and plen and seq_gt(seq_add(seq, plen), rq.rcv_nxt):

@@ -223,3 +223,14 @@ def test_states_seen_by_on_change():
     ep.conn.close(ep.now)
     ep.deliver(seg(5001, 1002, ACK | FIN))
     assert ep.changes[0] == TCP_ESTABLISHED and TCP_FIN_WAIT1 in ep.changes and ep.changes[-1] == TCP_TIME_WAIT
+
+
+def test_close_wait_reacks_a_retransmitted_fin_and_drops_new_data():
+    ep = established()
+    ep.deliver(seg(5001, 1001, ACK | FIN))
+    ep.advance(0.0)
+    ep.take()
+    ep.deliver(seg(5001, 1001, ACK | FIN))  # the FIN again: our ACK was lost
+    assert ep.one()[0].ack == 5002
+    ep.deliver(seg(5002, 1001, ACK | PSH), b"after FIN")  # cannot exist: dropped
+    assert ep.take() == [] and ep.conn.readable == 0
