@@ -8,11 +8,14 @@ RFC 6298, RFC 1122 4.2.3 (Nagle, SWS, delayed ACK, keepalive) and Linux's net/ip
 tcp_fin, tcp_data_queue, __tcp_ack_snd_check), tcp_output.c (tcp_write_xmit,
 __tcp_select_window, tcp_send_fin, tcp_xmit_probe_skb) and tcp_timer.c.
 
-The class is split by concern over four modules, all methods of one object:
+The class is split by concern over five modules, all methods of one object:
 
     connection.py   construction, the user calls (connect, send, recv, close...), info()
-    input.py        a segment arrives (RFC 9293 3.10.7)
-    output.py       what leaves: tcp_write_xmit, retransmissions, ACKs, RSTs, the window
+    input.py        a segment arrives (RFC 9293 3.10.7): header prediction, the general path,
+                    data, FIN, delayed ACKs, receive-buffer autotuning
+    ack.py          ACK processing: window, RTT, congestion control, NewReno/SACK recovery
+    output.py       what leaves: tcp_write_xmit, retransmissions, tail loss probes, ACKs, RSTs,
+                    the receive window
     timers.py       retransmission/SYN/persist/delayed-ACK/keepalive/FIN-WAIT-2/TIME-WAIT
 
 Sans-I/O: every call takes `now` (seconds); segments leave through `transmit(conn, header,
@@ -23,9 +26,10 @@ deleting its head is O(1) in CPython, so an ACK costs no copy. Retransmissions t
 of it; per-segment state is not kept (RTT from timestamps, or one timed segment as RFC 6298
 with Karn's rule; loss state on the SACK scoreboard).
 
-Not modelled: urgent data, TCP Fast Open, ECN, RACK-TLP, PRR, undo of spurious
-retransmissions, receive-buffer autotuning, SO_LINGER with a non-zero time (close never
-blocks here: the layer decides), TCP_DEFER_ACCEPT, MD5/AO.
+Not modelled: urgent data (delivered in line), TCP Fast Open, ECN, RACK (loss is detected
+by RFC 6675's DupThresh and the RTO; the tail loss probe of RFC 8985 7 is here), PRR, undo of
+spurious retransmissions (D-SACK, F-RTO), SO_LINGER with a non-zero time (close never blocks
+here: the layer decides), TCP_DEFER_ACCEPT, MD5/AO, the SYN-SENT data of a SYN-ACK.
 """
 from __future__ import annotations
 
