@@ -146,7 +146,8 @@ class Sockfs(StreamPump, PairRenewal):
         """The last copy of the program's end is gone (or the node shuts down): close the socket."""
         if self.files.pop(file.id, None) is None:
             return
-        self.by_inode.pop(file.inode, None)
+        if self.by_inode.get(file.inode) == file.id:    # the inode may be another socket's by now
+            del self.by_inode[file.inode]
         self._dirty.pop(file.id, None)
         for reader in file.readers:
             self._cancel_timer(reader)

@@ -137,7 +137,8 @@ class PairRenewal:
         finally:
             program_end.close()
         self._close_end(file)
-        self.by_inode.pop(file.inode, None)
+        if self.by_inode.get(file.inode) == file.id:    # the inode may be another socket's by now
+            del self.by_inode[file.inode]
         file.broken = True
         self.counters["renewed"] = self.counters.get("renewed", 0) + 1
         if self._reaper is None:
