@@ -78,6 +78,8 @@ class OutputMixin:
         rq = self.rq
         mss = self.rcv_mss
         full_space = min(self.window_clamp, self.rcvbuf >> 1)
+        if mss > full_space:
+            mss = max(full_space, 1)  # a buffer smaller than a segment still opens (Linux)
         free_space = rq.free_space >> 1
         if free_space < (full_space >> 1):
             if self.rcv_ssthresh > 4 * self.advmss:
@@ -90,7 +92,9 @@ class OutputMixin:
         if scale:
             return ((free_space + (1 << scale) - 1) >> scale) << scale
         window = self.rcv_wnd
-        if window <= free_space - mss or window > free_space:
+        # Linux keeps a window within one MSS of the free space; a window below one MSS (left
+        # over from never shrinking the right edge) is not kept: that would be a silly window.
+        if window <= free_space - mss or window > free_space or window < mss:
             window = (free_space // mss) * mss
         return window
 
@@ -285,7 +289,7 @@ class OutputMixin:
             self.fin_seq = self.snd_nxt
             self._send_new(0, ACK | FIN, now)
         if self.snd_nxt == self.snd_una and window_limited and self.t_persist is None:
-            self.t_persist = now + min(self.rtt.rto * (1 << self._persist_backoff), self.config.rto_max)
+            self.t_persist = now + min(self.rtt.rto * (1 << min(self._persist_backoff, 20)), self.config.rto_max)
 
     def _arm_rto(self, now: float) -> None:
         """tcp_rearm_rto() / tcp_schedule_loss_probe(): with SACK in the Open state, a tail loss
@@ -329,7 +333,8 @@ class OutputMixin:
         off = seq_diff(seq, self._sbuf_seq)
         if off < 0:
             return False
-        avail = len(buf) - off
+        # only what was sent before: never past SND.NXT (the FIN not counted)
+        avail = min(len(buf), seq_diff(self.fin_seq if self.fin_sent else self.snd_nxt, self._sbuf_seq)) - off
         count = min(length, avail, self._payload_limit()) if avail > 0 else 0
         align = self._pmtu_align
         if align is not None and count:

@@ -168,7 +168,7 @@ class TimerMixin:
         self.probes += 1
         self._persist_backoff += 1
         if self.snd_una == self.snd_nxt:
-            self.t_persist = now + min(self.rtt.rto * (1 << self._persist_backoff), config.rto_max)
+            self.t_persist = now + min(self.rtt.rto * (1 << min(self._persist_backoff, 20)), config.rto_max)
 
     # -- keepalive -------------------------------------------------------------------------
     def _keepalive_timer(self, now: float) -> None:

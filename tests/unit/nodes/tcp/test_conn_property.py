@@ -25,7 +25,7 @@ def run_exchange(seed: int, loss: float, *, size_a: int | None = None, size_b: i
     impair = Impairment(loss=loss, duplicate=0.05, corrupt=0.05, reorder=0.15, delay=0.002, jitter=0.002)
     pair = Pair(config_a, config_b=config_b, seed=seed, impair=impair,
                 isn_a=(2**32 - rng.randrange(1, 60000)), isn_b=rng.randrange(2**32),
-                rcvbuf=rng.choice((None, 8192, 65536)), sndbuf=rng.choice((None, 4096)))
+                rcvbuf=rng.choice((None, 2048, 8192, 65536)), sndbuf=rng.choice((None, 1000, 4096)))
     data_a = rng.randbytes(size_a if size_a is not None else rng.randrange(0, 120_000))
     data_b = rng.randbytes(size_b if size_b is not None else rng.randrange(0, 30_000))
     pair.a.connect(pair.now)

@@ -242,3 +242,19 @@ def test_user_timeout_clamps_the_last_rto():
         times.append(round(ep.now - start, 3))
     assert times == [0.21, 0.63, 1.0]  # the third timer clamped to the 1 s limit
     assert ep.stats.RetransSegs == 2 and conn.error == errno.ETIMEDOUT
+
+
+def test_fast_retransmit_never_sends_past_snd_nxt():
+    """A retransmission covers only what was sent: bytes queued behind SND.NXT (held by the
+    peer's window) stay unsent, or the peer would acknowledge data we never sent."""
+    ep = established(TcpConfig(congestion="reno"), window=3 * MSS)
+    conn = ep.conn
+    conn.send(b"x" * 5 * MSS, ep.now)
+    assert len(ep.take()) == 3  # the window: 3 segments
+    for _ in range(3):
+        ep.deliver(seg(5001, at(0), ACK, 3 * MSS))
+    out = ep.take()
+    assert [(h.seq, len(p)) for h, p in out] == [(at(0), MSS)]
+    conn.mss = 2 * MSS  # even with a larger MSS (PMTU up, say): never beyond SND.NXT
+    conn._retransmit(at(2), 2 * MSS, ep.now)
+    assert [(h.seq, len(p)) for h, p in ep.take()] == [(at(2), MSS)]
