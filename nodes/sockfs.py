@@ -174,7 +174,7 @@ class Sockfs(StreamPump, PairRenewal):
     def close(self) -> None:
         for file in list(self.files.values()):
             self.release(file)
-        for timer in (self._retry, self._reaper, self._kicker):
+        for timer in (self._retry, self._reaper):
             if timer is not None:
                 timer.cancel()
         self._stream_final()

@@ -93,7 +93,6 @@ class StreamPump:
 
     def _stream_init(self) -> None:
         self._stream_buffer = bytearray(STREAM_CHUNK)
-        self._kicker: Any = None
         self._epoll: Any = None                     # made with the first stream socket
         self._watched: dict[int, SocketFile] = {}   # our end's fd -> its file
         for name in ("stream_in", "stream_out", "stream_dropped", "stream_errors", "stream_resets"):
@@ -125,7 +124,13 @@ class StreamPump:
     def _stream_close(self, file: SocketFile) -> None:
         """Before our end is closed (which takes it out of the epoll: ours is its only fd)."""
         if file.watch:
-            self._watched.pop(file.end.fileno(), None)
+            fd = file.end.fileno()
+            if file.watch_mask != -1 and self._epoll is not None:
+                try:                            # explicitly: a registration outlives the fd while any dup
+                    self._epoll.unregister(fd)  # of its file lives, and its events would name the fd's next owner
+                except OSError:
+                    pass
+            self._watched.pop(fd, None)
             file.watch, file.watch_mask = None, -1
         if file.filler_end is not None:
             file.filler_end.close()
@@ -180,14 +185,6 @@ class StreamPump:
 
     def _alive(self, file: SocketFile) -> bool:
         return not file.dead and file.id in self.files
-
-    def _kick(self) -> None:
-        """TCP was called at the end of a pass (service): one more pass flushes what it sent at once."""
-        if self._kicker is None:
-            self._kicker = self.call_later(0, self._kicked)
-
-    def _kicked(self) -> None:
-        self._kicker = None
 
     # ------------------------------------------------------------ program -> TCP
 
@@ -309,7 +306,6 @@ class StreamPump:
                         data = sock.recvmsg(STREAM_CHUNK, self.clock()).data
                 except OSError:                 # EAGAIN: nothing waits
                     return True
-                self._kick()
                 if not data:                    # EOF: read() returns 0 after the last byte
                     file.eof_sent = True
                     self._quietly_shut(end)
@@ -356,8 +352,6 @@ class StreamPump:
                 self._stream_from_program(file)
                 if not self._alive(file):
                     return
-                if file.tx_buf is None:
-                    self._kick()
             if self._to_program(file) and sock.sk_err:
                 self._show_stream_error(file)
                 return
