@@ -66,7 +66,7 @@ from .socket.constants import (
 from .socket.inet import InetSocket
 from .sockfs_stream import StreamPump
 from .sockfs_file import (
-    MAX_DATAGRAM, NATIVE_BATCH, RETRY_PUSH, PairRenewal, SocketFile, _Pushed, _Reader, credentials,
+    MAX_DATAGRAM, NATIVE_BATCH, RETRY_PUSH, SO_COOKIE, PairRenewal, SocketFile, _Pushed, _Reader, credentials,
 )
 from .syscall_args import Call, RecvResult, SockAddr
 
@@ -120,6 +120,7 @@ class Sockfs(StreamPump, PairRenewal):
         ours.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, max(file.sock.rcvbuf // 2, 4096))
         file.end = ours
         file.inode = os.fstat(theirs.fileno()).st_ino
+        file.cookie = theirs.getsockopt(_socket.SOL_SOCKET, SO_COOKIE, 8)
         self.by_inode[file.inode] = file.id
         if file.stream:
             self._stream_open(file)

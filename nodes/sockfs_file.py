@@ -23,6 +23,7 @@ MAX_DATAGRAM = 1 << 17      # bytes read from our end per message (more than any
 NATIVE_BATCH = 64           # messages taken from a program's end per loop pass
 REAP_BROKEN = 1.0           # seconds between checks that a broken file's program still holds it
 CAP_NET_RAW = 13            # capability bit: raw sockets (and, here, the other network privileges)
+SO_COOKIE = 57              # a socket's 64-bit id, never reused (inode numbers are, at once)
 
 
 @dataclass(slots=True)
@@ -55,6 +56,7 @@ class SocketFile:
     end: _socket.socket
     inode: int
     pid: int
+    cookie: bytes = b""             # the program end's SO_COOKIE: tells it from a later socket with its inode
     pushed: deque = field(default_factory=deque)
     pushed_bytes: int = 0
     readers: deque = field(default_factory=deque)
@@ -152,9 +154,13 @@ class PairRenewal:
                 if os.readlink(f"/proc/{file.pid}/fd/{fd}") == link:
                     pidfd = os.pidfd_open(file.pid)
                     try:
-                        return _socket.socket(fileno=trap.pidfd_getfd(pidfd, int(fd)))
+                        end = _socket.socket(fileno=trap.pidfd_getfd(pidfd, int(fd)))
                     finally:
                         os.close(pidfd)
+                    if end.getsockopt(_socket.SOL_SOCKET, SO_COOKIE, 8) == file.cookie:
+                        return end
+                    end.close()                 # the inode's, not our program end's
+                    return None
         except OSError:
             return None
         return None
