@@ -108,6 +108,24 @@ def credentials(pid: int) -> tuple[int, list[int], bool, int]:
     return uid, groups, bool(caps >> CAP_NET_RAW & 1), tgid
 
 
+def holds(pid: int, inode: int) -> bool:
+    """Whether process `pid` has socket `inode` open. Its fds come and go while we look: one that
+    vanishes between listdir and readlink is skipped, not taken for the answer (only a vanished
+    process means no)."""
+    link = f"socket:[{inode}]"
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == link:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 class PairRenewal:
     """`Sockfs`'s POLLERR: the attributes and methods it uses are Sockfs's."""
 
@@ -200,12 +218,7 @@ class PairRenewal:
         self._reaper = None
         broken = [file for file in self.files.values() if file.broken or file.reap]
         for file in broken:
-            link = f"socket:[{file.inode}]"
-            try:
-                held = any(os.readlink(f"/proc/{file.pid}/fd/{fd}") == link for fd in os.listdir(f"/proc/{file.pid}/fd"))
-            except OSError:
-                held = False
-            if not held:
+            if not holds(file.pid, file.inode):
                 self.release(file)
         if any(file.broken or file.reap for file in self.files.values()):
             self._reaper = self.call_later(REAP_BROKEN, self._reap_broken)
