@@ -11,9 +11,10 @@ connection rate), the latter rows named with ` (iperf3)` appended:
 * `TCP goodput 1% loss`: one switch, `loss: 1%` on h2's port (a port's parameters act in
   both directions: 1 % of the data and 1 % of the ACKs). Target >= 30 Mbit/s.
 * `TCP goodput MTU 9000`: one switch, every interface at MTU 9000. Target >= 500 Mbit/s.
-* `TCP connections/s`: across the switch, connect + 1 KB + close, one after another: the
-  client connects, sends 1024 bytes, reads until the server (which closes once it has
-  the 1024 bytes) closes, closes. Target >= 500 connections/s.
+* `TCP connections/s`: across the switch, connect + 1 KB + close by CLIENTS (8) concurrent
+  clients, as a load generator (`ab -c 8`) runs them: each client connects, sends 1024
+  bytes, reads until the server (which closes once it has the 1024 bytes) closes, closes,
+  and starts over. Target >= 500 connections/s.
 
 Goodput is bytes the receiver got over the time from the first byte sent to the receiver's
 EOF (in-process: the sender writes for S seconds, then closes); iperf3's is the server's
@@ -71,6 +72,7 @@ CONN_PORT = 6001
 CONN_PROGRAM_PORT = 6002
 LISTEN_TIMEOUT = 10.0
 MARGIN = 30.0               # s beyond a measurement's length before it counts as hung
+CLIENTS = 8                 # concurrent clients of the connection-rate rows
 STALL = 0.5                 # s: a connection this slow waited for a retransmission (the SYN RTO is 1 s)
 
 SWITCH, ROUTER, LOSS, JUMBO = "switch", "router", "loss", "jumbo"
@@ -150,7 +152,7 @@ def _listener(net: Emulation, node: str, port: int) -> socket.socket:
     listener = net[node].socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("0.0.0.0", port))
-    listener.listen(64)
+    listener.listen(128)
     return listener
 
 
@@ -208,14 +210,9 @@ def api_goodput(net: Emulation, address: str, seconds: float, port: int = GOODPU
     return result["bytes"] * 8 / (result["end"] - start), result["bytes"]
 
 
-def _serve_connections(listener: socket.socket, stop: threading.Event) -> None:
-    """Accept; read MSG bytes; close: until `stop` (checked between accepts)."""
-    listener.settimeout(0.2)
-    while not stop.is_set():
-        try:
-            conn, _ = listener.accept()
-        except TimeoutError:
-            continue
+def _serve_connections(listener: socket.socket, stop: threading.Event, errors: list[BaseException]) -> None:
+    """Accept until `stop` (checked between accepts); each connection in its own thread: read MSG bytes, close."""
+    def serve(conn: socket.socket) -> None:
         with conn:
             conn.settimeout(MARGIN)
             got = 0
@@ -225,81 +222,109 @@ def _serve_connections(listener: socket.socket, stop: threading.Event) -> None:
                     break
                 got += len(data)
 
+    listener.settimeout(0.2)
+    while not stop.is_set():
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            continue
+        _thread(lambda conn=conn: serve(conn), errors)
+
 
 def api_connection_rate(net: Emulation, address: str, seconds: float,
                         port: int = CONN_PORT) -> tuple[float, int, int]:
-    """(connections/s, connections, of them slower than STALL s): connect + MSG bytes + close, one after
-    another, for `seconds`."""
+    """(connections/s, connections, of them slower than STALL s): CLIENTS threads each connect, send MSG
+    bytes, read until the server's close, close, and start over, for `seconds`."""
     listener = _listener(net, "h2", port)
     stop = threading.Event()
     errors: list[BaseException] = []
-    try:
-        server = _thread(lambda: _serve_connections(listener, stop), errors)
-        payload, node, count, stalls = bytes(MSG), net["h1"], 0, 0
-        clock = time.perf_counter
-        start = now = clock()
-        end = start + seconds
+    payload, node = bytes(MSG), net["h1"]
+    counts, stalls = [0] * CLIENTS, [0] * CLIENTS
+    clock = time.perf_counter
+    start = clock()
+    end = start + seconds
+
+    def client(index: int) -> None:
+        now = clock()
         while now < end and not errors:
             began = now
-            with node.socket(socket.AF_INET, socket.SOCK_STREAM) as client:
-                client.settimeout(MARGIN)
-                client.connect((address, port))
-                client.sendall(payload)
-                while client.recv(4096):     # until the server's close
+            with node.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.settimeout(MARGIN)
+                sock.connect((address, port))
+                sock.sendall(payload)
+                while sock.recv(4096):     # until the server's close
                     pass
-            count += 1
+            counts[index] += 1
             now = clock()
-            stalls += now - began > STALL
-        elapsed = now - start
+            stalls[index] += now - began > STALL
+
+    try:
+        server = _thread(lambda: _serve_connections(listener, stop, errors), errors)
+        clients = [_thread(lambda index=index: client(index), errors) for index in range(CLIENTS)]
+        for index, thread in enumerate(clients):
+            _join(thread, errors, seconds + MARGIN, f"in-process connection client {index}")
+        elapsed = clock() - start
         stop.set()
         _join(server, errors, MARGIN, "in-process connection server")
     finally:
         stop.set()
         listener.close()
-    return count / elapsed, count, stalls
+    return sum(counts) / elapsed, sum(counts), sum(stalls)
 
 
 # ------------------------------------------------------------------ programs (node.exec)
 
 CONN_SERVER = textwrap.dedent("""
-    import socket, sys
+    import socket, sys, threading
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("0.0.0.0", int(sys.argv[1])))
     srv.listen(128)
     size = int(sys.argv[2])
+    def serve(conn):
+        with conn:
+            got = 0
+            while got < size:
+                data = conn.recv(size - got)
+                if not data:
+                    break
+                got += len(data)
     print("ready", flush=True)
     while True:
         conn, _ = srv.accept()
-        got = 0
-        while got < size:
-            data = conn.recv(size - got)
-            if not data:
-                break
-            got += len(data)
-        conn.close()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
 """)
 
 CONN_CLIENT = textwrap.dedent("""
-    import socket, sys, time
+    import socket, sys, threading, time
     address, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    seconds, stall = float(sys.argv[4]), float(sys.argv[5])
+    seconds, stall, clients = float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
     payload = bytes(size)
-    count = stalls = 0
-    start = now = time.perf_counter()
+    counts, stalls, errors = [0] * clients, [0] * clients, []
+    start = time.perf_counter()
     end = start + seconds
-    while now < end:
-        began = now
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as client:
-            client.settimeout(30)
-            client.connect((address, port))
-            client.sendall(payload)
-            while client.recv(4096):
-                pass
-        count += 1
-        now = time.perf_counter()
-        stalls += now - began > stall
-    print(count / (now - start), count, stalls)
+    def client(index):
+        try:
+            now = time.perf_counter()
+            while now < end:
+                began = now
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.settimeout(30)
+                    sock.connect((address, port))
+                    sock.sendall(payload)
+                    while sock.recv(4096):
+                        pass
+                counts[index] += 1
+                now = time.perf_counter()
+                stalls[index] += now - began > stall
+        except Exception as error:
+            errors.append(error)
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    [thread.start() for thread in threads]
+    [thread.join() for thread in threads]
+    if errors:
+        sys.exit(f"client failed: {errors[0]!r}")
+    print(sum(counts) / (time.perf_counter() - start), sum(counts), sum(stalls))
 """)
 
 
@@ -379,7 +404,8 @@ def program_connection_rate(net: Emulation, address: str, seconds: float,
     with contextlib.ExitStack() as stack:
         server = _Program(net, "h2", [PY, "-u", "-c", CONN_SERVER, str(port), str(MSG)], stack)
         _listening(net, "h2", port, server)
-        client = _Program(net, "h1", [PY, "-c", CONN_CLIENT, address, str(port), str(MSG), str(seconds), str(STALL)],
+        client = _Program(net, "h1", [PY, "-c", CONN_CLIENT, address, str(port), str(MSG), str(seconds), str(STALL),
+                               str(CLIENTS)],
                           stack)
         client.wait(seconds + MARGIN, "connection client")
         if client.process.returncode:
@@ -539,7 +565,7 @@ def connection_rows(options: Options) -> tuple[Row, Row]:
                                                     lambda _: 0))
     print(f"  {CONNECTIONS}: {statistics.median(r[0] for r in api):.0f} in-process, "
           f"{statistics.median(r[0] for r in program):.0f} programs", flush=True)
-    note = f"connect + {MSG} B + close across a switch, one after another; {seconds} s x {options.rounds}"
+    note = f"connect + {MSG} B + close across a switch, {CLIENTS} concurrent clients; {seconds} s x {options.rounds}"
     base_name = "bare relay round trips/s (64 B)"
 
     def counted(results: list[tuple[float, int, int]], segments: _Segments) -> str:
