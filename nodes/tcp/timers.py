@@ -21,7 +21,7 @@ from nodes.tcp.states import (
     TCP_SYN_RECV,
     TCP_SYN_SENT,
 )
-from nodes.wire.tcp import ACK
+from nodes.wire.tcp import ACK, PSH
 
 _KEEPALIVE_STATES = frozenset((TCP_ESTABLISHED, TCP_CLOSE_WAIT, TCP_FIN_WAIT1))
 _TCP_ORPHAN_RETRIES = 8  # tcp_orphan_retries(): 0 means 8
@@ -162,7 +162,7 @@ class TimerMixin:
         if room > 0:
             # tcp_write_wakeup: the window opened a little; send what fits, SWS or not.
             count = min(room, unsent, self.mss)
-            self._send_new(count, ACK, now)
+            self._send_new(count, ACK | PSH, now)  # tcp_write_wakeup pushes what it sends
         else:
             self._send_probe(now)
         self.probes += 1

@@ -252,7 +252,7 @@ def test_small_window_sender_sws_avoidance():
     assert ep.take() == []
     ep.run_timer()
     header, payload = ep.one()
-    assert payload == b"s" * 100
+    assert payload == b"s" * 100 and header.flags == ACK | PSH  # tcp_write_wakeup pushes
 
 
 def test_sequence_wrap():
