@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import heapq
 import itertools
+from collections import deque
 from random import Random
 from typing import Any
 
@@ -42,6 +43,10 @@ from .states import (
 from .sysctl_config import config_from_sysctl
 
 SHUTDOWN_MASK = 3  # RCV_SHUTDOWN | SEND_SHUTDOWN
+# TCP small queues (tcp_small_queue_check), by frames: TCP fills a device's transmit queue up to
+# this many frames per loop pass, the rest waits for the next pass (the device's txqueuelen is 1000:
+# one ACK burst opening a large window would overflow it and the peer's receive ring at once)
+TSQ_FRAMES = 128
 RCV_SHUTDOWN = 1
 
 
@@ -72,6 +77,9 @@ class TcpLayer(TcpPorts):
         self._deadline: dict[TcpConnection, float] = {}
         self._sequence = itertools.count()
         self._config: TcpConfig | None = None
+        self._held: deque[tuple[int, bytes, int, int]] = deque()   # TSQ: segments waiting for queue room
+        self._route_cache = ipv4.route_cache
+        self._devices = ipv4.devices
         ipv4.add_protocol(IPPROTO_TCP, self.receive, self.error)
 
     # ------------------------------------------------------------------ configuration
@@ -288,9 +296,31 @@ class TcpLayer(TcpPorts):
     def _transmit(self, conn: TcpConnection, header: TcpHeader, payload: "bytes | memoryview") -> None:
         segment = header.build(payload, conn.local_ip, conn.remote_ip)
         self.stats.OutSegs += 1
-        self.ipv4.output(conn.remote_ip, IPPROTO_TCP, segment, self._now, src=conn.local_ip,
-                         tos=getattr(self.sock_of.get(conn), "tos", 0) or 0,
+        tos = getattr(self.sock_of.get(conn), "tos", 0) or 0
+        if self._held or self._queue_full(conn.remote_ip):
+            # TCP small queues: the device already holds TSQ_FRAMES; the segment waits here and
+            # leaves in a later pass (`tick`), instead of overflowing the queue in one burst
+            self._held.append((conn.remote_ip, segment, conn.local_ip, tos))
+            return
+        self.ipv4.output(conn.remote_ip, IPPROTO_TCP, segment, self._now, src=conn.local_ip, tos=tos,
                          dont_fragment=True)
+
+    def _queue_full(self, destination: int) -> bool:
+        entry = self._route_cache.lookup(destination, self._now)
+        if entry is None or entry.dev is None:
+            return False
+        device = self._devices.get(entry.dev)
+        return device is not None and len(device.tx_queue) >= TSQ_FRAMES
+
+    def _release_held(self, now: float) -> None:
+        """TSQ's tasklet: what waited goes while the device queue has room (order kept)."""
+        held = self._held
+        while held and not self._queue_full(held[0][0]):
+            destination, segment, source, tos = held.popleft()
+            try:
+                self.ipv4.output(destination, IPPROTO_TCP, segment, now, src=source, tos=tos, dont_fragment=True)
+            except OSError:
+                pass  # no route, link down: lost like any segment; TCP retransmits
 
     _now = 0.0
 
@@ -360,6 +390,8 @@ class TcpLayer(TcpPorts):
             heapq.heappush(self._timers, (deadline, next(self._sequence), conn))
 
     def next_timer(self) -> float | None:
+        if self._held:
+            return self._now  # due at once: the next pass sends what TSQ held back
         timers = self._timers
         while timers:
             deadline, _, conn = timers[0]
@@ -370,6 +402,8 @@ class TcpLayer(TcpPorts):
 
     def tick(self, now: float) -> None:
         self._now = now
+        if self._held:
+            self._release_held(now)
         timers = self._timers
         while timers and timers[0][0] <= now:
             deadline, _, conn = heapq.heappop(timers)
