@@ -1,7 +1,7 @@
-"""Issue 13's acceptance through unmodified programs: Debian's curl, wget and iperf3, Python's
-http.server (also over TLS), bash's /dev/tcp, run on two_lans (h1 -- r1 -- h2) under the trap
-(`node.exec`/`run`, and `netemu attach`): 5 MB across the router byte-exact, also through 5% loss
-with 20 ms delay and across a link that is down for 3 s. (The stdlib's asyncio, socketserver and
+"""Issue 13's acceptance through unmodified programs: Debian's curl, wget, iperf3 and openssl,
+Python's http.server (also over TLS), bash's /dev/tcp, run on two_lans (h1 -- r1 -- h2) under the
+trap (`node.exec`/`run`, and `netemu attach`): 5 MB across the router byte-exact, also through 5%
+loss with 20 ms delay and across a link that is down for 3 s. (The stdlib's asyncio, socketserver and
 selectors programs: test_tcp_stdlib_programs.py.)
 
 Servers are ready when they print a line or when the node's socket table shows their listener.
@@ -67,9 +67,9 @@ def http_server(net, served):
         stop(server)
 
 
-def spawned(net, node: str, argv: list[str]) -> tuple[subprocess.Popen, queue.Queue]:
+def spawned(net, node: str, argv: list[str], **popen) -> tuple[subprocess.Popen, queue.Queue]:
     """Any program on `node`, its stdout and stderr merged into a queue of lines (read in a thread)."""
-    process = net[node].exec(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = net[node].exec(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
     lines: queue.Queue = queue.Queue()
 
     def read() -> None:
@@ -134,14 +134,22 @@ HTTPS_SERVER = """
 """
 
 
-def test_curl_fetches_5_mb_over_tls_byte_exact(net, served, tmp_path):
-    require_tool("curl")
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for h2 and its key (openssl req)."""
     openssl = require_tool("openssl")
-    directory, digest = served
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                     "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=h2",
                     "-addext", "subjectAltName=DNS:h2"], check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+def test_curl_fetches_5_mb_over_tls_byte_exact(net, served, certificate, tmp_path):
+    require_tool("curl")
+    directory, digest = served
+    cert, key = certificate
     server, lines = started(net, "h2", HTTPS_SERVER, "8443", str(directory), str(cert), str(key))
     try:
         assert next_line(server, lines) == "ready"
@@ -151,6 +159,26 @@ def test_curl_fetches_5_mb_over_tls_byte_exact(net, served, tmp_path):
         assert sha256_of(out) == digest
     finally:
         stop(server)
+
+
+def test_openssl_s_client_talks_to_s_server_on_a_dual_stack_listener(net, certificate):
+    cert, key = certificate
+    # stdin kept open: at its EOF s_server hangs up. It prints what the client sends.
+    server, lines = spawned(net, "h2", ["openssl", "s_server", "-accept", "8444", "-cert", str(cert), "-key", str(key),
+                                        "-quiet", "-naccept", "1"], stdin=subprocess.PIPE)
+    try:
+        # s_server listens on [::]:8444 with IPV6_V6ONLY off; it prints nothing until a client comes.
+        wait_for(lambda: server.poll() is not None or tcp_listening(net, "h2", 8444), timeout=20)
+        assert server.poll() is None, server.stdout.read()
+        client = net["h1"].run(["openssl", "s_client", "-connect", f"{H2}:8444", "-CAfile", str(cert),
+                                "-verify_return_error", "-quiet", "-no_ign_eof"],
+                               input="over tls\n", capture_output=True, text=True, timeout=30)
+        assert client.returncode == 0, client.stderr
+        assert next_line(server, lines) == "over tls"
+    finally:
+        stop(server)
+        server.stdin.close()
+
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["h1-to-h2", "h2-to-h1 (-R)"])
 def test_iperf3_client_and_server_report_the_same_bytes(net, reverse):
