@@ -48,7 +48,7 @@ from .wire.icmp import (
     echo_header,
 )
 from .sysctl import Sysctl
-from .wire.ipv4 import IP_OFFSET, IPPROTO_ICMP, unpack_fixed_header
+from .wire.ipv4 import IP_OFFSET, IPPROTO_ICMP, IPPROTO_TCP, unpack_fixed_header
 
 XRLIM_BURST_FACTOR = 6  # Linux: a peer may burst six errors before the rate applies
 MAX_PEERS = 4096  # per-destination limiter state kept (oldest forgotten first)
@@ -225,8 +225,9 @@ class IcmpLayer:
         except WireError:
             self.stats.InErrors += 1
             return
-        if message.type == DEST_UNREACH and message.code == FRAG_NEEDED:
-            # RFC 1191: the router told us the next-hop MTU toward the quoted destination.
+        if message.type == DEST_UNREACH and message.code == FRAG_NEEDED and quoted.header.protocol != IPPROTO_TCP:
+            # RFC 1191: the router told us the next-hop MTU toward the quoted destination. TCP's
+            # err_handler applies it itself, once the quoted sequence number proves it (tcp_v4_err).
             self.ipv4.update_pmtu(quoted.header.dst, message.next_hop_mtu, now)
         elif message.type == REDIRECT:
             self._redirect(message, quoted, datagram, now)

@@ -35,7 +35,7 @@ from ..wire.tcp import ACK, FIN, IPPROTO_TCP, RST, SYN, TcpHeader, checksum_ok
 from .connection import TcpConnection
 from .options import timestamp_offset
 from .ports import TcpPorts, _Bind
-from .seq import IsnGenerator
+from .seq import IsnGenerator, between
 from .states import (
     STATE_NAMES, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
     TcpConfig, TcpStats,
@@ -530,6 +530,9 @@ class TcpLayer(TcpPorts):
         if message.type not in (3, 11, 12):
             return  # source quench, redirects: nothing for TCP (tcp_v4_err)
         seq = int.from_bytes(transport[4:8], "big")  # the quoted segment's: stale or forged ones are ignored
+        if message.type == 3 and message.code == 4 and between(seq, conn.snd_una, conn.snd_nxt):
+            # tcp_v4_err -> tcp_v4_mtu_reduced: the route learns the path MTU only from a believable error
+            self.ipv4.update_pmtu(int(quoted.header.dst), message.next_hop_mtu, now)
         conn.icmp_error(message.type, message.code, message.next_hop_mtu, now, seq=seq)
         self._settle(conn)
 
