@@ -16,6 +16,10 @@ connection rate), the latter rows named with ` (iperf3)` appended:
   bytes, reads until the server (which closes once it has the 1024 bytes) closes, closes,
   and starts over. Target >= 500 connections/s.
 
+* `TCP 50 MB through 5% loss and 20 ms delay` (bench/tcp_impaired.py; `--quick`: 5 MB): the
+  router path with 5% loss and 20 ms delay on r1's port toward h2, sha256 equal at both ends,
+  beside Mathis et al.'s bound for that RTT and loss. It takes minutes (`--only` leaves it out).
+
 Goodput is bytes the receiver got over the time from the first byte sent to the receiver's
 EOF (in-process: the sender writes for S seconds, then closes); iperf3's is the server's
 `end.sum_received` (`iperf3 -s -1 --json` on h2, `iperf3 -c H2 -t S --json` on h1).
@@ -62,6 +66,7 @@ from control.topology_model import Topology
 
 from . import baseline
 from .harness import Row
+from .tcp_impaired import impaired_row
 
 PY = sys.executable
 MSG = 1024                  # bytes per connection, the connection-rate rows
@@ -416,7 +421,8 @@ def program_connection_rate(net: Emulation, address: str, seconds: float,
 
 # ------------------------------------------------------------------ the run
 
-CHOICES = (SWITCH, ROUTER, LOSS, JUMBO, "connections")
+IMPAIRED = "impaired"
+CHOICES = (SWITCH, ROUTER, LOSS, JUMBO, "connections", IMPAIRED)
 
 
 @dataclass
@@ -426,6 +432,7 @@ class Options:
     relay_frames: int
     rtt_samples: int
     only: tuple[str, ...]
+    quick: bool = False
 
 
 def parse(argv: list[str] | None) -> Options:
@@ -442,7 +449,8 @@ def parse(argv: list[str] | None) -> Options:
         parser.error("--seconds and --rounds must be >= 1")
     if not only or set(only) - set(CHOICES):
         parser.error(f"--only: choose from {','.join(CHOICES)}")
-    return Options(seconds, args.rounds, 20_000 if args.quick else 60_000, 500 if args.quick else 2000, only)
+    return Options(seconds, args.rounds, 20_000 if args.quick else 60_000, 500 if args.quick else 2000, only,
+                   args.quick)
 
 
 def relay_mbits(size: int, frames: int) -> float:
@@ -595,5 +603,9 @@ def run(argv: list[str] | None = None) -> list[Row]:
         in_process, programs = connection_rows(options)
         api_rows.append(in_process)
         program_rows.append(programs)
+    if IMPAIRED in options.only:
+        row = impaired_row(topology(ROUTER), options.quick)
+        print(f"  {row.metric}: {row.value:.1f} Mbit/s ({row.target})", flush=True)
+        api_rows.append(row)
     print(f"bench tcp: load average {os.getloadavg()[0]:.2f} at the end", flush=True)
     return api_rows + program_rows
