@@ -18,7 +18,8 @@ connection rate), the latter rows named with ` (iperf3)` appended:
 
 * `TCP 50 MB through 5% loss and 20 ms delay` (bench/tcp_impaired.py; `--quick`: 5 MB): the
   router path with 5% loss and 20 ms delay on r1's port toward h2, sha256 equal at both ends,
-  beside Mathis et al.'s bound for that RTT and loss. It takes minutes (`--only` leaves it out).
+  beside Mathis et al.'s bound for that RTT and loss. It takes minutes; `--only` without
+  `impaired` skips it.
 
 Goodput is bytes the receiver got over the time from the first byte sent to the receiver's
 EOF (in-process: the sender writes for S seconds, then closes); iperf3's is the server's
