@@ -45,6 +45,8 @@ error queue is not visible to a native poll().
 
 Stream sockets (TCP): the pump between the pair and the connection, non-blocking connect,
 listeners' readiness and errors are `StreamPump`'s (nodes/sockfs_stream.py: read its docstring).
+Until connect()/listen() a stream socket's program end is an unconnected unix socket, then it is
+connected to our end in place, or listens (`Placeholders`, nodes/sockfs_file.py).
 """
 from __future__ import annotations
 
@@ -66,11 +68,12 @@ from .socket.constants import (
 from .socket.inet import InetSocket
 from .sockfs_stream import StreamPump
 from .sockfs_file import (
-    MAX_DATAGRAM, NATIVE_BATCH, RETRY_PUSH, SO_COOKIE, PairRenewal, SocketFile, _Pushed, _Reader, credentials,
+    MAX_DATAGRAM, NATIVE_BATCH, RETRY_PUSH, SO_COOKIE, PairRenewal, Placeholders, SocketFile, _Pushed, _Reader,
+    credentials,
 )
 from .syscall_args import Call, RecvResult, SockAddr
 
-class Sockfs(StreamPump, PairRenewal):
+class Sockfs(StreamPump, PairRenewal, Placeholders):
     """The files of one node's sockets: the `SocketLayer` the front ends call.
 
     `add_reader(fd, callback)`/`remove_reader(fd)` and `call_later(delay, callback)` are
@@ -95,18 +98,20 @@ class Sockfs(StreamPump, PairRenewal):
         self._buffer = bytearray(MAX_DATAGRAM)
         self.counters = {"sockets": 0, "released": 0, "pushed": 0, "native_sent": 0, "native_send_errors": 0}
         self._stream_init()
+        self._placeholders_init()
 
     # ------------------------------------------------------------ files
 
     def socket(self, family: int, type_: int, proto: int, call: Call) -> tuple[int, int]:
         uid, groups, privileged, process = credentials(call.pid)
         sock = self.layer.socket(family, type_, proto, privileged=privileged, uid=uid, groups=groups)
-        return self._open(sock, process, renewable=call.replace is not None)    # (its fds: /proc/PROCESS/fd)
+        return self._open(sock, process, renewable=call.replace is not None,     # (its fds: /proc/PROCESS/fd)
+                          placeholder=sock.type == _socket.SOCK_STREAM)
 
-    def _open(self, sock: InetSocket, pid: int, renewable: bool = False) -> tuple[int, int]:
+    def _open(self, sock: InetSocket, pid: int, renewable: bool = False, placeholder: bool = False) -> tuple[int, int]:
         sock_id, self._next_id = self._next_id, self._next_id + 1
         file = SocketFile(sock_id, sock, None, 0, pid, renewable=renewable)  # type: ignore[arg-type]
-        theirs = self._new_pair(file)
+        theirs = self._placeholder(file) if placeholder else self._new_pair(file)
         self.files[sock_id] = file
         sock.on_ready = lambda _sock, file=file: self._dirty.__setitem__(file.id, file)
         self.counters["sockets"] += 1
@@ -165,6 +170,8 @@ class Sockfs(StreamPump, PairRenewal):
             self.on_release(file.id)
 
     def _close_end(self, file: SocketFile) -> None:
+        if file.end is None:                        # a stream socket's placeholder: nothing of ours
+            return
         if not file.stream:                         # (a stream's end is in the epoll: closing takes it out)
             try:
                 self.remove_reader(file.end.fileno())
@@ -179,6 +186,7 @@ class Sockfs(StreamPump, PairRenewal):
             if timer is not None:
                 timer.cancel()
         self._stream_final()
+        self._placeholders_final()
 
     # ------------------------------------------------------------ the program's native sends
 
@@ -331,11 +339,19 @@ class Sockfs(StreamPump, PairRenewal):
     # ------------------------------------------------------------ the protocol's calls
 
     def bind(self, sock_id: int, address: SockAddr, call: Call) -> None:
-        self._file(sock_id, call).sock.bind(address)
+        sock = self._file(sock_id, call).sock
+        try:
+            sock.bind(address)
+        except OSError as error:                # a closed placeholder may hold it still: look now
+            if error.errno != errno.EADDRINUSE or not self._unheld_scan():
+                raise
+            sock.bind(address)
 
     def connect(self, sock_id: int, address: SockAddr, call: Call) -> Any:
         file = self._file(sock_id, call)
         file.sock.connect(address, self.clock())
+        if file.end is None:
+            self._attach(file, call)    # the placeholder becomes the pair's program end
         if not file.stream or file.sock.state not in (TCP_SYN_SENT, TCP_SYN_RECV):
             return self._connected(file) if file.stream else None
         self._fill(file, call)      # unwritable until the handshake ends, however this call ends (EINTR too)
@@ -349,7 +365,10 @@ class Sockfs(StreamPump, PairRenewal):
             raise OSError(error, os.strerror(error))
 
     def listen(self, sock_id: int, backlog: int, call: Call) -> None:
-        self._file(sock_id, call).sock.listen(backlog)
+        file = self._file(sock_id, call)
+        file.sock.listen(backlog)
+        if file.end is None and file.listen_name is None:
+            self._listen_native(file, call)     # the placeholder listens (its poll: the accept queue's)
 
     def accept(self, sock_id: int, call: Call) -> Any:
         file = self._file(sock_id, call)
@@ -384,7 +403,7 @@ class Sockfs(StreamPump, PairRenewal):
             return
         if name in (SO_RCVTIMEO, SO_SNDTIMEO, SO_SNDBUF):       # honoured by native calls too
             self._on_program_end(call, lambda end: end.setsockopt(SOL_SOCKET, name, value))
-        elif name == SO_RCVBUF:
+        elif name == SO_RCVBUF and file.end is not None:       # (a placeholder's: set when attached)
             file.end.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, max(file.sock.rcvbuf // 2, 4096))
 
     def getsockopt(self, sock_id: int, level: int, name: int, size: int, call: Call) -> bytes:

@@ -1,13 +1,17 @@
-"""sockfs's files (`SocketFile`, what a pending call waits as, a program's credentials) and
-`PairRenewal`, the part of `Sockfs` that shows POLLERR by renewing a socket's pair.
+"""sockfs's files (`SocketFile`, what a pending call waits as, a program's credentials),
+`PairRenewal`, the part of `Sockfs` that shows POLLERR by renewing a socket's pair, and
+`Placeholders`, stream sockets before connect()/listen().
 
 Part of `nodes/sockfs.py` (read its docstring first); imported only by it."""
 from __future__ import annotations
 
 import array
+import errno
 import fcntl
 import os
+import select
 import socket as _socket
+import struct
 import termios
 from collections import deque
 from dataclasses import dataclass, field
@@ -23,7 +27,10 @@ MAX_DATAGRAM = 1 << 17      # bytes read from our end per message (more than any
 NATIVE_BATCH = 64           # messages taken from a program's end per loop pass
 REAP_BROKEN = 1.0           # seconds between checks that a broken file's program still holds it
 CAP_NET_RAW = 13            # capability bit: raw sockets (and, here, the other network privileges)
+UNHELD_CHECK = 0.1          # seconds between checks that a placeholder or listener is still held
 SO_COOKIE = 57              # a socket's 64-bit id, never reused (inode numbers are, at once)
+NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, NLMSG_ERROR = 4, 20, 2
+_DIAG_REQUEST = struct.Struct("=IHHIIBBHIII")       # nlmsghdr, unix_diag_req (the cookie follows)
 
 
 @dataclass(slots=True)
@@ -79,7 +86,9 @@ class SocketFile:
     hup: bool = False               # the program's end is gone
     dead: bool = False              # the connection failed: our end closed, never renewed
     reap: bool = False              # release when the program no longer holds its end (REAP_BROKEN)
-    marker: bool = False            # a listener's byte in the pair: the program's end polls readable
+    marker: bool = False            # a listener's connection pending: the program's end polls readable
+    listen_name: Any = None         # a listener's: the abstract name its program end listens on natively
+    marker_end: Any = None          # a listener's: our connection pending there (the marker)
 
     @property
     def stream(self) -> bool:
@@ -124,6 +133,17 @@ def holds(pid: int, inode: int) -> bool:
         except OSError:
             continue
     return False
+
+
+def unix_alive(diag: _socket.socket, inode: int, cookie: bytes) -> bool:
+    """Whether unix socket `inode` (its SO_COOKIE `cookie`) still exists: any process holds it
+    (sock_diag's unix_diag_get_exact: ENOENT once its last file is closed, ESTALE for another cookie)."""
+    diag.send(_DIAG_REQUEST.pack(_DIAG_REQUEST.size + 8, SOCK_DIAG_BY_FAMILY, 1, 0, 0,
+                                 _socket.AF_UNIX, 0, 0, 0xFFFFFFFF, inode, 0) + cookie)
+    reply = diag.recv(4096)
+    if struct.unpack_from("=H", reply, 4)[0] != NLMSG_ERROR:
+        return True
+    return struct.unpack_from("=i", reply, 16)[0] == 0
 
 
 class PairRenewal:
@@ -222,3 +242,139 @@ class PairRenewal:
                 self.release(file)
         if any(file.broken or file.reap for file in self.files.values()):
             self._reaper = self.call_later(REAP_BROKEN, self._reap_broken)
+
+
+class Placeholders:
+    """`Sockfs`'s stream sockets before connect()/listen() (see docs/programs.md, "Stream sockets"):
+    the program's end is an unconnected unix socket, the same socket to the end. connect()
+    connects it to a new end of ours (`_attach`); listen() makes it a unix listener (`_listen_native`),
+    readable while a connection of ours waits in it (`_mark`). Neither gives an EOF when the
+    program closes it: sock_diag says when its last file is gone (`_unheld_scan`).
+    The attributes and methods it uses are Sockfs's."""
+
+    files: dict
+    by_inode: dict
+    call_later: Any
+    release: Any
+    _stream_open: Any
+    _quietly: Any
+    _unheld: Any = None                 # the timer of `_unheld_tick`
+    _diag: Any = None                   # a NETLINK_SOCK_DIAG socket (`unix_alive`)
+    _bare: dict                         # sock_id -> file: placeholders and listeners (no pair)
+
+    def _placeholders_init(self) -> None:
+        self._bare = {}
+
+    @staticmethod
+    def _program_file(call: Call) -> _socket.socket:
+        fd = call.file
+        if fd < 0:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        return _socket.socket(fileno=fd)
+
+    def _placeholder(self, file: SocketFile) -> _socket.socket:
+        """A new stream socket's program end until connect()/listen(): an unconnected unix socket."""
+        theirs = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        file.end = None                         # type: ignore[assignment]
+        file.inode = os.fstat(theirs.fileno()).st_ino
+        file.cookie = theirs.getsockopt(_socket.SOL_SOCKET, SO_COOKIE, 8)
+        self.by_inode[file.inode] = file.id
+        self._bare[file.id] = file
+        self._unheld_later()                    # closed unconnected: no EOF says so (see `_unheld_scan`)
+        return theirs
+
+    def _attach(self, file: SocketFile, call: Call) -> None:
+        """connect() began: the program's socket itself (its open file: every dup, fork and epoll
+        of it) is connected to a new end of ours, through a listener of our own."""
+        listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            listener.bind(b"")                  # autobind: an abstract name of its own
+            listener.listen(4)
+            listener.setblocking(False)
+            self._on_program(call, lambda program: program.connect(listener.getsockname()))   # done at once
+            while True:                         # (anyone could connect to the name: ours is our pid's)
+                ours, _ = listener.accept()
+                credentials = ours.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+                if struct.unpack("3i", credentials)[0] == os.getpid():
+                    break
+                ours.close()
+        finally:
+            listener.close()
+        ours.setblocking(False)
+        ours.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, max(file.sock.rcvbuf // 2, 4096))
+        file.end = ours
+        self._stream_open(file)
+
+    def _listen_native(self, file: SocketFile, call: Call) -> None:
+        """listen() began: the placeholder listens itself (unix, an abstract name): it polls readable
+        while a connection of ours waits there (`_mark`), as a TCP listener while its queue holds one."""
+        def listen(program: _socket.socket) -> None:
+            program.bind(b"")
+            program.listen(8)
+            file.listen_name = program.getsockname()
+        self._on_program(call, listen)
+
+    def _mark(self, file: SocketFile) -> None:
+        marker = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_NONBLOCK)
+        try:
+            marker.connect(file.listen_name)
+        except OSError:
+            marker.close()
+            return
+        file.marker_end, file.marker = marker, True
+
+    def _unmark(self, file: SocketFile, call: Call | None) -> None:
+        """accept() emptied the queue: our waiting connection taken back from the program's listener."""
+        if not file.marker or file.sock.accept_queue or call is None:
+            return
+        file.marker = False
+
+        def take(program: _socket.socket) -> None:
+            poller = select.poll()
+            poller.register(program.fileno(), select.POLLIN)
+            if poller.poll(0):                  # (it may block: the program's file, its O_NONBLOCK)
+                program.accept()[0].close()
+        self._quietly(lambda: self._on_program(call, take))
+        if file.marker_end is not None:
+            file.marker_end.close()
+            file.marker_end = None
+
+    def _on_program(self, call: Call, action: Any) -> None:
+        """`action` on the program's own socket (our duplicate of its file); its errors raised."""
+        program = self._program_file(call)
+        try:
+            action(program)
+        finally:
+            program.detach()
+
+    def _unheld_later(self) -> None:
+        if self._unheld is None:
+            self._unheld = self.call_later(UNHELD_CHECK, self._unheld_tick)
+
+    def _unheld_tick(self) -> None:
+        self._unheld = None
+        self._unheld_scan()
+        if self._bare:
+            self._unheld_later()
+
+    def _unheld_scan(self) -> bool:
+        """Release the placeholders and listeners (no pair: no EOF) whose last file is closed. True if any."""
+        if self._diag is None:
+            self._diag = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
+        gone = False
+        for file in list(self._bare.values()):
+            if self.files.get(file.id) is not file or file.end is not None:
+                del self._bare[file.id]         # released, or connected: its pair's EOF tells
+            elif not unix_alive(self._diag, file.inode, file.cookie):
+                del self._bare[file.id]
+                self.release(file)
+                gone = True
+        return gone
+
+    def _placeholders_final(self) -> None:
+        if self._unheld is not None:
+            self._unheld.cancel()
+            self._unheld = None
+        if self._diag is not None:
+            self._diag.close()
+            self._diag = None

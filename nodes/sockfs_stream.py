@@ -32,9 +32,10 @@ A stream socket's file is a SOCK_STREAM socketpair; its bytes are TCP's (nodes/s
   filled from a copy of it until its write() would block (`filler`); when the handshake
   ends (established or failed) the filler is read away and SO_SNDBUF restored: POLLOUT
   then, and SO_ERROR says how it went. A write() meanwhile fails with EAGAIN, as Linux's.
-* **Listeners**: the program's end polls readable while connections wait (select and
-  asyncio servers): a marker byte is written into the pair when the accept queue fills,
-  and read back from the program's end (the call's file) when accept() empties it.
+* **Before connect()/listen()** the program's end is a placeholder, an unconnected unix socket;
+  connect() connects it to our end, listen() makes it a unix listener (nodes/sockfs_file.py
+  `Placeholders`): a listener has no pair (`end` None), and polls readable while a connection
+  of ours waits in it (`_mark`), taken back when accept() empties the queue (`_unmark`).
 * **Native**: recv/read with MSG_PEEK, MSG_WAITALL, MSG_DONTWAIT, FIONREAD, poll/select/
   epoll and half-closed reads work on the pair. A trapped recvfrom/recvmsg (with an
   address or control buffer: TCP fills neither) reads the program's end natively, and a
@@ -90,6 +91,8 @@ class StreamPump:
     _borrow_program_end: Any
     _reap_broken: Any
     _on_program_end: Any
+    _mark: Any
+    _program_file: Any
 
     def _stream_init(self) -> None:
         self._stream_buffer = bytearray(STREAM_CHUNK)
@@ -132,9 +135,10 @@ class StreamPump:
                     pass
             self._watched.pop(fd, None)
             file.watch, file.watch_mask = None, -1
-        if file.filler_end is not None:
-            file.filler_end.close()
-            file.filler_end = None
+        for name in ("filler_end", "marker_end"):
+            if getattr(file, name) is not None:
+                getattr(file, name).close()
+                setattr(file, name, None)
 
     def _arm(self, file: SocketFile) -> None:
         """Watch what the pump needs now: EPOLLIN with send room, EPOLLOUT with bytes for the pair;
@@ -242,7 +246,7 @@ class StreamPump:
 
     def _closed_by_program(self, file: SocketFile) -> None:
         """tcp_close: what the program wrote goes out beyond the send buffer, then FIN (or RST)."""
-        if not file.sock.connected:             # a listener (its marker unread), a socket never connected
+        if not file.sock.connected:             # a socket whose connect failed
             self.release(file)
             return
         data, reset = self._drain_end(file)
@@ -339,12 +343,10 @@ class StreamPump:
         if file.dead:
             return
         sock = file.sock
-        if sock.state == TCP_LISTEN and sock.accept_queue and not file.marker:
-            try:
-                file.end.send(b"\0", MSG_DONTWAIT)      # the program's end polls readable
-                file.marker = True
-            except OSError:
-                pass
+        if file.end is None:
+            if sock.state == TCP_LISTEN and sock.accept_queue and not file.marker and file.listen_name is not None:
+                self._mark(file)
+            return
         if file.filler_end is not None and sock.state not in _CONNECTING:
             self._unfill(file)
         if sock.connected:
@@ -430,13 +432,6 @@ class StreamPump:
         file.saved_sndbuf = int.from_bytes(value[:4].ljust(4, b"\0"), "little", signed=True)
         return True
 
-    def _unmark(self, file: SocketFile, call: Call | None) -> None:
-        """accept() emptied the queue: take the marker back from the program's end."""
-        if not file.marker or file.sock.accept_queue or call is None:
-            return
-        file.marker = False
-        self._on_program_end(call, lambda end: end.recv(1, MSG_DONTWAIT))
-
     # ------------------------------------------------------------ trapped calls
 
     def _stream_shutdown(self, file: SocketFile, how: int, call: Call) -> None:
@@ -468,6 +463,8 @@ class StreamPump:
 
     def _stream_recvmsg(self, file: SocketFile, size: int, flags: int, call: Call) -> Any:
         """recvfrom/recvmsg with an address or a control buffer: the pair's bytes (TCP gives neither)."""
+        if file.end is None:                    # never connected (tcp_recvmsg)
+            raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
         try:
             return self._native_recv(size, flags, call)
         except BlockingIOError:
@@ -510,13 +507,6 @@ class StreamPump:
         if reader.timer is not None:
             reader.timer.cancel()
             reader.timer = None
-
-    @staticmethod
-    def _program_file(call: Call) -> _socket.socket:
-        fd = call.file
-        if fd < 0:
-            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
-        return _socket.socket(fileno=fd)
 
     def _native_recv(self, size: int, flags: int, call: Call) -> RecvResult:
         end = self._program_file(call)

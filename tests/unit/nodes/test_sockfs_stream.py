@@ -543,5 +543,55 @@ def test_shutdown_of_an_unconnected_socket_is_enotconn_and_writes_then_fail(worl
     with pytest.raises(OSError) as raised:
         world.sockfs.shutdown(sock_id, socket.SHUT_WR, world.call(end))
     assert raised.value.errno == errno.ENOTCONN
-    with pytest.raises(BrokenPipeError):        # inet_shutdown sets sk_shutdown before ENOTCONN
+    with pytest.raises(OSError) as raised:      # Linux: EPIPE; the placeholder's unix_stream_sendmsg: ENOTCONN
         end.send(b"x")
+    assert raised.value.errno == errno.ENOTCONN
+
+
+# ---------------------------------------------------------------------------------------------
+# before connect()/listen(): the placeholder (nodes/sockfs_file.py Placeholders)
+
+def test_a_new_socket_is_unconnected_until_connect_which_connects_it_in_place(world):
+    listener = world.remote_listener(85)
+    sock_id, end = world.socket()
+    assert polled(end) == select.POLLOUT | select.POLLHUP      # as an unconnected TCP socket (tcp_poll)
+    with pytest.raises(OSError) as raised:
+        end.recv(1, socket.MSG_DONTWAIT)        # what ssl's SSLSocket._create accepts (not EAGAIN)
+    assert raised.value.errno == errno.EINVAL
+    with pytest.raises(OSError) as raised:
+        world.sockfs.recvmsg(sock_id, 10, 0, 0, world.call(end))
+    assert raised.value.errno == errno.ENOTCONN
+    inode, copy = os.fstat(end.fileno()).st_ino, end.dup()
+    world.ends.append(copy)
+    deferred = world.sockfs.connect(sock_id, SockAddr(AF_INET, H2, 85), world.call(end))
+    assert os.fstat(end.fileno()).st_ino == inode and world.sockfs.lookup(copy.fileno()) == sock_id
+    assert not polled(end) & select.POLLOUT     # connecting
+    world.tcp.establish(world.sock(sock_id))
+    world.until(lambda: deferred.done, "the connect")
+    copy.sendall(b"via a dup made before connect")
+    assert remote_read_all(world, listener.accept(), 29) == b"via a dup made before connect"
+
+
+def test_a_listener_is_a_unix_listener_recv_einval_unwritable(world):
+    sock_id, end = world.socket()
+    world.sockfs.listen(sock_id, 5, world.call(end))
+    assert polled(end) == 0                     # inet_csk_listen_poll: nothing waiting
+    with pytest.raises(OSError) as raised:
+        end.recv(1, socket.MSG_DONTWAIT)
+    assert raised.value.errno == errno.EINVAL
+    world.sockfs.listen(sock_id, 16, world.call(end))          # again: the backlog only
+    assert world.sock(sock_id).state == TCP_LISTEN
+
+
+def test_placeholders_and_listeners_closed_unconnected_are_released(world):
+    """No EOF: sock_diag says the socket is gone (the port at once on bind's EADDRINUSE: a scenario test)."""
+    placeholder, end = world.socket()
+    listener, listening_end = world.socket()
+    world.sockfs.listen(listener, 5, world.call(listening_end))
+    kept, _ = world.socket()
+    for closed in (end, listening_end):
+        world.ends.remove(closed)
+        closed.close()
+    world.until(lambda: placeholder not in world.sockfs.files and listener not in world.sockfs.files,
+                "the releases", timeout=2)
+    assert kept in world.sockfs.files
