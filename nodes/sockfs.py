@@ -351,7 +351,7 @@ class Sockfs(StreamPump, PairRenewal, Placeholders):
         file = self._file(sock_id, call)
         file.sock.connect(address, self.clock())
         if file.end is None:
-            self._attach(file, call)    # the placeholder becomes the pair's program end
+            self._attach(file, call)    # the placeholder is connected to our end, in place
         if not file.stream or file.sock.state not in (TCP_SYN_SENT, TCP_SYN_RECV):
             return self._connected(file) if file.stream else None
         self._fill(file, call)      # unwritable until the handshake ends, however this call ends (EINTR too)
