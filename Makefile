@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TOPO ?= topologies/two_lans.yaml
 # Debian tools the test suite runs (tshark reads our pcaps, ping and iperf3 run on
 # nodes, traceroute too); keep in step with .ci/run. Without them their tests skip locally, and fail under CI=true.
-DEB_TOOLS := tshark iputils-ping iperf3 traceroute
+DEB_TOOLS := tshark iputils-ping iperf3 traceroute curl wget openssl
 
 .PHONY: test run bench venv clean deps
 

@@ -521,7 +521,7 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin):
             "state": self.state,
             "retransmits": self.retransmits,
             "probes": self.probes,
-            "backoff": rtt.backoff,
+            "backoff": rtt.backoff or self._persist_backoff,  # icsk_backoff counts zero-window probes too
             "options": neg.ss_options() if neg is not None else "",
             "rto": rtt.rto,
             "ato": self.config.delack_min,

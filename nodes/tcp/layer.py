@@ -337,13 +337,13 @@ class TcpLayer(TcpPorts):
             if state in (TCP_ESTABLISHED, TCP_CLOSE_WAIT) and listener.state == TCP_LISTEN:
                 child = listener.new_child(conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port)
                 child.set_state(state)
+                inherit = getattr(listener, "inherit_tcp_options", None)
+                if inherit is not None:
+                    inherit(child)  # sk_clone_lock: SO_REUSEADDR and friends first, the port holder reads them
                 holder = _Bind(conn.local_port, conn.local_ip, child)   # inet_csk_clone_lock: __inet_inherit_port
                 self.bhash.setdefault(conn.local_port, []).append(holder)
                 child.tcp_bind = holder
                 self._adopt(conn, child)
-                inherit = getattr(listener, "inherit_tcp_options", None)
-                if inherit is not None:
-                    inherit(child)
                 if not listener.enqueue_accept(child):
                     conn.abort(self._now)  # raced: the queue filled (checked before the ACK is taken)
                 return

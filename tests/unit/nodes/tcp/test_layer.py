@@ -303,3 +303,26 @@ def test_a_syn_that_ends_a_time_wait_reaches_the_listener_at_once():
     again.connect(("10.0.2.10", 8080), net.now)
     until(net, lambda: again.state == TCP_ESTABLISHED)
     assert net.now - start < 0.5 and h1.tcp.stats.RetransSegs == 0
+
+
+def test_a_server_restarts_on_its_port_while_its_old_connections_close():
+    # sk_clone_lock copies SO_REUSEADDR: an accepted connection in FIN-WAIT-2 does not keep a new
+    # SO_REUSEADDR listener off the port (a restarted server on Linux)
+    net, h1, r1, h2 = host_router_host()
+    listener = h2.sockets.socket(AF_INET, SOCK_STREAM, 0)
+    listener.setsockopt(SOL_SOCKET, SO_REUSEADDR, 1)
+    listener.bind(("0.0.0.0", 5600))
+    listener.listen(1)
+    client = h1.sockets.socket(AF_INET, SOCK_STREAM, 0)
+    client.connect(("10.0.2.10", 5600), net.now)
+    until(net, lambda: listener.accept_queue)
+    server = listener.accept()
+    listener.close(net.now)
+    server.close(net.now)
+    until(net, lambda: any(conn.state == 5 for conn in h2.tcp.ehash.values()))  # FIN-WAIT-2
+    again = h2.sockets.socket(AF_INET, SOCK_STREAM, 0)
+    again.setsockopt(SOL_SOCKET, SO_REUSEADDR, 1)
+    again.bind(("0.0.0.0", 5600))
+    again.listen(1)
+    plain = h2.sockets.socket(AF_INET, SOCK_STREAM, 0)
+    assert errno_of(plain.bind, ("0.0.0.0", 5600)) == errno.EADDRINUSE
