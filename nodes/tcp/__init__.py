@@ -11,7 +11,7 @@ Each module pure and tested on its own (tests/unit/nodes/tcp/):
     rtt          the retransmission timer's estimator in Linux's arithmetic (RFC 6298: SRTT/RTTVAR,
                  Karn, backoff; rto_min floors the variance term; ss -ti fields; tcp_model_timeout)
     congestion   pluggable congestion control after tcp_congestion_ops: Reno/NewReno (RFC 5681/
-                 6582 inflation, not PRR), CUBIC (RFC 9438, tcp_cubic.c, without HyStart)
+                 6582 inflation, not PRR), CUBIC (RFC 9438, tcp_cubic.c, HyStart by delay)
     reassembly   the receive side: in-order bytes for recv(), the bounded out-of-order queue
                  (tcp_data_queue_ofo), FIN, the receive window, SACK/D-SACK blocks (RFC 2018/2883)
     scoreboard   the send side's SACK scoreboard (RFC 6675: IsLost, pipe, NextSeg; an RTO as
@@ -38,5 +38,5 @@ is an argument, segments leave through a callback), is one class split by concer
 
 `layer.TcpLayer` wires connections into a node's stack and its socket layer.
 
-Not modelled: HyStart, PRR, RACK, D-SACK undo, ECN, Fast Open, MD5/AO, urgent data.
+Not modelled: HyStart's ACK-train detection, PRR, RACK, D-SACK undo, ECN, Fast Open, MD5/AO, urgent data.
 """

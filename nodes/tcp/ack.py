@@ -123,7 +123,7 @@ class AckMixin:
         cwnd_limited = self._cwnd_limited or 2 * prior_in_flight >= cc.cwnd * mss
         self._cwnd_limited = False
         sample = seg_rtt if seg_rtt is not None else ts_rtt
-        outcome = cc.on_ack(now, ack, segments, sample, cwnd_limited=cwnd_limited)
+        outcome = cc.on_ack(now, ack, segments, sample, cwnd_limited=cwnd_limited, snd_nxt=self.snd_nxt)
         if outcome is _PARTIAL and not self.sack_on:
             self._retransmit(ack, mss, now)  # RFC 6582 3.2 step 3: partial ACK
         self.dupacks = 0

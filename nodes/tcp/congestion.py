@@ -44,7 +44,7 @@ from __future__ import annotations
 import enum
 import errno
 
-from nodes.tcp.seq import seq_ge
+from nodes.tcp.seq import seq_ge, seq_gt
 
 # RFC 6928 / Linux's TCP_INIT_CWND: the initial window, in segments.
 INITIAL_WINDOW = 10
@@ -86,7 +86,7 @@ class CongestionControl:
 
     name = "reno"
     __slots__ = (
-        "initial_window", "cwnd", "ssthresh", "cwnd_count", "state", "recover", "_inflating",
+        "initial_window", "cwnd", "ssthresh", "cwnd_count", "state", "recover", "_inflating", "snd_una", "snd_nxt",
     )
 
     def __init__(self, initial_window: int = INITIAL_WINDOW) -> None:
@@ -101,6 +101,7 @@ class CongestionControl:
         self.recover: int | None = None
         # RFC 6582 inflates cwnd per duplicate ACK; RFC 6675 (SACK) does not.
         self._inflating = False
+        self.snd_una = self.snd_nxt = 0  # as the last on_ack saw them (for the algorithms' hooks)
 
     def __repr__(self) -> str:
         return (
@@ -180,6 +181,7 @@ class CongestionControl:
         *,
         cwnd_limited: bool = True,
         flight_size: int | None = None,
+        snd_nxt: int | None = None,
     ) -> AckOutcome:
         """An ACK advanced SND.UNA to `ack`, newly delivering `acked` segments.
 
@@ -189,10 +191,12 @@ class CongestionControl:
         sending: then cwnd does not grow (RFC 7661; Linux's tcp_is_cwnd_limited()).
         `flight_size` (segments in flight after this ACK) selects RFC 6582 3.2 step 3's first
         option when recovery ends; without it cwnd becomes ssthresh, as Linux's
-        tcp_end_cwnd_reduction() does.
+        tcp_end_cwnd_reduction() does. `snd_nxt` (SND.NXT now) lets an algorithm count round
+        trips (CUBIC's HyStart); `snd_una` and `snd_nxt` are kept for the hooks.
         """
         if acked < 0:
             raise ValueError("acked counts segments newly delivered, never negative")
+        self.snd_una, self.snd_nxt = ack, snd_nxt if snd_nxt is not None else ack
         if acked or rtt is not None:
             self.pkts_acked(now, acked, rtt)
         state = self.state
@@ -310,7 +314,7 @@ class Reno(CongestionControl):
 
 
 class Cubic(CongestionControl):
-    """CUBIC (RFC 9438), with Linux's tcp_cubic.c choices; HyStart is left out.
+    """CUBIC (RFC 9438), with Linux's tcp_cubic.c choices, and HyStart's delay detection.
 
     After a loss at window W_max, cwnd follows W_cubic(t) = C*(t - K)**3 + W_max, with
     K = cbrt((W_max - cwnd_epoch) / C), t the time since the epoch began (the first ACK in
@@ -325,6 +329,13 @@ class Cubic(CongestionControl):
     cubictcp_state); RTT samples within 1 s of an epoch's start are ignored (cubictcp_acked).
     The time is float seconds, not jiffies, so the curve is the RFC's without Linux's
     fixed-point rounding.
+
+    HyStart (Ha and Rhee 2011; Linux's hystart_update with HYSTART_DELAY): in slow start from 16
+    segments on, each round trip's minimum RTT over its first 8 samples is compared with the
+    connection's minimum; once it exceeds it by an eighth (clamped to 4..16 ms) a queue is
+    building, and slow start ends there (ssthresh = cwnd) instead of at the first loss.
+    HyStart's ACK-train detection is left out: it times ACK spacing to 2 ms, which the
+    emulator's batching does not keep.
     """
 
     name = "cubic"
@@ -335,7 +346,12 @@ class Cubic(CongestionControl):
     TCP_FRIENDLINESS = True  # RFC 9438 4.3, Linux's tcp_friendliness=1
     # Linux caps growth at cwnd/20 per RTT while no loss was seen (last_max_cwnd == 0).
     NO_HISTORY_CNT = 20
-    __slots__ = ("w_max", "epoch_start", "k", "origin", "w_est", "min_rtt", "cnt")
+    HYSTART = True  # Linux's hystart=1 (here: delay detection only)
+    HYSTART_LOW_WINDOW = 16  # hystart_low_window
+    HYSTART_MIN_SAMPLES = 8  # HYSTART_MIN_SAMPLES
+    HYSTART_DELAY_MIN, HYSTART_DELAY_MAX = 0.004, 0.016  # HYSTART_DELAY_MIN/MAX (4 ms, 16 ms)
+    __slots__ = ("w_max", "epoch_start", "k", "origin", "w_est", "min_rtt", "cnt",
+                 "round_end", "round_min", "round_samples", "hystart_found")
 
     def __init__(self, initial_window: int = INITIAL_WINDOW) -> None:
         super().__init__(initial_window)
@@ -350,6 +366,10 @@ class Cubic(CongestionControl):
         self.w_est = 0.0  # tcp_cwnd: the Reno-friendly estimate (RFC 9438 4.3)
         self.min_rtt: float | None = None  # delay_min
         self.cnt = 0  # segments to ACK per +1 of cwnd
+        self.round_end: int | None = None  # end_seq: the round trip ends when SND.UNA passes it
+        self.round_min = float("inf")  # curr_rtt: this round's minimum over its first samples
+        self.round_samples = 0  # sample_cnt
+        self.hystart_found = False  # found: slow start ended by HyStart
 
     def w_cubic(self, t: float) -> float:
         """RFC 9438 (1): the window `t` seconds into the current epoch."""
@@ -415,9 +435,28 @@ class Cubic(CongestionControl):
             return
         if self.min_rtt is None or rtt < self.min_rtt:
             self.min_rtt = rtt
+        if self.HYSTART and self.in_slow_start and self.cwnd >= self.HYSTART_LOW_WINDOW and not self.hystart_found:
+            self._hystart_update(rtt)
+
+    def _hystart_update(self, rtt: float) -> None:
+        """hystart_update(), HYSTART_DELAY: leave slow start when a round's RTT rises (a queue builds)."""
+        if self.round_end is None or seq_gt(self.snd_una, self.round_end):
+            # bictcp_hystart_reset: a new round trip, to end with what is sent now
+            self.round_end = self.snd_nxt
+            self.round_min = float("inf")
+            self.round_samples = 0
+        self.round_min = min(self.round_min, rtt)
+        if self.round_samples < self.HYSTART_MIN_SAMPLES:
+            self.round_samples += 1
+            return
+        base = self.min_rtt or rtt
+        threshold = min(max(base / 8, self.HYSTART_DELAY_MIN), self.HYSTART_DELAY_MAX)  # HYSTART_DELAY_THRESH
+        if self.round_min > base + threshold:
+            self.hystart_found = True
+            self.ssthresh = self.cwnd  # slow start ends here (LINUX_MIB_TCPHYSTARTDELAYDETECT)
 
     def set_state(self, state: CongestionState) -> None:
-        """An RTO forgets the curve (Linux's cubictcp_state() on TCP_CA_Loss)."""
+        """An RTO forgets the curve and HyStart's round (Linux's cubictcp_state() on TCP_CA_Loss)."""
         if state is CongestionState.LOSS:
             self._reset()
 

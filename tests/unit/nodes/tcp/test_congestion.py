@@ -444,3 +444,45 @@ def test_an_unknown_algorithm_is_enoent_as_in_linux():
     assert raised.value.errno == errno.ENOENT
     with pytest.raises(ValueError):
         create("reno", initial_window=0)
+
+
+def _slow_start_rounds(cc, rtts, start: float = 0.0, seq: int = 1000) -> tuple[float, int]:
+    """ACK one window per round trip, each ACK one segment with that round's RTT as its sample;
+    SND.NXT moves a window ahead each round (as a sender in slow start)."""
+    now = start
+    snd_una = seq
+    for rtt in rtts:
+        window = cc.cwnd
+        snd_nxt = snd_una + window
+        for _ in range(window):
+            now += rtt / window
+            snd_una += 1
+            cc.on_ack(now, snd_una, 1, rtt, snd_nxt=snd_nxt + window)
+    return now, snd_una
+
+
+def test_cubic_hystart_ends_slow_start_when_a_round_trip_time_rises():
+    # hystart_update (HYSTART_DELAY): from 16 segments on, a round whose first 8 samples all
+    # exceed the minimum RTT by more than max(min_rtt/8, 4 ms) ends slow start at that cwnd
+    cc = Cubic()
+    _slow_start_rounds(cc, [0.010, 0.010, 0.010])  # cwnd 10 -> 80, no queue
+    assert cc.in_slow_start and not cc.hystart_found
+    _slow_start_rounds(cc, [0.0155], seq=10_000)   # +5.5 ms: above the 4 ms floor
+    # found after the round's first 8 samples: ssthresh is the cwnd then, not the doubled 160
+    assert cc.hystart_found and not cc.in_slow_start and 80 < cc.ssthresh <= 90
+
+
+def test_cubic_hystart_ignores_a_rise_below_its_threshold_and_small_windows():
+    cc = Cubic()
+    _slow_start_rounds(cc, [0.010, 0.010, 0.013, 0.013])  # +3 ms < 4 ms
+    assert cc.in_slow_start and not cc.hystart_found
+    small = Cubic(initial_window=4)
+    _slow_start_rounds(small, [0.010])                # cwnd 4 -> 8
+    _slow_start_rounds(small, [0.050], seq=5000)      # a 40 ms rise while cwnd is 8..15: below hystart_low_window
+    assert not small.hystart_found and small.in_slow_start and small.cwnd == 16
+
+
+def test_reno_has_no_hystart():
+    cc = Reno()
+    _slow_start_rounds(cc, [0.010, 0.010, 0.010, 0.030])
+    assert cc.in_slow_start
