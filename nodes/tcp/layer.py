@@ -29,12 +29,14 @@ from typing import Any
 from ..ipv4 import Datagram, IPv4Layer
 from ..skbuff import PACKET_HOST
 from ..sysctl import Sysctl
+from ..wire.addresses import IPv4Address
 from ..wire.errors import WireError
 from ..wire.icmp import IcmpMessage, QuotedDatagram
 from ..wire.tcp import ACK, FIN, IPPROTO_TCP, RST, SYN, TcpHeader, checksum_ok
+from .congestion import available
 from .connection import TcpConnection
 from .options import timestamp_offset
-from .ports import TcpPorts, _Bind
+from .ports import TcpPorts, _Bind, _error
 from .seq import IsnGenerator, between
 from .states import (
     STATE_NAMES, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
@@ -43,16 +45,11 @@ from .states import (
 from .sysctl_config import config_from_sysctl
 
 SHUTDOWN_MASK = 3  # RCV_SHUTDOWN | SEND_SHUTDOWN
+RCV_SHUTDOWN = 1
 # TCP small queues (tcp_small_queue_check), by frames: TCP fills a device's transmit queue up to
 # this many frames per loop pass, the rest waits for the next pass (the device's txqueuelen is 1000:
 # one ACK burst opening a large window would overflow it and the peer's receive ring at once)
 TSQ_FRAMES = 128
-RCV_SHUTDOWN = 1
-
-
-def _error(code: int) -> OSError:
-    import os
-    return OSError(code, os.strerror(code))
 
 
 class TcpLayer(TcpPorts):
@@ -262,7 +259,6 @@ class TcpLayer(TcpPorts):
         return conn.info(self._now) if conn is not None else None
 
     def congestion_available(self) -> tuple[str, ...]:
-        from .congestion import available
         return available()
 
     def congestion_default(self) -> str:
@@ -547,7 +543,6 @@ class TcpLayer(TcpPorts):
         return rows
 
     def describe(self, conn: TcpConnection, now: float | None = None) -> dict:
-        from ..wire.addresses import IPv4Address
         row = {
             "proto": "tcp",
             "local": f"{IPv4Address.from_wire(conn.local_ip)}:{conn.local_port}",
