@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from control.emulation import Emulation, EmulationError, Hop, LinkHandle, NodeHandle, PingResult  # noqa: F401
+from control.emulation import Emulation, EmulationError, Hop, LinkHandle, NodeHandle, PingResult, tap_problems  # noqa: F401
 
 VERBS = {
     "up": "start a topology (TOPO.yaml [-d]); foreground gives the netemu> CLI",
@@ -157,6 +157,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     except OSError as error:
         return _error(f"{args.topology}: {error.strerror}")
     print(format_summary(topology))
+    for problem in tap_problems(topology):  # validation needs no root; `up` would refuse
+        print(f"netemu: warning: {problem} (netemu up will refuse)", file=sys.stderr)
     return 0
 
 
@@ -177,6 +179,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     topology = _load(args.topology)
     if topology is None:
         return 1
+    problems = tap_problems(topology)
+    if problems:  # before anything starts
+        return _error(f"cannot start {args.name or topology.name}: " + "; ".join(problems))
     _sweep_stale()
     if args.detach:
         return _up_detached(args, topology)

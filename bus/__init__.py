@@ -11,9 +11,11 @@ lists what it imports from the bus):
 
     kinds     hub.py, p2p.py       -> device            where a frame goes: `forward()`, `run(config)`
               switch.py            -> device, fdb, ether
-    device    device.py            -> device_control, port, capture, ether, shaping, runtime, transport
+    device    device.py            -> device_control, port, capture, ether, shaping, runtime, tap, transport
                                                         Device: sockets, port table, uplinks, the data
                                                         path of each loop pass; `run_device`, `main`
+              tap.py               -> transport         a port bridged to a Linux TAP device (opened
+                                                        in a network namespace), privilege checks
               device_control.py    -> capture, shaping, transport
                                                         the control ops (status, stats, set_port, capture...)
               port.py              -> ether, shaping, transport

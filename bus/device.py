@@ -54,6 +54,7 @@ from .device_control import DeviceControl
 from .port import PORT_COUNTERS, Port, derive_seed
 from .runtime import EventLoop, Lifecycle, prepare_process
 from .shaping import LinkParams
+from .tap import TapLink, attach_tap
 from .transport import (DATA_HIGH_WATER_MARK, BatchError, ControlServer, FrameBatcher, cleanup_endpoint, count_frames,
                         holds_one_frame, unpack_frames)
 
@@ -98,6 +99,7 @@ class Device(DeviceControl):
         self.ports: dict[bytes, Port] = {}
         self.attached: list[Port] = []  # ports currently reachable, in attach order (flood order)
         self.capture: Capture | None = None
+        self.tap: TapLink | None = None  # a segment bridged to a Linux TAP device (bus/tap.py)
         self.counters = {"rx_messages": 0, "malformed_batches": 0, "dropped_unknown_port": 0,
                          "refused_ports": 0}
         self._refused: set[bytes] = set()
@@ -123,6 +125,8 @@ class Device(DeviceControl):
                 self._create_uplink(uplink)
             if config.get("capture"):
                 self.capture_start(config["capture"])
+            if config.get("tap"):
+                self.tap = attach_tap(self, config["tap"])
         except BaseException:
             self.close()
             raise
@@ -432,6 +436,8 @@ class Device(DeviceControl):
     def close(self) -> None:
         """Finish the pcap, close sockets, unlink the ipc files we bound."""
         self.capture_stop()
+        if self.tap is not None:
+            self.tap.close()
         self.data.close(linger=0)
         cleanup_endpoint(self.data_endpoint)
         if self.control is not None:

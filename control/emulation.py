@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, TypeVar
 import psutil
 import zmq
 
+from bus.tap import preflight_problems
 from bus.transport import ControlClient
 
 from .handles import Hop, LinkHandle, NodeHandle, PingResult  # noqa: F401 - Hop re-exported
@@ -44,6 +45,13 @@ READY_TIMEOUT_PER_PROCESS = 0.05
 
 class EmulationError(RuntimeError):
     """The emulation could not start, or a request to it failed."""
+
+
+def tap_problems(topology: Topology) -> list[str]:
+    """What stops the topology's TAP devices from being made by this process (no root/CAP_NET_ADMIN,
+    no /dev/net/tun, a network namespace that does not exist); empty without TAPs."""
+    return preflight_problems([(s.name, s.tap.device, s.tap.netns) for s in topology.segments.values()
+                               if s.tap is not None])
 
 
 def call_concurrently(requests: list[tuple[str, str, dict[str, Any]]], timeout: float,
@@ -93,6 +101,9 @@ class Emulation:
     # -- life cycle -----------------------------------------------------------
 
     def start(self) -> "Emulation":
+        problems = tap_problems(self.topology)
+        if problems:  # refused before anything starts
+            raise EmulationError("; ".join(problems))
         supervisor = self.supervisor
         supervisor.__enter__()
         try:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bus.shaping import LinkParams
+from bus.tap import tap_port_name
 from nodes.sysctl import KNOBS, SysctlError
 from nodes.sysctl import check as _check_knob
 
@@ -153,6 +154,11 @@ def build_plan(topology: "Topology", run_dir: str | os.PathLike[str], seed: int 
         config["ports"] = {i.attachment: topology.link_params(i) for i in segment.attachments}
         config["ports"].update(uplink_ports.get(segment.name, {}))
         config["uplinks"] = uplinks.get(segment.name, [])
+        if segment.tap is not None:
+            # bus/tap.py: one more port of the segment's device, its far end a Linux TAP device.
+            port = tap_port_name(segment.tap.device)
+            config["ports"][port] = _segment_defaults(topology, segment)
+            config["tap"] = {"device": segment.tap.device, "netns": segment.tap.netns, "port": port}
         config.update(common)
         devices.append(ProcessPlan(segment.name, segment.kind, DEVICE_TARGETS[segment.kind], config))
 

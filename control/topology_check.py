@@ -41,6 +41,22 @@ def check_topology(topology: Topology, report: Report) -> None:
         check_routes(node, report)
         check_arp(node, report)
     check_segment_links(topology, report)
+    check_taps(topology, report)
+
+
+def check_taps(topology: Topology, report: Report) -> None:
+    """One TAP device (name in a namespace) bridges one segment: a second open would get EBUSY."""
+    seen: dict[tuple[str, str | None], str] = {}
+    for segment in topology.segments.values():
+        tap = segment.tap
+        if tap is None:
+            continue
+        key = (tap.device, tap.netns)
+        if key in seen:
+            where = f"network namespace {tap.netns}" if tap.netns else "the host's network namespace"
+            report.add(tap.where, f"TAP {tap.device} in {where} already bridges segment {seen[key]}")
+        else:
+            seen[key] = segment.name
 
 
 def resolve_devices(topology: Topology, report: Report) -> None:

@@ -181,6 +181,15 @@ class Node:
         return next(iter(self.interfaces.values()), None)
 
 
+@dataclass(frozen=True, slots=True)
+class Tap:
+    """A segment's bridge to a Linux TAP device (`tap: {device: NAME, netns: NS}`; bus/tap.py)."""
+
+    device: str                                 # the Linux interface name (<= 15 characters)
+    netns: str | None = None                    # `ip netns` name or absolute path; None: the host's
+    where: Where = field(default_factory=lambda: Where(1, ""), compare=False)
+
+
 @dataclass(slots=True)
 class Segment:
     """A wire that frames cross: a learning switch, a hub, or a point-to-point link."""
@@ -194,6 +203,7 @@ class Segment:
     attachments: list[Interface] = field(default_factory=list)
     where: Where = field(default_factory=lambda: Where(1, ""))
     implicit: bool = False                      # a p2p link known only from `link:` references
+    tap: Tap | None = None                      # bridged to a Linux TAP device
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from bus.text import did_you_mean
 from nodes.wire.addresses import IPv4Address, MacAddress, prefix_mask
 from nodes.wire.errors import WireError
 
-from .topology_model import ArpEntry, Interface, Node, Problem, Route, Segment, SegmentLink, Where, format_cidr
+from .topology_model import ArpEntry, Interface, Node, Problem, Route, Segment, SegmentLink, Tap, Where, format_cidr
 from .topology_yaml import LocatedList, LocatedMap
 
 NAME_PATTERN = re.compile(r"[a-z](?:[a-z0-9-]*[a-z0-9])?")
@@ -256,7 +256,7 @@ def parse_segment(report: Report, name: str, value: Any, where: Where) -> Segmen
     spec = expect_map(report, value, where)
     if spec is None:
         return None
-    check_keys(report, spec, where, ("kind", "aging", "max_entries", "capture", *LINK_PARAM_KEYS))
+    check_keys(report, spec, where, ("kind", "aging", "max_entries", "capture", "tap", *LINK_PARAM_KEYS))
     kind = spec.get("kind", "switch")
     if kind not in ("switch", "hub"):
         hint = " (point-to-point links are written 'link: NAME' on the two interfaces)" if kind == "p2p" else ""
@@ -287,7 +287,51 @@ def parse_segment(report: Report, name: str, value: Any, where: Where) -> Segmen
             report.add(where.child(spec.line_of("capture"), "capture"), f"capture must be a pcap file path, got {capture!r}")
         else:
             segment.capture = capture
+    if "tap" in spec:
+        segment.tap = parse_tap(report, spec["tap"], where.child(spec.line_of("tap"), "tap"))
     return segment
+
+
+TAP_KEYS = ("device", "netns")
+# Linux dev_valid_name: 1..15 bytes, not . or .., no '/', ':' or white space.
+TAP_DEVICE_PATTERN = re.compile(r"[^/:\s]{1,15}")
+
+
+def parse_tap(report: Report, value: Any, where: Where) -> Tap | None:
+    """A segment's `tap: {device: NAME, netns: NS}` (netns optional: the host's namespace)."""
+    if isinstance(value, str):
+        report.add(where, f"expected a mapping, got a string (write tap: {{device: {value}}})")
+        return None
+    spec = expect_map(report, value, where, empty_ok=False)
+    if spec is None:
+        return None
+    check_keys(report, spec, where, TAP_KEYS, required=("device",))
+    device, netns = spec.get("device"), spec.get("netns")
+    ok = True
+    if "device" in spec:
+        at = where.child(spec.line_of("device"), "device")
+        if not isinstance(device, str):
+            report.add(at, f"device must be an interface name, got {type_name(device)} {device!r} (quote it)")
+            ok = False
+        elif len(device.encode()) > MAX_INTERFACE_NAME_LENGTH:
+            report.add(at, f"device name {device!r} is {len(device.encode())} characters; Linux allows at most "
+                           f"{MAX_INTERFACE_NAME_LENGTH} (IFNAMSIZ)")
+            ok = False
+        elif not TAP_DEVICE_PATTERN.fullmatch(device) or device in (".", ".."):
+            report.add(at, f"invalid device name {device!r}: no '/', ':' or spaces, not '.' or '..'")
+            ok = False
+    if netns is not None or "netns" in spec:
+        at = where.child(spec.line_of("netns"), "netns")
+        if not isinstance(netns, str) or not netns.strip():
+            report.add(at, f"netns must be a network namespace name (ip netns list), got {type_name(netns)} {netns!r}")
+            ok = False
+        elif not netns.startswith("/") and ("/" in netns or netns in (".", "..")):
+            report.add(at, f"invalid netns {netns!r}: a name as `ip netns add` takes it, or an absolute path "
+                           f"such as /proc/PID/ns/net")
+            ok = False
+    if not ok or not isinstance(device, str):
+        return None
+    return Tap(device, netns, where)
 
 
 INTERFACE_KEYS = ("segment", "link", "ip", "mac", *LINK_PARAM_KEYS)
