@@ -161,6 +161,8 @@ def format_summary(topology: Topology, detail_limit: int = 40) -> str:
         ports = " ".join(i.attachment for i in segment.attachments[:8])
         if len(segment.attachments) > 8:
             ports += f" (+{len(segment.attachments) - 8} more)"
+        if segment.tap is not None:
+            ports += f" tap@{segment.tap.device} (Linux TAP, netns {segment.tap.netns or 'of the host'})"
         extra = shaped(segment.params)
         lines.append(f"  {segment.name:<12} {segment.kind:<6} {ports}" + (f"  [{extra}]" if extra else ""))
     if len(segments) > detail_limit:

@@ -53,6 +53,9 @@ PROBLEM_CLASSES = {
     "link: naming a segment": ("31_link_vs_segment", "not a point-to-point link"),
     "several problems in one file": ("32_many_problems", "unknown sysctl"),
     "empty file": ("33_empty", "the file is empty"),
+    "tap device name longer than IFNAMSIZ": ("34_tap", "Linux allows at most 15"),
+    "tap unknown key": ("34_tap", "tap.vlan: unknown key"),
+    "one TAP bridging two segments": ("34_tap", "already bridges segment lan1"),
 }
 
 
