@@ -157,6 +157,8 @@ class NetemuShell(NodeCommands, cmd.Cmd):
         for name, segment in topology.segments.items():
             ports = [i.attachment for i in segment.attachments]
             ports += [link.attachment for link in topology.links if name in (link.a, link.b)]
+            if segment.tap is not None:
+                ports.append(f"tap@{segment.tap.device}")
             self.out(f"{name} ({segment.kind}) " + " ".join(ports))
 
     def do_links(self, arg: str) -> None:
