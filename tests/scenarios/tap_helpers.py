@@ -98,13 +98,14 @@ def configure_linux(ns: str, router: bool, device: str = TAP_DEVICE) -> None:
 
 def tap_topology(tmp_path: Path, ns: str, router: bool, mtu_far: int = 1500, *,
                  h1_link: dict[str, Any] | None = None, capture: str | None = None,
-                 device: str = TAP_DEVICE) -> Path:
+                 device: str = TAP_DEVICE, kind: str = "switch") -> Path:
     """Write the topology of this module's docstring to `tmp_path/tap.yaml` and return its path.
 
     `mtu_far`: the MTU of r1 eth1 and h1 eth0 (router=True only; 576 for the fragmentation tests).
     `h1_link`: extra link parameters on h1's interface, e.g. {"loss": "2%"} (both directions).
-    `capture`: a pcap path for lan0 (the TAP's segment: exactly what Linux sends and receives)."""
-    lan0: dict[str, Any] = {"kind": "switch", "tap": {"device": device, "netns": ns}}
+    `capture`: a pcap path for lan0 (the TAP's segment: exactly what Linux sends and receives).
+    `kind`: lan0's kind, switch or hub."""
+    lan0: dict[str, Any] = {"kind": kind, "tap": {"device": device, "netns": ns}}
     if capture is not None:
         lan0["capture"] = str(capture)
     h1_iface: dict[str, Any] = dict(h1_link or {})

@@ -83,13 +83,14 @@ def _no_bad_checksums(ns: str) -> None:
         assert counters.get(name, 0) == 0, f"Linux counted {name} = {counters[name]}"
 
 
-@pytest.mark.parametrize("router", [False, True], ids=["lan", "router"])
-def test_ping_both_ways(router, tmp_path):
+@pytest.mark.parametrize("kind, router", [("switch", False), ("hub", False), ("switch", True)],
+                         ids=["lan", "hub", "router"])
+def test_ping_both_ways(kind, router, tmp_path):
     """Replies both ways; TTL 64 on the LAN, 63 through the router; ARP entries on both sides."""
     require_root()
     target = h1_ip(router)
     with linux_namespace() as ns, private_run_base():
-        with Emulation(tap_topology(tmp_path, ns, router)) as net:
+        with Emulation(tap_topology(tmp_path, ns, router, kind=kind)) as net:
             configure_linux(ns, router)
             # The emulated side first: h1 (or r1, for h1) resolves Linux's address with ARP.
             result = net["h1"].ping(LINUX_IP, count=3, interval=0.2, timeout=5.0)
