@@ -270,11 +270,20 @@ class Conn:
     def __init__(self, dut: Dut, port: int) -> None:
         self.bench, self.dport = dut.bench, port
         self.sport = random.randint(32768, 60999)
-        self.iss = random.getrandbits(32)
+        self.iss = random.getrandbits(31)     # far enough from 2^32 that this file's arithmetic never wraps
         self.snd_nxt = self.iss
-        self.rcv_nxt = 0
+        self._rcv_nxt = 0
         self.tsval = random.randint(1 << 20, 1 << 30)
         self.ts_recent: int | None = None
+
+    @property
+    def rcv_nxt(self) -> int:
+        """The next sequence number expected from the listener (modulo 2^32: its ISN is random)."""
+        return self._rcv_nxt
+
+    @rcv_nxt.setter
+    def rcv_nxt(self, value: int) -> None:
+        self._rcv_nxt = value % (1 << 32)
 
     def segment(self, flags: str = "A", payload: bytes = b"", *, seq: int | None = None, ack: int | None = None,
                 window: int = 65535, options: list | None = None) -> TCP:
@@ -650,18 +659,19 @@ def test_the_peers_mss_and_window_bound_what_the_listener_sends(dut):
     server, conn, _ = connected(dut, options=[("MSS", 536), ("SAckOK", b""), ("Timestamp", None),
                                               ("NOP", None), ("WScale", 0)], window=2000)
     server.command("send 6000")
-    right_edge = conn.rcv_nxt + 2000
+    right_edge = (conn.rcv_nxt + 2000) % (1 << 32)
     got = 0
     while got < 6000:
         segment = conn.expect()
         data = payload(segment)
         assert len(data) <= 536 - 12, len(data)             # the MSS less the timestamps
-        assert segment[TCP].seq + len(data) <= right_edge, (segment[TCP].seq, len(data), right_edge)
+        beyond = (segment[TCP].seq + len(data) - right_edge) % (1 << 32)
+        assert beyond == 0 or beyond > 1 << 31, (segment[TCP].seq, len(data), right_edge)
         if segment[TCP].seq == conn.rcv_nxt and data:
             got += len(data)
             conn.rcv_nxt += len(data)
             conn.send("A", window=2000)
-            right_edge = conn.rcv_nxt + 2000
+            right_edge = (conn.rcv_nxt + 2000) % (1 << 32)
     assert got == 6000
 
 
