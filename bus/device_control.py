@@ -22,6 +22,7 @@ from .transport import ControlError
 if TYPE_CHECKING:
     from .port import Port
     from .runtime import EventLoop, Lifecycle
+    from .tap import TapLink
 
 
 class DeviceControl:
@@ -37,6 +38,7 @@ class DeviceControl:
     attached: list["Port"]
     counters: dict[str, int]
     capture: Capture | None
+    tap: "TapLink | None"
     loop: "EventLoop"
     lifecycle: "Lifecycle | None"
     clock: Callable[[], float]
@@ -62,7 +64,8 @@ class DeviceControl:
         return {"name": self.name, "kind": self.kind, "pid": os.getpid(), "uptime": self.clock() - self.started,
                 "ports": len(self.ports), "attached": len(self.attached),
                 "capture": self.capture.path if self.capture is not None else None,
-                "seed": self.seed, "data": self.data_endpoint}
+                "seed": self.seed, "data": self.data_endpoint,
+                "tap": self.tap.describe() if self.tap is not None else None}
 
     def list_ports(self) -> list[dict[str, Any]]:
         return [port.describe() for port in self.ports.values()]

@@ -229,7 +229,9 @@ class TapLink:
         self.read_errors = 0
 
     def send(self, message: bytes) -> bool:
-        """FrameBatcher's send: one write() per frame of the packed message."""
+        """FrameBatcher's send: one write() per frame of the packed message. False when a write
+        failed (FrameBatcher then counts the whole message as dropped: only the first pass after
+        the Linux side went down can overcount)."""
         write, fd = os.write, self.tap.fd
         ok = True
         for frame in unpack_frames(message):
@@ -250,17 +252,27 @@ class TapLink:
         frames = []
         for _ in range(READ_BUDGET):
             try:
-                frames.append(read(fd, READ_SIZE))
+                frame = read(fd, READ_SIZE)
             except BlockingIOError:
                 break
             except OSError as exc:
-                # EBADFD: the TAP went away (its namespace was deleted): stop reading it.
+                # EBADFD: the TAP is gone (tun_chr_read on a detached file): stop reading it.
                 self.read_errors += 1
                 log.warning("%s: TAP %s: %s; no longer reading it", self.device.name, self.tap.device, exc)
                 self.device.loop.remove_reader(fd)
                 break
+            if not frame:  # end of file: not a TAP's behaviour, but never spin on it
+                log.warning("%s: TAP %s: end of file; no longer reading it", self.device.name, self.tap.device)
+                self.device.loop.remove_reader(fd)
+                break
+            frames.append(frame)
         if frames:
             self.device._receive(self.port, pack_frames(frames), self.device.clock())
+
+    def describe(self) -> dict[str, Any]:
+        """For the device's `status`: which TAP, where, whether we made it, I/O errors."""
+        return {"device": self.tap.device, "netns": self.tap.netns, "created": self.tap.created,
+                "port": self.port.name, "read_errors": self.read_errors, "write_errors": self.write_errors}
 
     def close(self) -> None:
         if self.tap.fd >= 0:
@@ -268,15 +280,19 @@ class TapLink:
             self.tap.fd = -1
 
 
-def attach_tap(device: "Device", spec: dict[str, Any]) -> TapLink:
-    """Open the TAP of `spec` ({"device", "netns", "port"}) and make it a port of `device`."""
+def attach_tap(device: "Device", spec: dict[str, Any],
+               opener: Callable[[str, str | None, int | None], OpenedTap] = open_tap) -> TapLink:
+    """Open the TAP of `spec` ({"device", "netns", "port"}) and make it a port of `device`.
+
+    `opener(device, netns, mtu)` is `open_tap`; tests give a SOCK_SEQPACKET socketpair instead
+    (a read is one message, a write one message: the TAP's semantics)."""
     name = spec.get("port") or tap_port_name(spec["device"])
     port = device.ports.get(name.encode())
     if port is None:
         port = device._create_port(name, device.defaults)
     if port is None:
         raise TapError(errno.ENOSPC, f"{device.name}: no room for the TAP's port {name}")
-    tap = open_tap(spec["device"], spec.get("netns"), port.mtu)
+    tap = opener(spec["device"], spec.get("netns"), port.mtu)
     link = TapLink(tap, device, port)
     port.out = FrameBatcher(link.send)
     device.loop.add_reader(tap.fd, link.on_readable)
