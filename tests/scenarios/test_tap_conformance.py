@@ -332,7 +332,9 @@ class Conn:
 
 
 def payload(segment: IP) -> bytes:
-    return bytes(segment[TCP].payload) if segment[TCP].payload else b""
+    """The segment's data, by the IP total length (never the Ethernet padding of a short frame)."""
+    ip, tcp = segment[IP], segment[TCP]
+    return bytes(tcp)[tcp.dataofs * 4:ip.len - ip.ihl * 4]
 
 
 def sack_blocks(segment: IP) -> list[tuple[int, int]]:
