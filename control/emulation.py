@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, TypeVar
 import psutil
 import zmq
 
-from bus.tap import preflight_problems
+from bus.tap import preflight_problems, tap_port_name
 from bus.transport import ControlClient
 
 from .handles import Hop, LinkHandle, NodeHandle, PingResult  # noqa: F401 - Hop re-exported
@@ -283,7 +283,8 @@ class Emulation:
         return [name for name, node in self.topology.nodes.items() if node.kind == "host"]
 
     def link(self, a: str, b: str) -> LinkHandle:
-        """The port between `a` and `b`: (node, interface), (node, segment), or (segment, segment)."""
+        """The port between `a` and `b`: (node, interface), (node, segment), (segment, segment), or
+        (segment, its TAP device)."""
         topology = self.topology
         if a in topology.nodes:
             node = topology.nodes[a]
@@ -301,6 +302,10 @@ class Emulation:
             raise KeyError(f"{a} has no interface or segment {b!r} (a direct p2p link or a segment it is on)")
         if a in topology.nodes or b in topology.nodes:
             return self.link(b, a)
+        for segment, other in ((a, b), (b, a)):
+            tap = topology.segments[segment].tap if segment in topology.segments else None
+            if tap is not None and other in (tap.device, tap_port_name(tap.device)):
+                return LinkHandle(self, segment, tap_port_name(tap.device))  # (lan0, ntap0): the TAP's port
         for link in topology.links:
             if {link.a, link.b} == {a, b}:
                 return LinkHandle(self, link.b, link.attachment)
@@ -310,6 +315,7 @@ class Emulation:
         """Who is wired to what: (node:iface or segment link, device, kind)."""
         wiring = [(i.attachment, i.device, self.topology.segments[i.device].kind) for i in self.topology.interfaces()]
         wiring += [(link.attachment, link.b, "uplink") for link in self.topology.links]
+        wiring += [(tap_port_name(s.tap.device), s.name, "tap") for s in self.topology.segments.values() if s.tap]
         return wiring
 
     # -- faults ---------------------------------------------------------------

@@ -235,3 +235,20 @@ def test_the_tap_goes_when_the_emulation_is_killed(tmp_path):
                 runner.kill()
                 runner.wait(timeout=10)
             runner.stdout.close()
+
+
+def test_the_tap_port_is_shaped_like_any_port(tmp_path):
+    """`net.link("lan0", "ntap0")` is the TAP's port: 25 ms on it is 25 ms each way between Linux and lan0."""
+    require_root()
+    with linux_namespace() as ns, private_run_base():
+        with Emulation(tap_topology(tmp_path, ns, router=False)) as net:
+            configure_linux(ns, router=False)
+            handle = net.link("lan0", TAP_DEVICE)
+            assert (handle.device, handle.port) == ("lan0", f"tap@{TAP_DEVICE}")
+            assert (f"tap@{TAP_DEVICE}", "lan0", "tap") in net.links()
+            handle.set(delay="25ms")
+            result = ns_run(ns, ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "5", h1_ip(False)], capture_output=True)
+            rtts = [float(word.split("=")[1]) for word in result.stdout.split() if word.startswith("time=")]
+            assert len(rtts) == 2 and all(50.0 <= rtt < 2000.0 for rtt in rtts), result.stdout + result.stderr
+            reply = net["h1"].ping(LINUX_IP, count=1, timeout=5.0)
+            assert reply.received == 1 and reply.rtts[0] >= 50.0, reply
