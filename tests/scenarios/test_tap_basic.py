@@ -252,3 +252,24 @@ def test_the_tap_port_is_shaped_like_any_port(tmp_path):
             assert len(rtts) == 2 and all(50.0 <= rtt < 2000.0 for rtt in rtts), result.stdout + result.stderr
             reply = net["h1"].ping(LINUX_IP, count=1, timeout=5.0)
             assert reply.received == 1 and reply.rtts[0] >= 50.0, reply
+
+
+def test_a_name_taken_by_another_kind_of_link_is_a_clear_start_error(tmp_path):
+    require_root()
+    with linux_namespace() as ns, private_run_base():
+        subprocess.run(["ip", "-n", ns, "link", "add", TAP_DEVICE, "type", "veth", "peer", "name", "ntap0-peer"],
+                       check=True, capture_output=True, timeout=10)
+        with pytest.raises(Exception) as error:
+            Emulation(tap_topology(tmp_path, ns, router=False)).start()
+        assert f"{TAP_DEVICE} exists in network namespace {ns!r} and is not a TAP device" in str(error.value)
+
+
+def test_netns_as_an_absolute_path(tmp_path):
+    """`netns: /run/netns/NAME` (any namespace file, e.g. /proc/PID/ns/net of a container's process)."""
+    require_root()
+    with linux_namespace() as ns, private_run_base():
+        path = tap_topology(tmp_path, ns, router=False)
+        path.write_text(path.read_text().replace(f'"netns": "{ns}"', f'"netns": "/run/netns/{ns}"'))
+        with Emulation(path) as net:
+            configure_linux(ns, router=False)
+            assert net["h1"].ping(LINUX_IP, count=1, timeout=5.0).received == 1
