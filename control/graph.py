@@ -2,7 +2,8 @@
 
 networkx lays the graph out and matplotlib renders it (both from the `graph`
 extra). Hosts are circles, routers squares, switches and hubs diamonds,
-point-to-point links plain edges; each node is labelled with its addresses.
+point-to-point links plain edges, a segment's Linux TAP device a triangle; each
+node is labelled with its addresses.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ _STYLE = {
     "router": {"node_shape": "s", "node_color": "#fdae6b"},
     "switch": {"node_shape": "D", "node_color": "#a1d99b"},
     "hub": {"node_shape": "h", "node_color": "#d9d9d9"},
+    "tap": {"node_shape": "^", "node_color": "#fcbba1"},
 }
 
 
@@ -36,6 +38,10 @@ def build_graph(topology: Topology):  # -> networkx.Graph
         graph.add_node(name, kind=segment.kind, label=f"{name}\n({segment.kind})")
         for interface in segment.attachments:
             graph.add_edge(interface.node, name, label=interface.name)
+        if segment.tap is not None:
+            vertex = f"tap@{segment.tap.device}@{name}"  # '@' is in no topology name
+            graph.add_node(vertex, kind="tap", label=f"Linux {segment.tap.device}\n({segment.tap.netns or 'host'})")
+            graph.add_edge(vertex, name, label="tap")
     for link in topology.links:
         graph.add_edge(link.a, link.b, label="link")
     return graph

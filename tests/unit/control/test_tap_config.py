@@ -155,3 +155,11 @@ def test_netemu_check_only_warns(topology_file):
     assert "netemu: warning: a TAP device needs root (CAP_NET_ADMIN)" in result.stderr
     assert f"network namespace {MISSING_NS!r} does not exist" in result.stderr
     assert "(netemu up will refuse)" in result.stderr
+
+
+def test_the_graph_draws_the_tap_beside_its_segment(topology_file):
+    from control.graph import build_graph
+    graph = build_graph(load_topology(topology_file))
+    assert graph.nodes["tap@ntap0@lan0"] == {"kind": "tap", "label": f"Linux ntap0\n({MISSING_NS})"}
+    assert graph.nodes["tap@ntap1@lan1"]["label"] == "Linux ntap1\n(host)"
+    assert graph.has_edge("tap@ntap0@lan0", "lan0") and graph.has_edge("tap@ntap1@lan1", "lan1")
