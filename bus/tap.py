@@ -157,6 +157,8 @@ def _in_netns(netns: str | None, action: Callable[[], Any]) -> Any:
 
 @dataclass(slots=True)
 class OpenedTap:
+    """An open TAP: its non-blocking fd (-1 once closed), name, namespace, and whether we made it."""
+
     fd: int
     device: str
     netns: str | None
