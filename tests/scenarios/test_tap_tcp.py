@@ -26,7 +26,9 @@ from typing import Iterator
 
 import pytest
 from scapy.layers.inet import IP, TCP
-from scapy.utils import rdpcap
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+from scapy.utils import rdpcap, wrpcap
 
 from control.emulation import Emulation
 from tests.conftest import require_tool, require_trap
@@ -250,15 +252,16 @@ def test_options_agreed_with_linux_both_ways_and_a_clean_capture(lan, served, tm
 def assert_clean(tshark: str, pcap: Path, segments: int | None = None, lossy: bool = False) -> None:
     """tshark finds no malformed frame and no bad IP or TCP checksum (status 0 is "Bad" in tshark 4.0),
     nor (without loss) any error of its expert analysis; it verified the checksums of `segments` TCP
-    frames when given. HTTP is not dissected and TCP not reassembled: the frames are checked, not
-    tshark's reading of random bytes as HTTP (a segment starting with CRLF is "malformed" HTTP, a
-    retransmission of bytes the capture saw once a "reassembly error").
+    frames when given. The servers' ports are decoded as plain data and TCP is not reassembled: the
+    frames are checked, not tshark's reading of random bytes as HTTP or what its heuristics guess (a
+    segment starting with CRLF is "malformed" HTTP, a retransmission of bytes the capture saw once a
+    "reassembly error", random bytes a "malformed" Thrift message).
 
     A TCP checksum 0xffff is tshark's error but RFC 1624's other zero: Linux writes it where the sum
     folds to 0 (skb_checksum_help's CSUM_MANGLED_0), one frame in 65536. Those must come from Linux
     and verify by ones' complement sum."""
     verify = ["-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE", "-o", "tcp.desegment_tcp_streams:FALSE",
-              "--disable-protocol", "http"]
+              "-d", f"tcp.port=={H1_PORT},data", "-d", f"tcp.port=={LINUX_PORT},data"]
     ffff = "tcp.checksum == 0xffff"
     errors = "" if lossy else " || _ws.expert.severity == error"
     bad = subprocess.run([tshark, "-r", str(pcap), *verify, "-Y",
@@ -324,3 +327,32 @@ def test_iperf3_on_an_emulated_host_against_iperf3_in_the_namespace(lan, reverse
     assert server_report["end"][role]["bytes"] == report["end"][role]["bytes"], (server_report["end"], report["end"])
     print(f"iperf3 {'Linux -> h1' if reverse else 'h1 -> Linux'}: "
           f"{report['end']['sum_received']['bits_per_second'] / 1e6:.1f} Mbit/s")
+
+
+def test_the_capture_check_catches_a_bad_checksum_and_accepts_linuxs_0xffff(tmp_path):
+    tshark = require_tool("tshark")
+    h1 = h1_ip(False)
+
+    def frame(src: str, dst: str, data: bytes, checksum: int | None = None) -> Ether:
+        return Ether(bytes(Ether() / IP(src=src, dst=dst) / TCP(sport=LINUX_PORT, dport=40000, flags="PA",
+                                                                  chksum=checksum) / Raw(data)))
+
+    def zero_sum(src: str, dst: str) -> Ether:
+        """A segment whose right checksum is 0x0000, written 0xffff (the same in ones' complement)."""
+        word = 0xFFFF - ones_complement_sum(frame(src, dst, bytes(2), 0)[IP])    # the data word that completes it
+        assert ones_complement_sum(frame(src, dst, word.to_bytes(2, "big"), 0)[IP]) == 0xFFFF
+        return frame(src, dst, word.to_bytes(2, "big"), 0xFFFF)
+
+    good = frame(LINUX_IP, h1, b"fine")
+    assert ones_complement_sum(good[IP]) == 0xFFFF
+    cases = {"clean": ([good, frame(h1, LINUX_IP, b"fine"), zero_sum(LINUX_IP, h1)], True),
+             "bad": ([good, frame(h1, LINUX_IP, b"fine", 0x1234)], False),
+             "ffff-from-netemu": ([good, zero_sum(h1, LINUX_IP)], False)}
+    for name, (frames, clean) in cases.items():
+        pcap = tmp_path / f"{name}.pcap"
+        wrpcap(str(pcap), frames)
+        if clean:
+            assert_clean(tshark, pcap, segments=len(frames))
+        else:
+            with pytest.raises(AssertionError):
+                assert_clean(tshark, pcap)
