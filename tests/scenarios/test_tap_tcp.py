@@ -9,6 +9,7 @@ Linux 10.0.0.1 on ntap0; h1 10.0.0.10 on lan0, or 10.0.1.10 behind r1).
   timestamps) read by scapy from a capture of lan0, SACK blocks under loss; tshark finds no
   malformed frame and no bad IP or TCP checksum in it.
 * iperf3 on h1 against `iperf3 -s` in the namespace, both directions (-R), JSON reports agreeing.
+* The capture check itself: a bad checksum fails it (no root needed).
 """
 from __future__ import annotations
 
@@ -149,14 +150,14 @@ def sha256_of(path: Path) -> str:
 
 def linux_fetches(tap: Net, name: str, out: Path, timeout: float = 60) -> None:
     """curl in the namespace fetches `name` from h1's http.server."""
-    result = ns_run(tap.ns, ["curl", "-sS", "--fail", "--max-time", str(timeout), "-o", str(out),
+    result = ns_run(tap.ns, ["curl", "-sS", "--fail", "--noproxy", "*", "--max-time", str(timeout), "-o", str(out),
                              f"http://{tap.h1}:{H1_PORT}/{name}"], capture_output=True, timeout=timeout + 10)
     assert result.returncode == 0, f"curl in the namespace: {result.returncode} {result.stderr}"
 
 
 def h1_fetches(tap: Net, name: str, out: Path, timeout: float = 60) -> None:
     """curl on h1 (netemu exec) fetches `name` from the namespace's http.server."""
-    result = tap.net["h1"].run(["curl", "-sS", "--fail", "--max-time", str(timeout), "-o", str(out),
+    result = tap.net["h1"].run(["curl", "-sS", "--fail", "--noproxy", "*", "--max-time", str(timeout), "-o", str(out),
                                 f"http://{LINUX_IP}:{LINUX_PORT}/{name}"], capture_output=True, text=True,
                                timeout=timeout + 10)
     assert result.returncode == 0, f"curl on h1: {result.returncode} {result.stderr}"
