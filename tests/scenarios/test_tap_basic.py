@@ -151,32 +151,44 @@ def test_fragmented_pings_both_ways_over_a_576_mtu_link(tmp_path):
             assert from_h1 and max(p["length"] for p in from_h1) <= 576 and all(p["ttl"] == 63 for p in from_h1)
 
 
-def _host_link_exists(name: str) -> bool:
-    return subprocess.run(["ip", "link", "show", "dev", name], capture_output=True, timeout=10).returncode == 0
-
-
-def test_a_tap_in_the_host_namespace_is_created_and_removed(tmp_path):
-    """Without netns: the TAP appears in the host's namespace while the emulation runs, and goes after."""
+def test_a_tap_without_netns_is_made_in_the_emulations_own_namespace_and_removed(tmp_path):
+    """Without netns: the TAP appears in the namespace netemu itself runs in, while the emulation
+    runs, and goes after. The emulation runs inside a namespace of the test's (`ip netns exec`): a
+    test never puts a TAP in the host's own namespace."""
     require_root()
     device = f"nt{secrets.token_hex(4)}"
-    path = tmp_path / "host.yaml"
+    path = tmp_path / "own.yaml"
     path.write_text(textwrap.dedent(f"""\
-        name: tap-host-{device}
+        name: tap-own-{device}
         segments:
           lan0: {{kind: switch, tap: {{device: {device}}}}}
         nodes:
           h1: {{kind: host, interfaces: {{eth0: {{segment: lan0, ip: 10.0.0.10/24}}}}}}
         """))
-    assert not _host_link_exists(device)
-    try:
-        with private_run_base(), Emulation(path):
-            shown = subprocess.run(["ip", "-d", "link", "show", "dev", device], capture_output=True, text=True,
-                                   timeout=10)
+    with linux_namespace() as ns, private_run_base():
+        runner = ns_popen(ns, [sys.executable, "-c", textwrap.dedent(f"""\
+            import sys
+            from control.emulation import Emulation
+            with Emulation({str(path)!r}):
+                print("ready", flush=True)
+                sys.stdin.read()          # until the test closes our stdin
+            print("stopped", flush=True)
+            """)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        try:
+            assert runner.stdout.readline().strip() == "ready"
+            shown = ns_run(ns, ["ip", "-d", "link", "show", "dev", device], capture_output=True)
             assert shown.returncode == 0 and "tun type tap" in shown.stdout and "persist off" in shown.stdout
             assert ",UP" in shown.stdout.split(">")[0]
-        assert not _host_link_exists(device)
-    finally:
-        subprocess.run(["ip", "link", "del", device], capture_output=True, timeout=10)
+            runner.stdin.close()
+            assert runner.stdout.readline().strip() == "stopped"
+            runner.wait(timeout=30)
+            assert ns_run(ns, ["ip", "link", "show", "dev", device], capture_output=True).returncode != 0
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+                runner.wait(timeout=10)
+            runner.stdout.close()
 
 
 def test_an_existing_tap_is_reused_and_left_in_place(tmp_path):
@@ -217,11 +229,11 @@ def test_the_tap_goes_when_the_emulation_is_killed(tmp_path):
     with linux_namespace() as ns, private_run_base():
         topology = tap_topology(tmp_path, ns, router=False)
         runner = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""\
-            import sys, time
+            import signal
             from control.emulation import Emulation
             net = Emulation({str(topology)!r}).start()
             print("ready", flush=True)
-            time.sleep(600)
+            signal.pause()                # until the test kills us
             """)], cwd=ROOT, stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
         try:
             assert runner.stdout.readline().strip() == "ready"
