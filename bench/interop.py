@@ -19,20 +19,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import secrets
 import statistics
 import subprocess
-import tempfile
-import time
 from dataclasses import dataclass
-from typing import IO, Callable, Iterator
+from typing import Callable, Iterator
 
 from control.emulation import Emulation
 from control.topology import parse_topology
 
 from .harness import Row
+from .programs import Program, node_listening, on_node
 
 LINUX_TO_NETEMU = "TCP goodput Linux to netemu"
 NETEMU_TO_LINUX = "TCP goodput netemu to Linux"
@@ -42,7 +40,6 @@ LINUX_IP, H1_IP = "10.0.0.1", "10.0.0.10"
 VETH_A, VETH_B = "10.0.9.1", "10.0.9.2"
 PORT = 5211
 MARGIN = 30.0           # s beyond a measurement before it counts as hung
-LISTEN_TIMEOUT = 10.0
 
 _TOPOLOGY = """\
 name: bench-interop-{tag}
@@ -72,50 +69,8 @@ def _namespace() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
 
 
-class _Program:
-    """iperf3 started by `start(argv, stdout, stderr)`, its output in files, killed on exit."""
-
-    def __init__(self, start: Callable[..., subprocess.Popen], where: str, argv: list[str],
-                 stack: contextlib.ExitStack) -> None:
-        self.where, self.argv = where, argv
-        self.stdout: IO[bytes] = stack.enter_context(tempfile.TemporaryFile())
-        self.stderr: IO[bytes] = stack.enter_context(tempfile.TemporaryFile())
-        self.process = start(argv, stdin=subprocess.DEVNULL, stdout=self.stdout, stderr=self.stderr)
-        stack.callback(self.kill)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5.0)
-
-    def failure(self, what: str) -> RuntimeError:
-        self.stderr.seek(0)
-        lines = [line for line in self.stderr.read().decode(errors="replace").splitlines() if line.strip()]
-        said = lines[-1].strip() if lines else f"exit status {self.process.returncode}"
-        return RuntimeError(f"bench interop: {self.where}: {' '.join(self.argv[:2])}: {what} ({said})")
-
-    def report(self, timeout: float) -> dict:
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise self.failure(f"no end within {timeout:g} s") from None
-        self.stdout.seek(0)
-        try:
-            report = json.loads(self.stdout.read().decode(errors="replace"))
-        except ValueError:
-            raise self.failure("no JSON report") from None
-        if report.get("error"):
-            raise self.failure(report["error"])
-        return report
-
-
 def _in_namespace(ns: str) -> Callable[..., subprocess.Popen]:
     return lambda argv, **kw: subprocess.Popen(["ip", "netns", "exec", ns, *argv], **kw)
-
-
-def _on_node(net: Emulation, node: str) -> Callable[..., subprocess.Popen]:
-    return lambda argv, **kw: net[node].exec(argv, **kw)
 
 
 def _ns_listening(ns: str) -> Callable[[], bool]:
@@ -126,27 +81,14 @@ def _ns_listening(ns: str) -> Callable[[], bool]:
     return listening
 
 
-def _node_listening(net: Emulation, node: str) -> Callable[[], bool]:
-    def listening() -> bool:
-        return any(str(row.get("proto", "")).startswith("tcp") and row.get("state") == "LISTEN"
-                   and str(row.get("local", "")).rpartition(":")[2] == str(PORT) for row in net[node].call("sockets"))
-    return listening
-
-
 def iperf(server: tuple[str, Callable[..., subprocess.Popen], Callable[[], bool]],
           client: tuple[str, Callable[..., subprocess.Popen]], address: str, seconds: int) -> float:
     """Mbit/s the receiving iperf3 counted (`end.sum_received`) of one test client -> server."""
     with contextlib.ExitStack() as stack:
         where, start, listening = server
-        receiver = _Program(start, where, ["iperf3", "-s", "-1", "--json", "-p", str(PORT)], stack)
-        deadline = time.monotonic() + LISTEN_TIMEOUT
-        while not listening():
-            if receiver.process.poll() is not None:
-                raise receiver.failure("exited before listening")
-            if time.monotonic() > deadline:
-                raise receiver.failure(f"not listening within {LISTEN_TIMEOUT:g} s")
-            time.sleep(0.02)
-        sender = _Program(client[1], client[0], ["iperf3", "-c", address, "-p", str(PORT), "-t", str(seconds),
+        receiver = Program(start, where, ["iperf3", "-s", "-1", "--json", "-p", str(PORT)], stack)
+        receiver.wait_listening(listening)
+        sender = Program(client[1], client[0], ["iperf3", "-c", address, "-p", str(PORT), "-t", str(seconds),
                                                  "--json"], stack)
         sender.report(seconds + MARGIN)
         return float(receiver.report(MARGIN)["end"]["sum_received"]["bits_per_second"]) / 1e6
@@ -208,9 +150,9 @@ def run(argv: list[str] | None = None) -> list[Row]:
     with veth_pair() as (a, b), tap_emulation() as (net, ns):
         for _ in range(options.rounds):
             veth.append(iperf((b, _in_namespace(b), _ns_listening(b)), (a, _in_namespace(a)), VETH_B, seconds))
-            to_netemu.append(iperf(("h1", _on_node(net, "h1"), _node_listening(net, "h1")),
+            to_netemu.append(iperf(("h1", on_node(net, "h1"), node_listening(net, "h1", PORT)),
                                    (ns, _in_namespace(ns)), H1_IP, seconds))
-            to_linux.append(iperf((ns, _in_namespace(ns), _ns_listening(ns)), ("h1", _on_node(net, "h1")),
+            to_linux.append(iperf((ns, _in_namespace(ns), _ns_listening(ns)), ("h1", on_node(net, "h1")),
                                   LINUX_IP, seconds))
     print(f"  {LINUX_TO_NETEMU}: {statistics.median(to_netemu):.1f} Mbit/s, {NETEMU_TO_LINUX}: "
           f"{statistics.median(to_linux):.1f}, veth {statistics.median(veth):.0f}", flush=True)

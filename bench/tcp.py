@@ -48,18 +48,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
 from dataclasses import dataclass
-from typing import IO, Any, Callable
+from typing import Any, Callable
 
 from control.emulation import Emulation
 from control.topology import parse_topology
@@ -67,6 +64,7 @@ from control.topology_model import Topology
 
 from . import baseline
 from .harness import Row
+from .programs import Program, node_listening, on_node
 from .tcp_impaired import impaired_row
 
 PY = sys.executable
@@ -76,7 +74,6 @@ GOODPUT_PORT = 5001
 IPERF_PORT = 5201
 CONN_PORT = 6001
 CONN_PROGRAM_PORT = 6002
-LISTEN_TIMEOUT = 10.0
 MARGIN = 30.0               # s beyond a measurement's length before it counts as hung
 CLIENTS = 8                 # concurrent clients of the connection-rate rows
 STALL = 0.5                 # s: a connection this slow waited for a retransmission (the SYN RTO is 1 s)
@@ -334,85 +331,26 @@ CONN_CLIENT = textwrap.dedent("""
 """)
 
 
-class _Program:
-    """One program on a node, its output in files (a pipe could fill up), killed on exit."""
-
-    def __init__(self, net: Emulation, node: str, argv: list[str], stack: contextlib.ExitStack) -> None:
-        self.node, self.argv = node, argv
-        self.stdout: IO[bytes] = stack.enter_context(tempfile.TemporaryFile())
-        self.stderr: IO[bytes] = stack.enter_context(tempfile.TemporaryFile())
-        self.process = net[node].exec(argv, stdin=subprocess.DEVNULL, stdout=self.stdout, stderr=self.stderr)
-        stack.callback(self.kill)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5.0)
-
-    def output(self) -> str:
-        self.stdout.seek(0)
-        return self.stdout.read().decode(errors="replace")
-
-    def failure(self, what: str) -> RuntimeError:
-        self.stderr.seek(0)
-        lines = [line for line in self.stderr.read().decode(errors="replace").splitlines() if line.strip()]
-        said = lines[-1].strip() if lines else f"exit status {self.process.returncode}"
-        return RuntimeError(f"{self.node}: {' '.join(self.argv[:2])}: {what} ({said})")
-
-    def wait(self, timeout: float, what: str) -> None:
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise self.failure(f"{what}: no end within {timeout:g} s") from None
-
-
-def _listening(net: Emulation, node: str, port: int, program: _Program) -> None:
-    """Until the node's socket table (`ss -tl`'s rows) has a TCP listener on `port`: a deadline, no fixed sleep."""
-    deadline = time.monotonic() + LISTEN_TIMEOUT
-    while time.monotonic() < deadline:
-        if program.process.poll() is not None:
-            raise program.failure("exited before listening")
-        for row in net[node].call("sockets"):
-            if (str(row.get("proto", "")).startswith("tcp") and row.get("state") == "LISTEN"
-                    and str(row.get("local", "")).rpartition(":")[2] == str(port)):
-                return
-        time.sleep(0.02)
-    raise program.failure(f"not listening on port {port} within {LISTEN_TIMEOUT:g} s")
-
-
 def iperf_goodput(net: Emulation, address: str, seconds: int, port: int = IPERF_PORT) -> tuple[float, float, int]:
     """(server's end.sum_received bit/s, client's end.sum_sent bit/s, server's bytes) of one iperf3 test h1 -> h2."""
     with contextlib.ExitStack() as stack:
-        server = _Program(net, "h2", ["iperf3", "-s", "-1", "--json", "-p", str(port)], stack)
-        _listening(net, "h2", port, server)
-        client = _Program(net, "h1", ["iperf3", "-c", address, "-p", str(port), "-t", str(seconds), "--json"],
-                          stack)
-        client.wait(seconds + MARGIN, "iperf3 client")
-        server.wait(MARGIN, "iperf3 server")
-        reports = []
-        for program in (server, client):
-            try:
-                report = json.loads(program.output())
-            except ValueError:
-                raise program.failure("no JSON report") from None
-            if report.get("error"):
-                raise program.failure(report["error"])
-            reports.append(report)
-        received = reports[0]["end"]["sum_received"]
-        return (float(received["bits_per_second"]), float(reports[1]["end"]["sum_sent"]["bits_per_second"]),
-                int(received["bytes"]))
+        server = Program(on_node(net, "h2"), "h2", ["iperf3", "-s", "-1", "--json", "-p", str(port)], stack)
+        server.wait_listening(node_listening(net, "h2", port))
+        client = Program(on_node(net, "h1"), "h1",
+                         ["iperf3", "-c", address, "-p", str(port), "-t", str(seconds), "--json"], stack)
+        sent = client.report(seconds + MARGIN)["end"]["sum_sent"]
+        received = server.report(MARGIN)["end"]["sum_received"]
+        return float(received["bits_per_second"]), float(sent["bits_per_second"]), int(received["bytes"])
 
 
 def program_connection_rate(net: Emulation, address: str, seconds: float,
                             port: int = CONN_PROGRAM_PORT) -> tuple[float, int, int]:
     """(connections/s, connections, of them slower than STALL s) of CONN_CLIENT on h1 against CONN_SERVER on h2."""
     with contextlib.ExitStack() as stack:
-        server = _Program(net, "h2", [PY, "-u", "-c", CONN_SERVER, str(port), str(MSG)], stack)
-        _listening(net, "h2", port, server)
-        client = _Program(net, "h1", [PY, "-c", CONN_CLIENT, address, str(port), str(MSG), str(seconds), str(STALL),
-                               str(CLIENTS)],
-                          stack)
+        server = Program(on_node(net, "h2"), "h2", [PY, "-u", "-c", CONN_SERVER, str(port), str(MSG)], stack)
+        server.wait_listening(node_listening(net, "h2", port))
+        client = Program(on_node(net, "h1"), "h1", [PY, "-c", CONN_CLIENT, address, str(port), str(MSG), str(seconds),
+                                                    str(STALL), str(CLIENTS)], stack)
         client.wait(seconds + MARGIN, "connection client")
         if client.process.returncode:
             raise client.failure("failed")
