@@ -4,6 +4,8 @@
 * `require_tool(name)`: the path of a Debian tool the suite needs (tshark, ping,
   iperf3). Missing, it skips the test with a reason on a developer machine and
   FAILS it under CI=true, where `.ci/run` must have installed it (`make deps`).
+  `require_trap()` (syscall trapping) and `require_root()` (TAP devices, network
+  namespaces) do the same: under CI (root, tools installed) every test runs.
 * Waiting for a condition: `tests.waiting.wait_for`.
 """
 from __future__ import annotations
@@ -25,16 +27,22 @@ os.environ.setdefault("NETEMU_STRICT", "1")
 TOOL_PACKAGES = {"tshark": "tshark", "ping": "iputils-ping", "iperf3": "iperf3"}
 
 
+def cannot_run(what: str, reason: str) -> None:
+    """A test lacks something this machine does not give it: skip locally, FAIL under CI=true
+    (CI runs as root with every tool installed: a skip there would hide a missing tool or a failure)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and {what}: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def require_tool(name: str) -> str:
     """The path of the program `name`; skips (locally) or fails (CI=true) when it is missing."""
     path = shutil.which(name)
-    if path is not None:
-        return path
-    package = TOOL_PACKAGES.get(name, name)
-    reason = f"{name} is not installed (as root: `make deps`, or `apt-get install -y {package}`)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and a required tool is missing: {reason}", pytrace=False)
-    pytest.skip(reason)
+    if path is None:
+        package = TOOL_PACKAGES.get(name, name)
+        cannot_run("a required tool is missing",
+                   f"{name} is not installed (as root: `make deps`, or `apt-get install -y {package}`)")
+    return path
 
 
 def require_trap() -> None:
@@ -42,11 +50,19 @@ def require_trap() -> None:
     from nodes import trap
 
     reason = trap.unavailable_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and syscall trapping is unavailable: {reason}", pytrace=False)
-    pytest.skip(reason)
+    if reason is not None:
+        cannot_run("syscall trapping is unavailable", reason)
+
+
+def require_root() -> None:
+    """Root (CAP_NET_ADMIN), /dev/net/tun and `ip` (TAP devices, network namespaces): skips locally,
+    fails under CI=true."""
+    if os.geteuid() != 0:
+        cannot_run("the TAP tests cannot run", "TAP interop tests need root (CAP_NET_ADMIN): run as root")
+    elif not os.path.exists("/dev/net/tun"):
+        cannot_run("the TAP tests cannot run", "/dev/net/tun does not exist (modprobe tun)")
+    elif shutil.which("ip") is None:
+        cannot_run("the TAP tests cannot run", "ip is not installed (apt-get install -y iproute2)")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import queue
 import shutil
+import subprocess
 import tempfile
+import threading
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import psutil
 
@@ -91,3 +95,55 @@ client.sendto(sys.argv[2].encode(), ("h2", int(sys.argv[1])))
 data, peer = client.recvfrom(2048)
 print(data.decode(), peer[0], peer[1])
 """
+
+
+def output_lines(process: subprocess.Popen) -> queue.Queue:
+    """`process`'s stdout lines (newline stripped), read in a thread, then None: a test waits for a
+    line with a deadline (`next_line`)."""
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def next_line(process: subprocess.Popen, lines: queue.Queue, timeout: float = 20.0) -> str:
+    """The program's next line; an AssertionError when it says nothing in time or ended (with its
+    status and, when kept apart, its stderr)."""
+    try:
+        line = lines.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError(f"no line within {timeout} s") from None
+    if line is None:
+        said = process.stderr.read() if process.stderr is not None and process.stderr is not process.stdout else ""
+        raise AssertionError(f"the program ended: {process.wait()} {said}")
+    return line
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Kill a program the test started (if it still runs) and reap it."""
+    if process.poll() is None:
+        process.kill()
+    process.wait(10)
+
+
+def iperf3_reports(server: subprocess.Popen, listening: Callable[[], bool],
+                   run_client: Callable[[], subprocess.CompletedProcess]) -> tuple[dict, dict]:
+    """One iperf3 test: `server` (`iperf3 -s -1 --json`, stdout and stderr piped) until `listening()`,
+    `run_client()` (`iperf3 -c ... --json`, output captured), both ending well; (client's report,
+    server's report), neither with an `error`."""
+    try:
+        wait_for(lambda: server.poll() is not None or listening(), timeout=20)
+        assert server.poll() is None, server.communicate()
+        client = run_client()
+        server_out, server_err = server.communicate(timeout=30)
+    finally:
+        stop(server)
+    assert client.returncode == 0, client.stdout + client.stderr
+    assert server.returncode == 0, server_out + server_err
+    report, server_report = json.loads(client.stdout), json.loads(server_out)
+    assert "error" not in report and "error" not in server_report, (report.get("error"), server_report.get("error"))
+    return report, server_report

@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import pytest
 
 TAP_DEVICE = "ntap0"
 LINUX_IP = "10.0.0.1"
@@ -40,22 +37,6 @@ H1_FAR_IP = "10.0.1.10"      # h1 behind r1
 def h1_ip(router: bool) -> str:
     """h1's address in the topology `tap_topology(..., router=router)`."""
     return H1_FAR_IP if router else H1_LAN_IP
-
-
-def require_root() -> None:
-    """Root (CAP_NET_ADMIN), /dev/net/tun and `ip`: skips locally, FAILS under CI=true (CI runs as root)."""
-    reason = None
-    if os.geteuid() != 0:
-        reason = "TAP interop tests need root (CAP_NET_ADMIN): run as root"
-    elif not os.path.exists("/dev/net/tun"):
-        reason = "/dev/net/tun does not exist (modprobe tun)"
-    elif shutil.which("ip") is None:
-        reason = "ip is not installed (apt-get install -y iproute2)"
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and the TAP tests cannot run: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @contextlib.contextmanager

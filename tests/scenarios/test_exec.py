@@ -6,12 +6,10 @@ exchanges need the node kernel to serve the program's trapped calls.
 from __future__ import annotations
 
 import os
-import queue
 import socket
 import subprocess
 import sys
 import textwrap
-import threading
 
 import psutil
 import pytest
@@ -23,7 +21,7 @@ from control.programs import TOOLS_DIR, exit_status
 from tests.conftest import require_trap
 from tests.waiting import wait_for
 
-from .helpers import ROOT, UDP_CLIENT, private_run_base, topology, wait_gone
+from .helpers import ROOT, UDP_CLIENT, next_line, output_lines, private_run_base, topology, wait_gone
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -36,24 +34,6 @@ def net():
     with private_run_base():
         with Emulation(topology("two_lans"), name="scn-exec") as emulation:
             yield emulation
-
-
-def _lines(stream) -> queue.Queue:
-    """The lines of `stream`, read in a thread (so a test waits for a line with a deadline)."""
-    lines: queue.Queue = queue.Queue()
-
-    def read() -> None:
-        for line in stream:
-            lines.put(line)
-        lines.put(None)
-    threading.Thread(target=read, daemon=True).start()
-    return lines
-
-
-def _next_line(lines: queue.Queue, timeout: float = 10.0) -> str:
-    line = lines.get(timeout=timeout)
-    assert line is not None, "the program ended before printing the line"
-    return line.strip()
 
 
 # -- names, hostname, environment ------------------------------------------------------------
@@ -178,8 +158,8 @@ def test_teardown_stops_every_program_and_all_its_processes():
     with private_run_base():
         with Emulation(topology("two_lans"), name="scn-exec-td") as net:
             process = net["h1"].exec([sys.executable, "-c", FORKER], stdout=subprocess.PIPE, text=True)
-            lines = _lines(process.stdout)
-            child, daemon = (int(word) for word in _next_line(lines).split())
+            lines = output_lines(process)
+            child, daemon = (int(word) for word in next_line(process, lines, 10).split())
             namespace = os.stat(f"/proc/{process.pid}/ns/mnt").st_ino
             members = _wait_members(namespace, 4)       # python, its child, the daemon, the orphan
             assert {process.pid, child, daemon} <= {p.pid for p in members}
@@ -238,14 +218,14 @@ UDP_ECHO = textwrap.dedent("""
 
 def test_programs_on_two_nodes_exchange_udp_across_the_router(net):
     server = net["h2"].exec([sys.executable, "-c", UDP_ECHO, "5300"], stdout=subprocess.PIPE, text=True)
-    lines = _lines(server.stdout)
+    lines = output_lines(server)
     try:
-        assert _next_line(lines) == "ready"
+        assert next_line(server, lines, 10) == "ready"
         client = net["h1"].run([sys.executable, "-c", UDP_CLIENT, "5300", "hello"], capture_output=True, text=True,
                                timeout=30)
         assert client.returncode == 0, client.stderr
         assert client.stdout == f"HELLO {H2} 5300\n"
-        assert _next_line(lines) == f"hello {H1}"   # the source address the server saw: h1's emulated one
+        assert next_line(server, lines, 10) == f"hello {H1}"   # the source address the server saw: h1's emulated one
         assert server.wait(10) == 0
     finally:
         server.kill()
@@ -254,9 +234,9 @@ def test_programs_on_two_nodes_exchange_udp_across_the_router(net):
 
 def test_a_shell_driven_by_a_pipe_runs_the_nodes_tools_and_programs(net):
     server = net["h2"].exec([sys.executable, "-c", UDP_ECHO, "5301"], stdout=subprocess.PIPE, text=True)
-    lines = _lines(server.stdout)
+    lines = output_lines(server)
     try:
-        assert _next_line(lines) == "ready"
+        assert next_line(server, lines, 10) == "ready"
         script = (f"ip addr\n"
                   f"{sys.executable} -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
                   f"s.sendto(b\"from-shell\", (\"h2\", 5301))'\n"
@@ -264,7 +244,7 @@ def test_a_shell_driven_by_a_pipe_runs_the_nodes_tools_and_programs(net):
         shell = net["h1"].run(["bash"], input=script, capture_output=True, text=True, timeout=60)
         assert shell.returncode == 0, shell.stderr
         assert f"inet {H1}/24" in shell.stdout             # h1's addresses, not the host's
-        assert _next_line(lines) == f"from-shell {H1}"
+        assert next_line(server, lines, 10) == f"from-shell {H1}"
     finally:
         server.kill()
         server.wait()
@@ -297,8 +277,8 @@ def test_a_program_outlives_its_nodes_restart_and_opens_new_sockets_after_it():
                     data, peer = server.recvfrom(100)
                     print(data.decode(), peer[0], flush=True)
             """)], stdout=subprocess.PIPE, text=True)
-            server_lines = _lines(server.stdout)
-            assert _next_line(server_lines) == "ready"
+            server_lines = output_lines(server)
+            assert next_line(server, server_lines, 10) == "ready"
             sender = net["h1"].exec([sys.executable, "-u", "-c", textwrap.dedent("""
                 import socket, sys
                 for line in sys.stdin:
@@ -310,20 +290,20 @@ def test_a_program_outlives_its_nodes_restart_and_opens_new_sockets_after_it():
                     except OSError as error:
                         print(line.strip(), "failed:", error.strerror, flush=True)
             """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            sender_lines = _lines(sender.stdout)
+            sender_lines = output_lines(sender)
             sender.stdin.write("before\n")
             sender.stdin.flush()
-            assert _next_line(sender_lines) == "sent before"
-            assert _next_line(server_lines) == f"before {H1}"
+            assert next_line(sender, sender_lines, 10) == "sent before"
+            assert next_line(server, server_lines, 10) == f"before {H1}"
             net["h1"].kill()
             sender.stdin.write("during\n")
             sender.stdin.flush()
-            assert _next_line(sender_lines) == "during failed: Network is down"   # ENETDOWN while it is down
+            assert next_line(sender, sender_lines, 10) == "during failed: Network is down"   # ENETDOWN while it is down
             net["h1"].restart()
             assert sender.poll() is None                      # the program outlived its node
             sender.stdin.write("after\n")
             sender.stdin.flush()
-            assert _next_line(sender_lines, timeout=20) == "sent after"
-            assert _next_line(server_lines, timeout=20) == f"after {H1}"
+            assert next_line(sender, sender_lines, 20) == "sent after"
+            assert next_line(server, server_lines, 20) == f"after {H1}"
             sender.stdin.close()
             assert sender.wait(10) == 0

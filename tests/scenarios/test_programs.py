@@ -9,7 +9,6 @@ import queue
 import subprocess
 import sys
 import textwrap
-import threading
 
 import pytest
 
@@ -17,7 +16,7 @@ from control.emulation import Emulation
 from tests.conftest import require_tool, require_trap
 from tests.waiting import wait_for
 
-from .helpers import UDP_CLIENT, private_run_base, topology
+from .helpers import UDP_CLIENT, next_line, output_lines, private_run_base, stop, topology
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,29 +36,7 @@ def started(net, node: str, source: str, *args: str) -> tuple[subprocess.Popen, 
     """A Python program on `node`, and a queue of its stdout lines (read in a thread)."""
     process = net[node].exec([PY, "-u", "-c", textwrap.dedent(source), *args], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
-    lines: queue.Queue = queue.Queue()
-
-    def read() -> None:
-        for line in process.stdout:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-    threading.Thread(target=read, daemon=True).start()
-    return process, lines
-
-
-def next_line(process: subprocess.Popen, lines: queue.Queue, timeout: float = 20.0) -> str:
-    try:
-        line = lines.get(timeout=timeout)
-    except queue.Empty:
-        raise AssertionError(f"no line within {timeout} s") from None
-    if line is None:
-        raise AssertionError(f"the program ended: {process.wait()} {process.stderr.read()}")
-    return line
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.kill()
-    process.wait()
+    return process, output_lines(process)
 
 
 def run(net, node: str, source: str, *args: str, timeout: float = 30) -> str:

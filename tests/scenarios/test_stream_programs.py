@@ -14,8 +14,8 @@ import pytest
 from control.emulation import Emulation
 from tests.conftest import require_trap
 
-from .helpers import private_run_base, topology
-from .test_programs import next_line, run, started, stop
+from .helpers import next_line, private_run_base, stop, topology
+from .test_programs import run, started
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -21,11 +21,12 @@ import pytest
 
 from bus.pcap import read_pcap
 from control.emulation import Emulation
+from tests.conftest import require_root
 from tests.waiting import wait_for
 
 from .helpers import ROOT, private_run_base
 from .tap_helpers import (H1_FAR_IP, LINUX_IP, LINUX_MAC, R1_FAR_IP, R1_LAN_IP, TAP_DEVICE, configure_linux, h1_ip,
-                          linux_namespace, ns_popen, ns_run, require_root, tap_topology)
+                          linux_namespace, ns_popen, ns_run, tap_topology)
 
 pytestmark = pytest.mark.timeout(120)
 

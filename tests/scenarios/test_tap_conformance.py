@@ -34,10 +34,10 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
 
 from control.emulation import Emulation
-from tests.conftest import require_trap
+from tests.conftest import require_root, require_trap
 
 from .helpers import private_run_base
-from .tap_helpers import H1_LAN_IP, TAP_DEVICE, linux_namespace, require_root, tap_topology
+from .tap_helpers import H1_LAN_IP, TAP_DEVICE, linux_namespace, tap_topology
 
 pytestmark = pytest.mark.timeout(60)
 

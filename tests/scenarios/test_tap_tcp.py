@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import queue
 import random
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -32,11 +30,10 @@ from scapy.packet import Raw
 from scapy.utils import rdpcap, wrpcap
 
 from control.emulation import Emulation
-from tests.conftest import require_tool, require_trap
-from tests.waiting import wait_for
+from tests.conftest import require_root, require_tool, require_trap
 
-from .helpers import private_run_base
-from .tap_helpers import LINUX_IP, configure_linux, h1_ip, linux_namespace, ns_popen, ns_run, require_root, \
+from .helpers import iperf3_reports, next_line, output_lines, private_run_base, stop
+from .tap_helpers import LINUX_IP, configure_linux, h1_ip, linux_namespace, ns_popen, ns_run, \
     tap_topology
 from .test_tcp_programs import spawned
 
@@ -70,33 +67,10 @@ def served(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     return directory, digests
 
 
-def line_of(process: subprocess.Popen, lines: queue.Queue, timeout: float = 20.0) -> str:
-    try:
-        line = lines.get(timeout=timeout)
-    except queue.Empty:
-        raise AssertionError(f"no line within {timeout} s") from None
-    if line is None:
-        raise AssertionError(f"the program ended: {process.wait()}")
-    return line
-
-
 def linux_spawned(ns: str, argv: list[str]) -> tuple[subprocess.Popen, queue.Queue]:
     """A program in the namespace, its stdout and stderr merged into a queue of lines."""
     process = ns_popen(ns, argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: queue.Queue = queue.Queue()
-
-    def read() -> None:
-        for line in process.stdout:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-    threading.Thread(target=read, daemon=True).start()
-    return process, lines
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.kill()
-    process.wait(10)
+    return process, output_lines(process)
 
 
 @contextlib.contextmanager
@@ -114,11 +88,11 @@ def emulation(router: bool, directory: Path, tmp_path: Path) -> Iterator[Net]:
                 server, lines = spawned(net, "h1", [PY, "-u", "-m", "http.server", str(H1_PORT), "--bind", "0.0.0.0",
                                                     "--directory", str(directory)])
                 servers.append(server)
-                assert line_of(server, lines).startswith(f"Serving HTTP on 0.0.0.0 port {H1_PORT}")
+                assert next_line(server, lines).startswith(f"Serving HTTP on 0.0.0.0 port {H1_PORT}")
                 server, lines = linux_spawned(ns, [PY, "-u", "-m", "http.server", str(LINUX_PORT), "--bind", LINUX_IP,
                                                    "--directory", str(directory)])
                 servers.append(server)
-                assert line_of(server, lines).startswith(f"Serving HTTP on {LINUX_IP} port {LINUX_PORT}")
+                assert next_line(server, lines).startswith(f"Serving HTTP on {LINUX_IP} port {LINUX_PORT}")
                 yield Net(net, ns, router)
             finally:
                 for server in servers:
@@ -305,18 +279,10 @@ def test_iperf3_on_an_emulated_host_against_iperf3_in_the_namespace(lan, reverse
     port = IPERF_PORT + reverse
     server = ns_popen(lan.ns, ["iperf3", "-s", "-1", "--json", "-p", str(port)], stdout=subprocess.PIPE,
                       stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: server.poll() is not None or linux_listening(lan.ns, port), timeout=20)
-        assert server.poll() is None, server.communicate()
-        client = lan.net["h1"].run(["iperf3", "-c", LINUX_IP, "-p", str(port), "-t", "2", "--json",
-                                    *(["-R"] if reverse else [])], capture_output=True, text=True, timeout=60)
-        server_out, server_err = server.communicate(timeout=30)
-    finally:
-        stop(server)
-    assert client.returncode == 0, client.stdout + client.stderr
-    assert server.returncode == 0, server_out + server_err
-    report, server_report = json.loads(client.stdout), json.loads(server_out)
-    assert "error" not in report and "error" not in server_report, (report.get("error"), server_report.get("error"))
+    report, server_report = iperf3_reports(
+        server, lambda: linux_listening(lan.ns, port),
+        lambda: lan.net["h1"].run(["iperf3", "-c", LINUX_IP, "-p", str(port), "-t", "2", "--json",
+                                   *(["-R"] if reverse else [])], capture_output=True, text=True, timeout=60))
     assert report["start"]["test_start"]["reverse"] == int(reverse)
     connected = report["start"]["connected"][0]
     assert (connected["local_host"], connected["remote_host"], connected["remote_port"]) == (lan.h1, LINUX_IP, port)

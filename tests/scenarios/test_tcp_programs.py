@@ -9,13 +9,11 @@ Servers are ready when they print a line or when the node's socket table shows t
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import queue
 import random
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,8 +23,8 @@ from control.emulation import Emulation
 from tests.conftest import require_tool, require_trap
 from tests.waiting import wait_for
 
-from .helpers import LAUNCHER, private_run_base, topology
-from .test_programs import next_line, started, stop
+from .helpers import LAUNCHER, iperf3_reports, next_line, output_lines, private_run_base, stop, topology
+from .test_programs import started
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -70,15 +68,7 @@ def http_server(net, served):
 def spawned(net, node: str, argv: list[str], **popen) -> tuple[subprocess.Popen, queue.Queue]:
     """Any program on `node`, its stdout and stderr merged into a queue of lines (read in a thread)."""
     process = net[node].exec(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
-    lines: queue.Queue = queue.Queue()
-
-    def read() -> None:
-        for line in process.stdout:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-    threading.Thread(target=read, daemon=True).start()
-    process.stderr = process.stdout     # next_line reports the output if the program ends
-    return process, lines
+    return process, output_lines(process)
 
 
 def sha256_of(path: Path) -> str:
@@ -152,18 +142,10 @@ def test_iperf3_client_and_server_report_the_same_bytes(net, reverse):
     port = 5301 + reverse
     server = net["h2"].exec(["iperf3", "-s", "-1", "--json", "-p", str(port)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: server.poll() is not None or tcp_listening(net, "h2", port), timeout=20)
-        assert server.poll() is None, server.communicate()
-        client = net["h1"].run(["iperf3", "-c", H2, "-p", str(port), "-t", "2", "--json", *(["-R"] if reverse else [])],
-                               capture_output=True, text=True, timeout=40)
-        server_out, server_err = server.communicate(timeout=20)
-    finally:
-        stop(server)
-    assert client.returncode == 0, client.stdout + client.stderr
-    assert server.returncode == 0, server_out + server_err
-    report, server_report = json.loads(client.stdout), json.loads(server_out)
-    assert "error" not in report and "error" not in server_report, (report.get("error"), server_report.get("error"))
+    report, server_report = iperf3_reports(
+        server, lambda: tcp_listening(net, "h2", port),
+        lambda: net["h1"].run(["iperf3", "-c", H2, "-p", str(port), "-t", "2", "--json", *(["-R"] if reverse else [])],
+                              capture_output=True, text=True, timeout=40))
     assert report["start"]["test_start"]["reverse"] == int(reverse)
     connected = report["start"]["connected"][0]
     assert (connected["local_host"], connected["remote_host"], connected["remote_port"]) == (H1, H2, port)
