@@ -48,7 +48,7 @@ from .wire.icmp import (
     echo_header,
 )
 from .sysctl import Sysctl
-from .wire.ipv4 import IP_OFFSET, IPPROTO_ICMP, IPPROTO_TCP, unpack_fixed_header
+from .wire.ipv4 import IP_OFFSET, IPPROTO_ICMP, unpack_fixed_header
 
 XRLIM_BURST_FACTOR = 6  # Linux: a peer may burst six errors before the rate applies
 MAX_PEERS = 4096  # per-destination limiter state kept (oldest forgotten first)
@@ -225,15 +225,16 @@ class IcmpLayer:
         except WireError:
             self.stats.InErrors += 1
             return
-        if message.type == DEST_UNREACH and message.code == FRAG_NEEDED and quoted.header.protocol != IPPROTO_TCP:
-            # RFC 1191: the router told us the next-hop MTU toward the quoted destination. TCP's
-            # err_handler applies it itself, once the quoted sequence number proves it (tcp_v4_err).
-            self.ipv4.update_pmtu(quoted.header.dst, message.next_hop_mtu, now)
+        protocol = self.ipv4.inet_protos.get(quoted.header.protocol)
+        if message.type == DEST_UNREACH and message.code == FRAG_NEEDED:
+            # RFC 1191: the router told us the next-hop MTU toward the quoted destination; a protocol
+            # that vets errors first (TCP: tcp_v4_err's sequence check) applies it itself.
+            if protocol is None or not protocol.own_pmtu:
+                self.ipv4.update_pmtu(quoted.header.dst, message.next_hop_mtu, now)
         elif message.type == REDIRECT:
             self._redirect(message, quoted, datagram, now)
         if quoted.header.protocol in self.ipv4.raw_protocols and self.raw_error is not None:
             self.raw_error(message, quoted, datagram, now)  # icmp_socket_deliver: raw_icmp_error first
-        protocol = self.ipv4.inet_protos.get(quoted.header.protocol)
         if protocol is not None:
             protocol.err_handler(message, quoted, datagram, now)
 

@@ -147,13 +147,15 @@ ErrHandler = Callable[[IcmpMessage, QuotedDatagram, Datagram, float], None]
 
 
 class NetProtocol:
-    """struct net_protocol: what IPv4 calls for one protocol number."""
+    """struct net_protocol: what IPv4 calls for one protocol number. `own_pmtu`: its err_handler
+    applies a frag-needed's MTU itself, once it believes the error (TCP: tcp_v4_err's sequence check)."""
 
-    __slots__ = ("handler", "err_handler")
+    __slots__ = ("handler", "err_handler", "own_pmtu")
 
-    def __init__(self, handler: Handler, err_handler: ErrHandler) -> None:
+    def __init__(self, handler: Handler, err_handler: ErrHandler, own_pmtu: bool = False) -> None:
         self.handler = handler
         self.err_handler = err_handler
+        self.own_pmtu = own_pmtu
 
 
 def _no_icmp(kind: int, code: int, original: "bytes | memoryview", now: float, *, next_hop_mtu: int = 0,
@@ -201,11 +203,12 @@ class IPv4Layer:
 
     # ------------------------------------------------------------------ seams
 
-    def add_protocol(self, number: int, handler: Handler, err_handler: ErrHandler) -> None:
-        """inet_add_protocol: deliver datagrams of `number` to `handler`, ICMP errors about them to `err_handler`."""
+    def add_protocol(self, number: int, handler: Handler, err_handler: ErrHandler, *, own_pmtu: bool = False) -> None:
+        """inet_add_protocol: deliver datagrams of `number` to `handler`, ICMP errors about them to
+        `err_handler` (which, with `own_pmtu`, updates the path MTU itself: see NetProtocol)."""
         if number in self.inet_protos:
             raise FileExistsError(errno.EEXIST, f"IP protocol {number} is registered already")
-        self.inet_protos[number] = NetProtocol(handler, err_handler)
+        self.inet_protos[number] = NetProtocol(handler, err_handler, own_pmtu)
 
     def del_protocol(self, number: int) -> None:
         """inet_del_protocol."""

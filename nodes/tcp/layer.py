@@ -77,7 +77,7 @@ class TcpLayer(TcpPorts):
         self._held: deque[tuple[int, bytes, int, int]] = deque()   # TSQ: segments waiting for queue room
         self._route_cache = ipv4.route_cache
         self._devices = ipv4.devices
-        ipv4.add_protocol(IPPROTO_TCP, self.receive, self.error)
+        ipv4.add_protocol(IPPROTO_TCP, self.receive, self.error, own_pmtu=True)  # tcp_v4_err vets the MTU
 
     # ------------------------------------------------------------------ configuration
 
