@@ -187,14 +187,6 @@ class TcpLayer(TcpPorts):
         conn = self.conn_of.get(id(sock))
         return conn is not None and (conn.readable > 0 or conn.at_eof)
 
-    def readable(self, sock: Any) -> int:
-        conn = self.conn_of.get(id(sock))
-        return conn.readable if conn is not None else 0
-
-    def at_eof(self, sock: Any) -> bool:
-        conn = self.conn_of.get(id(sock))
-        return conn is not None and conn.at_eof
-
     def shutdown(self, sock: Any, how: int, now: float) -> None:
         """tcp_shutdown: SHUT_WR (or RDWR) sends FIN after the queued bytes; a listener stops listening."""
         self._now = now

@@ -198,7 +198,7 @@ def test_a_reset_reaches_the_program_after_the_last_bytes(node):
             print("ECONNRESET", s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) in (0, 104))
     """)
     conn = node.until(lambda: server.accept_queue and server.accept(), "the connection")
-    node.until(lambda: conn.proto.readable(conn) > 0, "the program's bytes at h2")
+    node.until(lambda: conn.proto.conn(conn).readable > 0, "the program's bytes at h2")
     conn.sendmsg(b"bye", None, node.net.now)
     node.net.run(0.01)
     conn.close(node.net.now)                     # unread bytes: RST
