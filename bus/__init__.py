@@ -11,7 +11,7 @@ lists what it imports from the bus):
 
     kinds     hub.py, p2p.py       -> device            where a frame goes: `forward()`, `run(config)`
               switch.py            -> device, fdb, ether
-    device    device.py            -> device_control, port, capture, ether, shaping, runtime, tap, transport
+    device    device.py            -> curve, device_control, port, capture, ether, shaping, runtime, tap, transport
                                                         Device: sockets, port table, uplinks, the data
                                                         path of each loop pass; `run_device`, `main`
               tap.py               -> transport         a port bridged to a Linux TAP device (opened
@@ -21,14 +21,16 @@ lists what it imports from the bus):
               port.py              -> ether, shaping, transport
                                                         Port: link params, shapers, length checks, counters
               capture.py           -> runtime, pcap     a running capture (pcap imported when one starts)
-    shared    transport.py         -> dataplane         endpoints, the msgpack control channel, and the
+    shared    transport.py         -> curve, dataplane  endpoints, the msgpack control channel, and the
                                                         data-plane names re-exported for everyone
+              dataplane.py         -> curve             frame batches, BatchError, FrameBatcher, DataPort
+              runtime.py           -> curve             process lifecycle and the event loop (which polls
+                                                        a CURVE server's ZAP handler and monitor)
               shaping.py           -> text              link parameters, the per-direction Shaper (sans-I/O)
-    leaves    dataplane.py                              frame batches, BatchError, FrameBatcher, DataPort
+    leaves    curve.py                                  CURVE keys, ZAP handler, refusal logs (tcp:// only)
               ether.py                                  the Ethernet header layout the bus may read
               fdb.py                                    the switch's learning table (sans-I/O)
               pcap.py                                   pcap writer and strict reader
-              runtime.py                                process lifecycle and the event loop
               text.py                                   "did you mean" and text tables, for every layer
     tests     testing.py           -> transport, ether  fake NICs, device processes, short run dirs
 

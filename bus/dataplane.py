@@ -27,6 +27,8 @@ from typing import Callable, Iterable
 import zmq
 import zmq.backend
 
+from . import curve
+
 MAX_FRAME_LENGTH = 0xFFFF  # the length prefix is 2 bytes
 # A message holds at most this many bytes of frames, so a long backlog still
 # leaves in pieces the receiver can interleave with other work.
@@ -224,6 +226,10 @@ class FrameBatcher:
         self.dropped += count
         return 0
 
+    def retarget(self, send: Callable[[bytes], bool]) -> None:
+        """Send through `send` from now on (a device port reached through another socket), counters kept."""
+        self._send = send
+
     def clear(self) -> int:
         """Discard everything queued; returns how many frames were discarded."""
         count = self._frames
@@ -247,7 +253,8 @@ class DataPort:
     KEEPALIVE_INTERVAL = 5.0
     HIGH_WATER_MARK = DATA_HIGH_WATER_MARK
 
-    def __init__(self, context: zmq.Context, endpoint: str, attachment: str, *, now: float | None = None) -> None:
+    def __init__(self, context: zmq.Context, endpoint: str, attachment: str, *, now: float | None = None,
+                 keys: curve.CurveKeys | None = None) -> None:
         self.endpoint = endpoint
         self.attachment = attachment
         self.socket = context.socket(zmq.DEALER)
@@ -255,6 +262,7 @@ class DataPort:
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SNDHWM, self.HIGH_WATER_MARK)
         self.socket.setsockopt(zmq.RCVHWM, self.HIGH_WATER_MARK)
+        curve.secure_client(self.socket, endpoint, keys)  # a tcp:// device (a p2p link's far end): CURVE when keyed
         self.socket.connect(endpoint)
         self.rx = {"rx_packets": 0, "rx_bytes": 0, "rx_malformed_batches": 0}  # the tx side is the batcher's
         self.batcher = FrameBatcher(self._send_message)

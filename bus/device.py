@@ -47,7 +47,7 @@ from typing import Any, Callable
 
 import zmq
 
-from . import ether
+from . import curve, ether
 from .capture import FLUSH_INTERVAL as CAPTURE_FLUSH_INTERVAL
 from .capture import Capture
 from .device_control import DeviceControl
@@ -98,6 +98,10 @@ class Device(DeviceControl):
         self.lifecycle: Lifecycle | None = None
         self.ports: dict[bytes, Port] = {}
         self.attached: list[Port] = []  # ports currently reachable, in attach order (flood order)
+        # Split horizon: what came in on a trunk floods only to these, the attached non-trunk ports.
+        self.access: list[Port] = []
+        self.trunks = frozenset(str(name) for name in config.get("trunks") or ())
+        self.keys = curve.CurveKeys.from_dict(config["curve"]) if config.get("curve") else None
         self.capture: Capture | None = None
         self.tap: TapLink | None = None  # a segment bridged to a Linux TAP device (bus/tap.py)
         self.counters = {"rx_messages": 0, "malformed_batches": 0, "dropped_unknown_port": 0,
@@ -107,18 +111,14 @@ class Device(DeviceControl):
         self._wall_offset_ns = time.time_ns() - int(clock() * 1e9)
         self.data_endpoint = config["data"]
         self.control_endpoint = config["control"]
-        self.data = self.context.socket(zmq.ROUTER)
-        self.data.setsockopt(zmq.LINGER, 0)
-        self.data.setsockopt(zmq.SNDHWM, DATA_HIGH_WATER_MARK)
-        self.data.setsockopt(zmq.RCVHWM, DATA_HIGH_WATER_MARK)
-        # Sends to a gone peer or into a full queue must fail loudly so we can count them.
-        self.data.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        # A restarted node reconnects under the same name: let the new pipe take over.
-        self.data.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        self.data.bind(self.data_endpoint)
+        self.data, self.data_endpoint = self._router(self.data_endpoint)
+        self.data_tcp: zmq.Socket | None = None  # a second ROUTER for NICs and devices on other machines
+        self.data_tcp_endpoint: str | None = None
         self.control: ControlServer | None = None
         try:
-            self.control = ControlServer(self.context, self.control_endpoint, self._control_handlers())
+            if config.get("data_tcp"):
+                self.data_tcp, self.data_tcp_endpoint = self._router(config["data_tcp"])
+            self.control = ControlServer(self.context, self.control_endpoint, self._control_handlers(), keys=self.keys)
             for name, overrides in (config.get("ports") or {}).items():
                 self._create_port(name, self.defaults.replace(**(overrides or {})))
             for uplink in config.get("uplinks") or []:
@@ -131,13 +131,34 @@ class Device(DeviceControl):
             self.close()
             raise
         self.loop.add_reader(self.data, self._on_data)
+        if self.data_tcp is not None:
+            data_tcp = self.data_tcp
+            self.loop.add_reader(data_tcp, lambda: self._on_data(data_tcp))
         self.loop.add_reader(self.control.socket, self.control.handle_pending)
         self.loop.add_end_of_pass(self._flush)
         self.started = clock()
 
+    def _router(self, endpoint: str) -> tuple[zmq.Socket, str]:
+        """A data ROUTER bound to `endpoint` (a CURVE server when tcp:// and keyed, bus/curve.py),
+        and the endpoint it is bound to (a tcp port 0 resolved)."""
+        data = self.context.socket(zmq.ROUTER)
+        data.setsockopt(zmq.LINGER, 0)
+        data.setsockopt(zmq.SNDHWM, DATA_HIGH_WATER_MARK)
+        data.setsockopt(zmq.RCVHWM, DATA_HIGH_WATER_MARK)
+        # Sends to a gone peer or into a full queue must fail loudly so we can count them.
+        data.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # A restarted node reconnects under the same name: let the new pipe take over.
+        data.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        try:
+            return data, curve.bind(data, endpoint, self.keys)
+        except BaseException:
+            data.close(linger=0)
+            raise
+
     # ------------------------------------------------------------------ ports
 
-    def _create_port(self, name: str, params: LinkParams, identity: bytes | None = None) -> Port | None:
+    def _create_port(self, name: str, params: LinkParams, identity: bytes | None = None,
+                     via: zmq.Socket | None = None) -> Port | None:
         identity = name.encode() if identity is None else identity
         if self.max_ports is not None and len(self.ports) >= self.max_ports:
             if identity not in self._refused:
@@ -147,8 +168,15 @@ class Device(DeviceControl):
             return None
         port = Port(name, params, self.seed)
         port.identity = identity
-        data, identity_frame = self.data, identity
+        port.trunk = name in self.trunks
+        port.out = FrameBatcher(self._router_send(port, self.data if via is None else via))
+        self.ports[identity] = port
+        return port
 
+    def _router_send(self, port: Port, data: zmq.Socket) -> Callable[[bytes], bool]:
+        """The send of a port reached through ROUTER `data` (the ipc one or `data_tcp`)."""
+        port.via = data
+        identity_frame = port.identity
         send_part = data.send
 
         def send(message: bytes) -> bool:
@@ -166,9 +194,7 @@ class Device(DeviceControl):
                 port.send_failure = "unreachable" if exc.errno == errno.EHOSTUNREACH else "queue"
             return False
 
-        port.out = FrameBatcher(send)
-        self.ports[identity] = port
-        return port
+        return send
 
     def _create_uplink(self, uplink: dict[str, Any]) -> None:
         """A port whose far end is another device's data endpoint; we dial it like a NIC."""
@@ -182,8 +208,10 @@ class Device(DeviceControl):
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.SNDHWM, DATA_HIGH_WATER_MARK)
         socket.setsockopt(zmq.RCVHWM, DATA_HIGH_WATER_MARK)
+        curve.secure_client(socket, uplink["endpoint"], self.keys)  # a far device's data_tcp
         socket.connect(uplink["endpoint"])
         port.uplink = socket
+        port.via = None
 
         def send(message: bytes) -> bool:
             try:
@@ -210,6 +238,8 @@ class Device(DeviceControl):
         if not port.attached:
             port.attached = True
             self.attached.append(port)
+            if not port.trunk:
+                self.access.append(port)
             log.info("%s: port %s attached", self.name, port.name)
 
     def _detach(self, port: Port) -> None:
@@ -217,6 +247,8 @@ class Device(DeviceControl):
         if port.attached:
             port.attached = False
             self.attached.remove(port)
+            if port in self.access:
+                self.access.remove(port)
             self.port_detached(port)
             log.info("%s: port %s detached", self.name, port.name)
 
@@ -225,9 +257,10 @@ class Device(DeviceControl):
 
     # --------------------------------------------------------------- data path
 
-    def _on_data(self) -> None:
-        recv = self.data.recv
-        events = self.data.get
+    def _on_data(self, data: zmq.Socket | None = None) -> None:
+        data = self.data if data is None else data
+        recv = data.recv
+        events = data.get
         ports = self.ports
         now = self.clock()
         received = 0
@@ -259,10 +292,12 @@ class Device(DeviceControl):
             message = part.bytes
             port = ports.get(identity)
             if port is None:
-                port = self._port_on_first_contact(identity)
+                port = self._port_on_first_contact(identity, data)
                 if port is None:
                     self.counters["dropped_unknown_port"] += _frame_count(message)
                     continue
+            elif port.via is not data and port.uplink is None:
+                port.out.retarget(self._router_send(port, data))  # type: ignore[union-attr]  # answer where it spoke
             if not port.attached:
                 self._attach(port)
             if message:
@@ -286,10 +321,10 @@ class Device(DeviceControl):
             if message:
                 self._receive(port, message, now)
 
-    def _port_on_first_contact(self, identity: bytes) -> Port | None:
+    def _port_on_first_contact(self, identity: bytes, data: zmq.Socket | None = None) -> Port | None:
         # Attachment names are UTF-8; anything else still gets a port, under a printable name.
         name = identity.decode("utf-8", errors="backslashreplace")
-        return self._create_port(name, self.defaults, identity)
+        return self._create_port(name, self.defaults, identity, data)
 
     def _receive(self, port: Port, message: bytes, now: float) -> None:
         """Unpack and check one NIC message, then shape it in or hand it straight to forwarding."""
@@ -323,8 +358,12 @@ class Device(DeviceControl):
         self._schedule(port, True)
 
     def _carried(self, port: Port, frames: list[bytes], now: float, packed: bytes | None) -> None:
-        """Frames that made it onto the segment: capture them, then forward."""
-        if self.capture is not None:
+        """Frames that made it onto the segment: capture them, then forward.
+
+        Not a frame from a trunk: the device of the segment it entered on
+        recorded it, so the per-machine pcaps of a segment merge to each frame once.
+        """
+        if self.capture is not None and not port.trunk:
             self.capture.write(frames, now)
         self.forward(port, frames, now, packed)
 
@@ -440,6 +479,9 @@ class Device(DeviceControl):
             self.tap.close()
         self.data.close(linger=0)
         cleanup_endpoint(self.data_endpoint)
+        if self.data_tcp is not None:
+            curve.release(self.data_tcp)
+            self.data_tcp.close(linger=0)
         if self.control is not None:
             self.control.close(unlink=True)
         for port in self.ports.values():

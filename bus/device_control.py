@@ -34,6 +34,7 @@ class DeviceControl:
     seed: int
     started: float
     data_endpoint: str
+    data_tcp_endpoint: str | None
     ports: dict[bytes, "Port"]
     attached: list["Port"]
     counters: dict[str, int]
@@ -64,7 +65,7 @@ class DeviceControl:
         return {"name": self.name, "kind": self.kind, "pid": os.getpid(), "uptime": self.clock() - self.started,
                 "ports": len(self.ports), "attached": len(self.attached),
                 "capture": self.capture.path if self.capture is not None else None,
-                "seed": self.seed, "data": self.data_endpoint,
+                "seed": self.seed, "data": self.data_endpoint, "data_tcp": self.data_tcp_endpoint,
                 "tap": self.tap.describe() if self.tap is not None else None}
 
     def list_ports(self) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ class PointToPoint(Device):
     max_ports = 2
 
     def forward(self, ingress: Port, frames: list[bytes], now: float, packed: bytes | None) -> None:
-        for port in self.attached:
+        for port in self.access if ingress.trunk else self.attached:  # split horizon (bus/device.py)
             if port is not ingress:
                 self.emit_many(port, frames, now, packed, ingress.mtu)
 

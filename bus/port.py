@@ -42,7 +42,7 @@ class Port:
     """One attachment of the device: its link parameters, two shapers, output batch and counters."""
 
     __slots__ = ("name", "identity", "params", "up", "mtu", "max_untagged", "max_tagged", "ingress", "egress",
-                 "attached", "uplink", "out", "dirty", "send_failure", "tx_dropped_seen", "ingress_timer",
+                 "attached", "uplink", "via", "trunk", "out", "dirty", "send_failure", "tx_dropped_seen", "ingress_timer",
                  "egress_timer", *PORT_COUNTERS)
 
     def __init__(self, name: str, params: LinkParams, seed: int) -> None:
@@ -53,6 +53,8 @@ class Port:
         self.set_params(params)
         self.attached = False
         self.uplink: zmq.Socket | None = None
+        self.via: zmq.Socket | None = None  # the device's ROUTER this port is reached through (None: uplink)
+        self.trunk = False  # an intra-segment mesh link: split horizon, not captured (config "trunks")
         self.out: FrameBatcher | None = None
         self.dirty = False
         self.send_failure = ""
@@ -128,4 +130,4 @@ class Port:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "attached": self.attached, "up": self.up,
-                "uplink": self.uplink is not None, "params": self.params.to_canonical()}
+                "uplink": self.uplink is not None, "trunk": self.trunk, "params": self.params.to_canonical()}

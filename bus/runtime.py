@@ -5,7 +5,8 @@ prctl(2) on PR_SET_PDEATHSIG, and signal.set_wakeup_fd in the Python docs.
 
 * `prepare_process(config)` makes the process die with its parent (the
   launcher) and turns SIGTERM/SIGINT into a flag the loop sees, instead of an
-  exception that could land in the middle of a pcap write.
+  exception that could land in the middle of a pcap write; it also sets the
+  process's CURVE keys (config "curve", bus/curve.py).
 * `EventLoop` polls ZeroMQ sockets and plain fds once per pass, runs the
   callbacks of those that are readable (each drains its socket with NOBLOCK),
   then due timers, then the end-of-pass hooks (where output batches are
@@ -26,6 +27,8 @@ from typing import Any, Callable
 
 import zmq
 from zmq.backend import zmq_poll as _zmq_poll
+
+from . import curve
 
 PR_SET_PDEATHSIG = 1
 PARENT_CHECK_INTERVAL = 0.5
@@ -189,6 +192,7 @@ def prepare_process(config: dict[str, Any]) -> Lifecycle:
     (PDEATHSIG follows the parent *thread*, and is reset by exec).
     """
     configure_logging(config)
+    curve.use(config.get("curve"))  # the keys of every tcp:// socket this process makes (bus/curve.py)
     lifecycle = Lifecycle(str(config.get("name", "?")), config.get("parent_pid"))
     lifecycle.install_signal_handlers()
     if lifecycle.parent_pid is not None:
@@ -238,12 +242,20 @@ class EventLoop:
         self.passes = 0
 
     def add_reader(self, source: zmq.Socket | int, callback: Callable[[], Any]) -> None:
-        """Call `callback()` whenever `source` (a zmq socket or an fd) is readable."""
+        """Call `callback()` whenever `source` (a zmq socket or an fd) is readable.
+
+        A CURVE server socket brings its companions (bus/curve.py): the ZAP
+        handler that admits its clients and its handshake monitor, polled by
+        this loop too, so no process needs a thread to authenticate.
+        """
         self.poller.register(source, zmq.POLLIN)
         if isinstance(source, int):
             self._fd_readers[source] = callback
-        else:
-            self._readers[source] = callback
+            return
+        self._readers[source] = callback
+        for companion, handler in curve.companions(source):
+            if companion not in self._readers:
+                self.add_reader(companion, handler)
 
     def remove_reader(self, source: zmq.Socket | int) -> None:
         self.poller.unregister(source)

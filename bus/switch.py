@@ -70,10 +70,10 @@ class Switch(Device):
 
     def _deliver(self, ingress: Port, decision: Any, frames: list[bytes], now: float, packed: bytes | None) -> None:
         if decision is None:  # flood: group or unknown destination
-            for port in self.attached:
+            for port in self.access if ingress.trunk else self.attached:  # split horizon: never trunk to trunk
                 if port is not ingress:
                     self.emit_many(port, frames, now, packed, ingress.mtu)
-        elif decision is FILTERED:
+        elif decision is FILTERED or (ingress.trunk and decision.trunk):
             ingress.filtered += len(frames)
         else:
             if decision.attached:

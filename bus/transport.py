@@ -13,7 +13,8 @@ Nothing here knows about devices or protocols:
   `unpack_frames` / `count_frames` and `BatchError`, `FrameBatcher`, and
   `DataPort`, the NIC end of an attachment;
 * the msgpack control channel: `ControlServer` (ROUTER + op handlers) and
-  `ControlClient` (DEALER with a timeout, so a frozen peer cannot hang us).
+  `ControlClient` (DEALER with a timeout, so a frozen peer cannot hang us);
+  on tcp:// endpoints both use CURVE when keyed (bus/curve.py).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 import msgpack
 import zmq
 
+from . import curve
 from .dataplane import (DATA_HIGH_WATER_MARK, HELLO, MAX_BATCH_BYTES, MAX_FRAME_LENGTH, BatchError, DataPort,
                         FrameBatcher, count_frames, holds_one_frame, pack_frames, unpack_frames)
 
@@ -139,12 +141,13 @@ class ControlServer:
     empty delimiter) and `ControlClient`: the whole envelope is echoed back.
     """
 
-    def __init__(self, context: zmq.Context, endpoint: str, handlers: dict[str, Callable[..., Any]] | None = None) -> None:
-        self.endpoint = endpoint
+    def __init__(self, context: zmq.Context, endpoint: str, handlers: dict[str, Callable[..., Any]] | None = None,
+                 *, keys: curve.CurveKeys | None = None) -> None:
         self.handlers: dict[str, Callable[..., Any]] = dict(handlers or {})
         self.socket = context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.bind(endpoint)
+        # tcp:// with keys (`keys`, else bus.curve.keys_for): a CURVE server; a port 0 resolved.
+        self.endpoint = curve.bind(self.socket, endpoint, keys)
         self.requests = 0
         self.errors = 0
 
@@ -204,6 +207,7 @@ class ControlServer:
             pass  # the client went away or is not reading: its problem, not ours
 
     def close(self, *, unlink: bool = True) -> None:
+        curve.release(self.socket)
         # A short linger lets the reply to `shutdown` leave before the process exits.
         self.socket.close(linger=200)
         if unlink:
@@ -238,8 +242,10 @@ class ControlClient:
     Not thread-safe: one client per thread.
     """
 
-    def __init__(self, endpoint: str, timeout: float = 2.0, context: zmq.Context | None = None) -> None:
+    def __init__(self, endpoint: str, timeout: float = 2.0, context: zmq.Context | None = None, *,
+                 keys: curve.CurveKeys | None = None) -> None:
         self.endpoint = endpoint
+        self.keys = keys  # None: bus.curve.keys_for(endpoint) (tcp:// only)
         self.timeout = timeout
         self._context = context if context is not None else zmq.Context.instance()
         self._socket: zmq.Socket | None = None
@@ -248,6 +254,7 @@ class ControlClient:
         if self._socket is None:
             socket = self._context.socket(zmq.DEALER)
             socket.setsockopt(zmq.LINGER, 0)
+            curve.secure_client(socket, self.endpoint, self.keys)
             socket.connect(self.endpoint)
             self._socket = socket
         return self._socket
@@ -322,6 +329,7 @@ class ControlClient:
             sock = context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RECONNECT_IVL, 20)  # the endpoint may not be bound yet
+            curve.secure_client(sock, requests[index][0])  # keys by endpoint: bus.curve.register
             sock.connect(requests[index][0])
             sock.send_multipart([b"", bodies[index]])
             in_flight[sock] = (index, time.monotonic())
