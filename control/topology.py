@@ -26,20 +26,21 @@ from bus.shaping import format_link_params
 from .topology_check import auto_mac, check_topology, l2_domains
 from .topology_generate import expand_generators
 from .topology_model import (
-    ArpEntry, Interface, Node, Problem, Route, Segment, SegmentLink, Topology, TopologyError, Where,
+    ArpEntry, ClusterOptions, Interface, Node, PlacementPin, Problem, Route, Segment, SegmentLink, Topology, TopologyError,
+    Where,
 )
 from .topology_parse import (
-    MAX_TOPOLOGY_NAME_LENGTH, Report, check_keys, check_name, expect_map, parse_link_values, parse_node,
-    parse_segment, parse_segment_link, parse_sysctl, type_name,
+    MAX_TOPOLOGY_NAME_LENGTH, Report, check_keys, check_name, expect_map, parse_cluster, parse_link_values, parse_node,
+    parse_placement, parse_segment, parse_segment_link, parse_sysctl, type_name,
 )
 from .topology_yaml import LocatedList, YamlSyntaxError, load_located
 
 __all__ = [
-    "ArpEntry", "Interface", "Node", "Problem", "Route", "Segment", "SegmentLink", "Topology", "TopologyError",
+    "ArpEntry", "ClusterOptions", "Interface", "Node", "PlacementPin", "Problem", "Route", "Segment", "SegmentLink", "Topology", "TopologyError",
     "Where", "auto_mac", "format_summary", "l2_domains", "load_topology", "parse_topology",
 ]
 
-TOP_LEVEL_KEYS = ("name", "description", "defaults", "segments", "nodes", "links", "generate")
+TOP_LEVEL_KEYS = ("name", "description", "defaults", "segments", "nodes", "links", "generate", "placement", "cluster")
 
 
 def load_topology(path: str | os.PathLike[str]) -> Topology:
@@ -92,6 +93,11 @@ def parse_topology(text: str, filename: str = "<string>") -> Topology:
                     topology.links.append(link)
     if "generate" in root:
         expand_generators(topology, root["generate"], Where(root.line_of("generate"), "generate"), report)
+    # Only runs across Ray nodes (docs/cluster.md) use these; a single-machine run ignores them.
+    if "placement" in root:
+        topology.placement = parse_placement(report, root["placement"], Where(root.line_of("placement"), "placement"))
+    if "cluster" in root:
+        topology.cluster = parse_cluster(report, root["cluster"], Where(root.line_of("cluster"), "cluster"))
     check_topology(topology, report)
     if report:
         raise TopologyError(report.problems())

@@ -42,6 +42,15 @@ def check_topology(topology: Topology, report: Report) -> None:
         check_arp(node, report)
     check_segment_links(topology, report)
     check_taps(topology, report)
+    check_placement(topology, report)
+
+
+def check_placement(topology: Topology, report: Report) -> None:
+    """`placement:` names existing nodes or segments (incl. point-to-point links)."""
+    for name, pin in topology.placement.items():
+        if name not in topology.nodes and name not in topology.segments and name not in report.broken_names:
+            known = [*topology.nodes, *topology.segments]
+            report.add(pin.where, f"no node or segment named {name!r}{did_you_mean(name, known)}")
 
 
 def check_taps(topology: Topology, report: Report) -> None:

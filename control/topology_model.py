@@ -11,6 +11,7 @@ the cross-object checks can point at the right line, also for objects a
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -221,6 +222,34 @@ class SegmentLink:
         return f"{self.a}~{self.b}"
 
 
+@dataclass(frozen=True, slots=True)
+class PlacementPin:
+    """A `placement:` entry: a node or segment pinned to a Ray node (docs/cluster.md).
+
+    `target` is a Ray node's IPv4 address or the name of a custom resource
+    a Ray node offers (`ray start --resources '{"rack1": 1}'`).
+    """
+
+    target: str
+    where: Where = field(default_factory=lambda: Where(1, ""), compare=False)
+
+    @property
+    def is_address(self) -> bool:
+        """True when `target` is an IPv4 address rather than a resource name."""
+        return IPV4_PATTERN.fullmatch(self.target) is not None
+
+
+IPV4_PATTERN = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterOptions:
+    """The `cluster:` section: options of a run across Ray nodes; single-machine runs ignore it."""
+
+    encrypt: bool = True                        # CURVE on every cross-machine ZeroMQ link
+    where: Where | None = field(default=None, compare=False)
+
+
 @dataclass(slots=True)
 class Topology:
     """A whole validated network, ready for `control.plan.build_plan`."""
@@ -232,6 +261,8 @@ class Topology:
     segments: dict[str, Segment] = field(default_factory=dict)   # incl. p2p links
     nodes: dict[str, Node] = field(default_factory=dict)
     links: list[SegmentLink] = field(default_factory=list)
+    placement: dict[str, PlacementPin] = field(default_factory=dict)   # name -> pin, as written
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)
 
     def interfaces(self) -> Iterator[Interface]:
         for node in self.nodes.values():

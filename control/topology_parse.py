@@ -17,7 +17,9 @@ from bus.text import did_you_mean
 from nodes.wire.addresses import IPv4Address, MacAddress, prefix_mask
 from nodes.wire.errors import WireError
 
-from .topology_model import ArpEntry, Interface, Node, Problem, Route, Segment, SegmentLink, Tap, Where, format_cidr
+from .topology_model import (
+    ArpEntry, ClusterOptions, Interface, Node, PlacementPin, Problem, Route, Segment, SegmentLink, Tap, Where, format_cidr,
+)
 from .topology_yaml import LocatedList, LocatedMap
 
 NAME_PATTERN = re.compile(r"[a-z](?:[a-z0-9-]*[a-z0-9])?")
@@ -488,3 +490,54 @@ def parse_segment_link(report: Report, value: Any, where: Where) -> SegmentLink 
         report.add(where, f"segment names must be strings, got {ends!r}")
         return None
     return SegmentLink(ends[0], ends[1], params, where)
+
+
+# Resources every Ray node has: pinning to one of them would pin to nothing in particular.
+RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+def parse_placement(report: Report, value: Any, where: Where) -> dict[str, PlacementPin]:
+    """`placement:`: name -> a Ray node's IPv4 address or a custom resource name (docs/cluster.md).
+
+    Whether each name exists is checked with the whole topology (`topology_check.check_placement`),
+    whether each target exists only against a running cluster (`control.placement`).
+    """
+    table = expect_map(report, value, where)
+    pins: dict[str, PlacementPin] = {}
+    for name, target in (table or {}).items():
+        at = where.child(table.line_of(name), str(name))
+        if not isinstance(name, str):
+            report.add(at, f"expected a node or segment name, got {type_name(name)} {name!r}")
+            continue
+        if not isinstance(target, str) or not target.strip():
+            report.add(at, f"expected a Ray node's IP address or the name of a custom resource it offers, "
+                           f"got {type_name(target)} {target!r}")
+            continue
+        pin = PlacementPin(target.strip(), at)
+        if pin.is_address:
+            address, problem = parse_address(pin.target)
+            if address is None:
+                report.add(at, problem)
+                continue
+        elif any(c.isspace() for c in pin.target):
+            report.add(at, f"resource name {target!r} contains white space")
+            continue
+        elif pin.target in RAY_BUILTIN_RESOURCES or pin.target.startswith("node:"):
+            report.add(at, f"{pin.target!r} is a resource every Ray node has; give a Ray node's IP address or a "
+                           f"custom resource (ray start --resources '{{\"rack1\": 1}}')")
+            continue
+        pins[name] = pin
+    return pins
+
+
+def parse_cluster(report: Report, value: Any, where: Where) -> ClusterOptions:
+    """`cluster:`: options of a run across Ray nodes (`encrypt`, default true)."""
+    spec = expect_map(report, value, where)
+    if spec is None:
+        return ClusterOptions(where=where)
+    check_keys(report, spec, where, ("encrypt",))
+    encrypt = spec.get("encrypt", True)
+    if not isinstance(encrypt, bool):
+        report.add(where.child(spec.line_of("encrypt"), "encrypt"), f"encrypt must be true or false, got {encrypt!r}")
+        encrypt = True
+    return ClusterOptions(encrypt, where)
