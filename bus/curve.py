@@ -186,8 +186,10 @@ class _Server:
             event, value = _EVENT.unpack_from(parts[0])
             if event == zmq.EVENT_ACCEPTED:
                 self.peers[value] = _peer_of(value, self.local_port)  # value: the accepted connection's fd
-            elif event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
                 self.failure = _handshake_reason(value)
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:  # value: an errno (a peer that hung up)
+                self.failure = f"handshake failed: {os.strerror(value)} (not a CURVE peer of this emulation?)"
             elif event == zmq.EVENT_DISCONNECTED:  # value: the fd; follows the failure of the same engine
                 peer = self.peers.pop(value, None)
                 if self.failure is not None:
@@ -207,7 +209,7 @@ def _handshake_reason(value: int) -> str:
         return "handshake failed: not CURVE (a plaintext peer?)"
     if value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
         return "handshake failed: cannot decrypt (wrong server key?)"
-    return f"handshake failed (zmq protocol error {value:#x})"
+    return f"handshake failed: zmq protocol error {value:#x}"
 
 
 class ZapHandler:

@@ -100,9 +100,10 @@ def test_a_plaintext_client_gets_no_answer_and_is_logged(served, caplog):
     caplog.set_level(logging.WARNING, logger="netemu.curve")
     with ControlClient(server.endpoint, timeout=0.5) as client, pytest.raises(ControlTimeout):
         client.call("echo", value="plain")  # no keys registered: a plaintext DEALER
-    lines = [m for m in caplog.messages if m.startswith("refused unauthenticated peer 127.0.0.1:")]
-    assert lines and all(m.endswith(f"on {server.endpoint} (handshake failed: not CURVE (a plaintext peer?))")
-                         for m in lines)
+    # Which side of the greeting fails first is a race: a mechanism mismatch, or the peer hung up; the
+    # address is known when the connection still existed as the loop read the monitor's "accepted".
+    lines = [m for m in caplog.messages if m.startswith("refused unauthenticated peer ")]
+    assert lines and all(f" on {server.endpoint} (handshake failed: " in m for m in lines)
 
 
 def test_a_client_expecting_another_server_key_is_logged(served, caplog):
