@@ -353,6 +353,8 @@ class _State:
                 by_machine: dict[int, list[str]] = {}
                 for n in free:
                     by_machine.setdefault(self.machine[n], []).append(n)
+                for segment in empties:
+                    by_machine.setdefault(self.empty_home[segment], [])
                 for source, group in sorted(by_machine.items(), key=lambda item: (-len(item[1]), item[0])):
                     homes = [s for s in empties if self.empty_home[s] == source]
                     if any(self.try_move(group, target, homes) for target in everything if target != source):
