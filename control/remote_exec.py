@@ -34,7 +34,6 @@ import itertools
 import os
 import selectors
 import shutil
-import signal as signals
 import struct
 import subprocess
 import termios
@@ -201,7 +200,10 @@ class ExecRelay:
                      "stderr": subprocess.STDOUT if stderr == "stdout" else
                      subprocess.PIPE if stderr else subprocess.DEVNULL}
         try:
-            program = self._table.start(site, argv, env=env, assignments=variables, cwd=cwd, **stdio)
+            # foreground: SIGINT/SIGQUIT back to their defaults in the program (the agent may ignore them,
+            # and a shell cannot catch what it was started ignoring: POSIX sh, "trap")
+            program = self._table.start(site, argv, env=env, assignments=variables, cwd=cwd, foreground=True,
+                                        **stdio)
         except BaseException:
             for fd in (master, slave):
                 if fd is not None:
@@ -319,6 +321,8 @@ class ExecRelay:
     def stop_all(self, grace: float = STOP_GRACE) -> None:
         """Teardown: stop every program (and everything it started), the guard, the pump."""
         with self._cond:
+            if self._stopping:
+                return
             self._stopping = True
             jobs, self._jobs = list(self._jobs.values()), {}
             for job in jobs:
@@ -498,7 +502,6 @@ def _take_terminal() -> None:
     """In the program's child (after setsid): its stdin, the pty's slave, becomes the session's
     controlling terminal (TIOCSCTTY, tty_ioctl(4)), so the shell there has job control."""
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-    signals.signal(signals.SIGINT, signals.SIG_DFL)
 
 
 def __getattr__(name: str) -> Any:

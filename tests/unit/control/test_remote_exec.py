@@ -33,7 +33,7 @@ class PlainTable:
     def __init__(self) -> None:
         self.programs: list[SimpleNamespace] = []
 
-    def start(self, site, argv, *, env=None, assignments=None, cwd=None, **popen_kwargs):
+    def start(self, site, argv, *, env=None, assignments=None, cwd=None, foreground=False, **popen_kwargs):
         environment = dict(os.environ if env is None else env)
         environment.update(NETEMU_NODE=site.node, **(assignments or {}))
         popen = subprocess.Popen(list(argv), env=environment, cwd=cwd, **popen_kwargs)
@@ -373,3 +373,12 @@ def test_attach_remote_statuses_when_it_cannot_run(relay):
     messages = io.StringIO()
     assert attach_remote(direct(relay), "h9", ["true"], pty=False, messages=messages, verb="exec") == 1
     assert messages.getvalue().startswith("netemu: exec: unit has no node 'h9' on this machine")
+
+
+def test_shell_env_and_cwd_as_popen(relay, tmp_path):
+    process = remote(relay, "echo $X $NETEMU_NODE $(pwd)", shell=True, stdout=subprocess.PIPE, text=True,
+                     env={"PATH": os.environ["PATH"], "X": "x1"}, cwd=tmp_path)
+    assert process.communicate(timeout=10)[0] == f"x1 h1 {tmp_path}\n"
+    assert process.args == "echo $X $NETEMU_NODE $(pwd)"
+    process = remote(relay, ["sh", "-c", "echo $Y"], stdout=subprocess.PIPE, assignments={"Y": "from -e"})
+    assert process.communicate(timeout=10)[0] == b"from -e\n"
