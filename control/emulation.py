@@ -71,7 +71,9 @@ class Emulation:
                  seed: int = 0, keep_logs: bool = False, ready_timeout: float | None = None,
                  progress: Callable[[str, int, int], None] | None = None,
                  on_crash: Callable[[ExitEvent], None] | None = None, handle_signals: bool = True,
-                 run_dir: str | os.PathLike[str] | None = None, strict: bool | None = None) -> None:
+                 run_dir: str | os.PathLike[str] | None = None, strict: bool | None = None,
+                 cluster: str | None = None, insecure: bool = False, encrypt: bool | None = None,
+                 detached: bool = False) -> None:
         if isinstance(topology, Topology):
             self.topology = topology
             self.topology_path: str | None = topology.source
@@ -90,6 +92,12 @@ class Emulation:
         self.supervisor = Supervisor(self.name, run_dir, on_crash=self._on_crash, topology=self.topology_path,
                                      keep_logs=keep_logs, handle_signals=handle_signals)
         self.plan: Plan | None = None
+        # Across machines (docs/cluster.md): `cluster` is a Ray address or "auto".
+        self.cluster: Any = None
+        if cluster is not None:
+            from .cluster_run import ClusterRun
+
+            self.cluster = ClusterRun(cluster, insecure=insecure, encrypt=encrypt, detached=detached)
         self.nodes: dict[str, NodeHandle] = {}
         self._partitioned: set[str] = set()
         self._started = False
@@ -105,17 +113,30 @@ class Emulation:
         if problems:  # refused before anything starts
             raise EmulationError("; ".join(problems))
         supervisor = self.supervisor
-        supervisor.__enter__()
+        if self.cluster is not None:
+            self.plan = self.cluster.prepare(self)  # agents write each machine's hosts file
+            supervisor.zygote_factory = self.cluster.zygote_factory
+        try:
+            supervisor.__enter__()
+        except BaseException:
+            if self.cluster is not None:
+                self.cluster.close()
+            raise
         try:
             assert supervisor.run_dir is not None
-            self.plan = build_plan(self.topology, str(supervisor.run_dir.path), seed=self.seed)
-            self.plan.write_hosts_file()
+            if self.cluster is not None:
+                self.plan.run_dir = str(supervisor.run_dir.path)
+            else:
+                self.plan = build_plan(self.topology, str(supervisor.run_dir.path), seed=self.seed)
+                self.plan.write_hosts_file()
             self._start_group("segments", self.plan.devices)
             self._start_group("nodes", self.plan.nodes)
             self._wait_attached([i.attachment for i in self.topology.interfaces()]
                                 + [link.attachment for link in self.topology.links])
         except BaseException:
             supervisor.__exit__(None, None, None)
+            if self.cluster is not None:
+                self.cluster.close()
             raise
         self.nodes = {name: NodeHandle(self, name) for name in self.topology.nodes}
         self._started = True
@@ -157,6 +178,9 @@ class Emulation:
             time.sleep(0.02)
 
     def _device_of(self, attachment: str) -> str:
+        owner = getattr(self.plan, "port_owner", None)
+        if owner:  # across machines: the device of the port's own machine
+            return owner[attachment]
         if "~" in attachment:
             return attachment.split("~", 1)[1]  # the port named a~b lives on b (and a's uplink)
         node, _, interface = attachment.partition(":")
@@ -179,8 +203,14 @@ class Emulation:
         caught = self.barrier_exceptions() if self.strict and self._started else {}
         try:
             self._stop_programs()
+            if self.cluster is not None and self._started:
+                self.cluster.finish_topology_captures(self)
         finally:
-            self.supervisor.__exit__(None, None, None)
+            try:
+                self.supervisor.__exit__(None, None, None)
+            finally:
+                if self.cluster is not None:
+                    self.cluster.close()
         self._started = False
         if caught:
             listed = ", ".join(f"{name}: {count}" for name, count in sorted(caught.items()))
@@ -356,10 +386,14 @@ class Emulation:
         """Start writing a pcap of everything `segment` carries; returns the absolute path."""
         if segment not in self.topology.segments:
             raise KeyError(f"no segment {segment!r}")
+        if self.cluster is not None:  # each machine's device writes its own; merged at stop_capture
+            return self.cluster.capture_start(self, segment, str(Path(path).resolve()))
         return self.supervisor.call(segment, "capture_start", path=str(Path(path).resolve()))
 
     def stop_capture(self, segment: str) -> dict[str, Any] | None:
         """Finish `segment`'s capture: {"path", "frames"}, or None when none was running."""
+        if self.cluster is not None:
+            return self.cluster.capture_stop(self, segment)
         return self.supervisor.call(segment, "capture_stop")
 
     def wait_for(self, predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> T:
@@ -398,7 +432,8 @@ class Emulation:
         processes = {name: {"pid": h.pid if h.alive else None, "state": h.state.value, "target": h.target,
                             "restarts": h.restarts, "returncode": h.returncode, "signal": h.signal}
                      for name, h in handles.items()}
-        segments = [n for n in self.topology.segments if n in handles and handles[n].alive]
+        devices = [p.name for p in self.plan.devices] if self.plan is not None else list(self.topology.segments)
+        segments = [n for n in devices if n in handles and handles[n].alive]
         nodes = [n for n in self.topology.nodes if n in handles]
         for name in nodes:
             processes[name]["rx_exceptions"] = None
@@ -409,8 +444,13 @@ class Emulation:
         for name, reply in zip(live_nodes, counters):
             if not isinstance(reply, Exception):
                 processes[name]["rx_exceptions"] = int((reply.get("softnet") or {}).get("rx_exceptions", 0))
-        return {"name": self.name, "processes": processes,
-                "links": {n: s["ports"] for n, s in zip(segments, stats) if not isinstance(s, Exception)}}
+        result = {"name": self.name, "processes": processes,
+                  "links": {n: s["ports"] for n, s in zip(segments, stats) if not isinstance(s, Exception)}}
+        if self.cluster is not None:
+            for name in processes:
+                processes[name]["machine"] = self.cluster.machine_of(name)
+            result["cluster"] = self.cluster.describe()
+        return result
 
 
 def crash_line(emulation: str, event: ExitEvent, lines: int = 3) -> str:

@@ -6,7 +6,6 @@ they are importable from there too.
 """
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 from dataclasses import dataclass, field
@@ -161,11 +160,13 @@ class NodeHandle:
 
     def pause(self) -> None:
         """Freeze the node (SIGSTOP): its timers stop, frames queue up, control requests time out."""
-        os.kill(self._live_pid(), signal.SIGSTOP)
+        self._live_pid()
+        self.emulation.supervisor.send_signal(self.name, signal.SIGSTOP)  # through its zygote, on any machine
 
     def resume(self) -> None:
         """Thaw a paused node (SIGCONT)."""
-        os.kill(self._live_pid(), signal.SIGCONT)
+        self._live_pid()
+        self.emulation.supervisor.send_signal(self.name, signal.SIGCONT)
 
     def _live_pid(self) -> int:
         handle = self.emulation.supervisor[self.name]
@@ -177,10 +178,16 @@ class NodeHandle:
 
     def site(self) -> "NodeSite":
         """Where this node is reached: run directory, control endpoint, syscall socket, hosts file."""
-        from .programs import NodeSite
+        from .programs import NodeSite, ProgramError
 
         plan = self.emulation.plan
         assert plan is not None, "the emulation is not started"
+        cluster = self.emulation.cluster
+        if cluster is not None:  # across machines: only a node of the controller's own machine has a site here
+            if not cluster.is_local(self.name):
+                raise ProgramError(f"{self.name} runs on machine {cluster.machine_of(self.name)}, not this one: "
+                                   "its sockets are not reachable from here (exec and run relay through its agent)")
+            return NodeSite(self.emulation.name, self.name, cluster.machine_run_dir(self.name))
         return NodeSite(self.emulation.name, self.name, plan.run_dir)
 
     def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
@@ -197,6 +204,11 @@ class NodeHandle:
         from .programs import ProgramTable
 
         emulation = self.emulation
+        if emulation.cluster is not None and not emulation.cluster.is_local(self.name):
+            from .remote_exec import RemoteProcess  # a node of another machine: through its agent
+
+            return RemoteProcess(emulation.cluster.exec_caller(self.name), self.name, argv, env=env,
+                                 **popen_kwargs)  # type: ignore[return-value]
         if "programs" not in emulation.__dict__:
             emulation.__dict__.setdefault("programs", ProgramTable(lambda node: emulation.supervisor[node].alive))
         table = emulation.__dict__["programs"]
@@ -240,6 +252,8 @@ class LinkHandle:
     """One port of a bus device (an attachment, or one end of a segment link)."""
 
     def __init__(self, emulation: "Emulation", device: str, port: str) -> None:
+        # across machines, a port lives on its own machine's device of the segment
+        device = (getattr(emulation.plan, "port_owner", None) or {}).get(port, device)
         self.emulation = emulation
         self.device = device
         self.port = port

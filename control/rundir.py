@@ -169,8 +169,8 @@ def _kill_recorded_processes(state: dict[str, Any]) -> list[int]:
     killed = []
     for record in records:
         pid = record.get("pid") if isinstance(record, dict) else None
-        if not isinstance(pid, int) or pid <= 1 or pid == os.getpid():
-            continue
+        if not isinstance(pid, int) or pid <= 1 or pid == os.getpid() or record.get("machine") is not None:
+            continue  # a process of a cluster's machine is its agent's to stop (`netemu down` asks Ray)
         proc = _process_matches(pid, record.get("create_time"))
         if proc is not None:
             with contextlib.suppress(psutil.Error):

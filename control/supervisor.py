@@ -66,7 +66,8 @@ class Supervisor:
                  preload: Iterable[str] = DEFAULT_TARGET_MODULES,
                  on_crash: Callable[[ExitEvent], None] | None = None,
                  topology: str | None = None, keep_logs: bool = False,
-                 grace: float = 1.0, handle_signals: bool = True) -> None:
+                 grace: float = 1.0, handle_signals: bool = True,
+                 zygote_factory: Callable[..., Any] = ZygoteClient) -> None:
         self.name = check_name(name)
         self.preload = list(preload)
         self.on_crash = on_crash
@@ -74,6 +75,8 @@ class Supervisor:
         self.keep_logs = keep_logs
         self.grace = grace  # the zygote's SIGTERM-to-SIGKILL delay if we vanish
         self.handle_signals = handle_signals
+        # ZygoteClient, or control.cluster.ClusterZygote: the same interface, one agent per machine behind it
+        self.zygote_factory = zygote_factory
         self.run_dir: RunDir | None = run_dir if isinstance(run_dir, RunDir) else None
         self._run_dir_path = None if run_dir is None or isinstance(run_dir, RunDir) else Path(run_dir)
         self._handles: dict[str, ProcessHandle] = {}
@@ -86,12 +89,14 @@ class Supervisor:
         self._crashes: queue.Queue[ExitEvent | threading.Event | None] = queue.Queue()
         self._dispatcher: threading.Thread | None = None
         self._exit_count = 0
-        self._zygote: ZygoteClient | None = None
+        self._zygote: Any = None
         self._context: zmq.Context | None = None
         self._stopping = False
         self._stopped = False
         self._restore_signals: Callable[[], None] | None = None
         self._state_lock = threading.Lock()  # save_state runs in the caller's and the on_crash thread
+        self.extra_state: dict[str, Any] = {}  # more of the state file (a cluster's machines and keys)
+        self._tails: dict[str, list[str]] = {}  # the last exit's log tail, as an agent sent it
 
     # -- life cycle ----------------------------------------------------------
 
@@ -101,7 +106,7 @@ class Supervisor:
             raise SupervisorError("already started")
         if self.run_dir is None:
             self.run_dir = RunDir.acquire(self.name, path=self._run_dir_path)
-        self._zygote = ZygoteClient(self._on_exit, self._on_zygote_lost)
+        self._zygote = self.zygote_factory(self._on_exit, self._on_zygote_lost)
         try:
             self._zygote.start(self.run_dir.log_path(ZYGOTE_NAME), self.preload, self.grace, timeout)
         except BaseException as exc:
@@ -202,7 +207,8 @@ class Supervisor:
                 with self._lock:
                     handle.pid = reply["pid"]
                     handle.started_at = time.monotonic()
-                    self._by_pid[handle.pid] = handle
+                    # a cluster's zygote names children machine/pid: pids repeat across machines
+                    self._by_pid[reply.get("key", handle.pid)] = handle
         return register
 
     def wait_ready(self, names: Iterable[str] | None = None, timeout: float = 10.0,
@@ -292,12 +298,18 @@ class Supervisor:
         handle.exit_expected = True
         self._signal(handle, sig)
 
+    def send_signal(self, name: str, sig: int) -> None:
+        """Send `sig` to process `name` (SIGSTOP, SIGCONT...) without expecting it to exit."""
+        self._require_running()
+        self._signal(self._handles[name], sig)
+
     def _signal(self, handle: ProcessHandle, sig: int) -> None:
         # Through the zygote: it signals only children it has not reaped, so a
         # recycled pid can never be hit.
         assert self._zygote is not None
         with contextlib.suppress(ZygoteError):
-            self._zygote.call({"op": "kill", "pid": handle.pid, "sig": int(sig)}, 2.0)
+            self._zygote.call({"op": "kill", "pid": handle.pid, "sig": int(sig),
+                               "machine": handle.config.get("machine")}, 2.0)
 
     def restart(self, name: str, timeout: float = 3.0, ready_timeout: float | None = None) -> ProcessHandle:
         """Stop `name` if it runs, then fork it again with the same target and config."""
@@ -323,15 +335,19 @@ class Supervisor:
         assert self.run_dir is not None
         processes = {}
         for name, handle in self.processes.items():
-            record = process_identity(handle.pid) if handle.pid and handle.alive else {"pid": handle.pid}
+            machine = handle.config.get("machine")
+            if machine is not None:  # on another machine: no local identity (stale cleanup must not touch it)
+                record = {"pid": handle.pid, "machine": machine}
+            else:
+                record = process_identity(handle.pid) if handle.pid and handle.alive else {"pid": handle.pid}
             record.update(target=handle.target, control=handle.control, log=str(handle.log_path),
                           state=handle.state.value, returncode=handle.returncode, signal=handle.signal,
                           restarts=handle.restarts)
             processes[name] = record
         return {"name": self.name, "run_dir": str(self.run_dir.path), "topology": self.topology,
                 "supervisor": process_identity(os.getpid()),
-                "zygote": process_identity(self._zygote.pid) if self._zygote else None,
-                "processes": processes, "updated": time.time()}
+                "zygote": process_identity(self._zygote.pid) if self._zygote and self._zygote.process else None,
+                "processes": processes, "updated": time.time(), **self.extra_state}
 
     def save_state(self) -> None:
         """Write the state file (the CLI calls this for detached emulations too)."""
@@ -418,7 +434,7 @@ class Supervisor:
         if self._stopping:
             raise SupervisorError("the supervisor is stopping")
 
-    def _on_exit(self, pid: Any, returncode: int | None, sig: int | None) -> None:
+    def _on_exit(self, pid: Any, returncode: int | None, sig: int | None, tail: list[str] | None = None) -> None:
         with self._lock:
             handle = self._by_pid.pop(pid, None)
             if handle is None:
@@ -428,7 +444,7 @@ class Supervisor:
             expected = handle.exit_expected or self._stopping
             # Published before anyone can see the process as exited: wait_crash_reports()
             # (and so Emulation.unexpected_crashes) relies on the crash being queued by then.
-            self._publish(self._exit_event(handle, expected))
+            self._publish(self._exit_event(handle, expected, tail))
             handle.state = ProcessState.EXITED
             self._exit_count += 1
             self._exited.notify_all()
@@ -451,9 +467,13 @@ class Supervisor:
             self._exit_count += 1
             self._exited.notify_all()
 
-    def _exit_event(self, handle: ProcessHandle, expected: bool) -> ExitEvent:
-        return ExitEvent(handle.name, handle.pid or 0, handle.returncode, handle.signal,
-                         read_log_tail(handle.log_path), expected, time.monotonic())
+    def _exit_event(self, handle: ProcessHandle, expected: bool, tail: list[str] | None = None) -> ExitEvent:
+        if tail is not None:  # from the agent of another machine, where the log is
+            self._tails[handle.name] = tail
+        else:
+            tail = read_log_tail(handle.log_path) or self._tails.get(handle.name, [])
+        return ExitEvent(handle.name, handle.pid or 0, handle.returncode, handle.signal, tail, expected,
+                         time.monotonic())
 
     def _publish(self, event: ExitEvent) -> None:
         self._events.put(event)

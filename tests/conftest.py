@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 
 import pytest
@@ -22,6 +23,12 @@ pytest_plugins = ["pytester"]
 # Every Emulation of the suite is strict: leaving it fails when a node's exception barrier
 # caught anything (softnet rx_exceptions), so the barrier never hides a bug from a test.
 os.environ.setdefault("NETEMU_STRICT", "1")
+
+# The Ray clusters of the cluster tests use token authentication (netemu refuses a cluster
+# without it). Ray reads RAY_AUTH_MODE and the token once, when it is first imported, so
+# they are set here, before any test module imports it: one token for the whole run.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
 
 # The Debian package that provides each tool (what `make deps` installs).
 TOOL_PACKAGES = {"tshark": "tshark", "ping": "iputils-ping", "iperf3": "iperf3"}

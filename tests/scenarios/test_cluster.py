@@ -1,0 +1,196 @@
+"""One emulation across three Ray nodes (ray.cluster_utils on this machine): docs/cluster.md.
+
+topologies/racks.yaml pins each rack to one machine, so its core segment is a switch per
+machine joined by a trunk, and its p2p link wan23 crosses machines. Everything a user does
+on one machine must work the same: pingall, capture (merged), link set, kill/restart,
+partition, status, programs on a node of another machine (RemoteProcess), TCP across.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bus.pcap import read_pcap
+from control.emulation import Emulation
+from control.remote_exec import RemoteProcess
+from tests.conftest import require_tool, require_trap
+from tests.waiting import wait_for
+
+from .helpers import private_run_base, topology, wait_gone
+from .ray_cluster import ray_cluster
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with private_run_base(), ray_cluster(3) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def racks(cluster):
+    with Emulation(topology("racks"), name="racks", cluster=cluster.address) as net:
+        yield net
+        ours = agent_pids(net) + [ref.started["zygote_pid"] for ref in net.cluster.session.agents.values()]
+        ours += [h.pid for h in net.supervisor.processes.values() if h.alive]
+        processes = [psutil.Process(pid) for pid in ours if psutil.pid_exists(pid)]
+    assert not wait_gone(processes, 10.0), "teardown left processes on the machines"
+
+
+def agent_pids(net: Emulation) -> list[int]:
+    return [ref.started["pid"] for ref in net.cluster.session.agents.values()]
+
+
+def icmp_echoes(path: Path) -> list[bytes]:
+    """The ICMP echo request/reply frames of a pcap (IPv4, protocol 1, type 8 or 0)."""
+    found = []
+    for _, frame in read_pcap(path):
+        if frame[12:14] == b"\x08\x00" and frame[23] == 1 and frame[34] in (0, 8):
+            found.append(frame)
+    return found
+
+
+def test_nodes_are_placed_as_pinned_and_the_core_spans_two_machines(racks):
+    plan = racks.plan
+    assert {plan.machine_of[n] for n in ("a1", "a9", "r1", "rack1")} == {0}
+    assert {plan.machine_of[n] for n in ("b1", "b9", "r2", "rack2")} == {1}
+    assert {plan.machine_of[n] for n in ("c1", "c9", "rack3")} == {2}
+    assert plan.segment_devices["core"] == ["core", "core.1"] or plan.segment_devices["core"] == ["core", "core.0"]
+    status = racks.status()
+    machines = status["cluster"]["machines"]
+    assert sorted(machines) == ["0", "1", "2"]
+    assert all(machine["processes"] for machine in machines.values())
+    assert status["processes"]["c5"]["machine"] == 2 and status["processes"]["c5"]["state"] == "ready"
+
+
+def test_pingall_across_machines(racks):
+    results = racks.pingall(count=1, timeout=2.0)
+    failed = {pair: r for pair, r in results.items() if isinstance(r, Exception) or r.received != 1}
+    assert not failed, f"{len(failed)} of {len(results)} pairs failed, e.g. {list(failed.items())[:3]}"
+
+
+def test_capture_of_the_spread_core_is_merged_with_each_frame_once(racks, tmp_path):
+    path = tmp_path / "core.pcap"
+    racks.capture("core", path)
+    result = racks["a1"].ping("b1", count=3, interval=0.2)
+    assert result.received == 3
+    stopped = racks.stop_capture("core")
+    assert stopped["path"] == str(path)
+    echoes = icmp_echoes(path)
+    # a1 -> b1 crosses core once each way: 3 requests and 3 replies, none twice (a trunk carried each)
+    assert len(echoes) == 6, len(echoes)
+    assert len(set(echoes)) == 6
+    timestamps = [ts for ts, _ in read_pcap(path)]
+    assert timestamps == sorted(timestamps)
+    tshark = require_tool("tshark")
+    shown = subprocess.run([tshark, "-r", str(path), "-Y", "icmp"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and len(shown.stdout.splitlines()) == 6, shown.stdout + shown.stderr
+
+
+def test_link_set_on_a_port_of_another_machine(racks):
+    before = racks["r1"].ping("10.0.0.2", count=2, interval=0.2)
+    racks.link("r2", "eth1").set(delay="40ms")
+    try:
+        slow = racks["r1"].ping("10.0.0.2", count=2, interval=0.2)
+        assert slow.received == 2 and min(slow.rtts) >= 0.040 > max(before.rtts)
+    finally:
+        racks.link("r2", "eth1").set(delay="0ms")
+
+
+def test_partition_and_heal_across_machines(racks):
+    racks.partition(["a2"], ["c2"])
+    assert racks["a2"].ping("c2", count=1, timeout=0.5).received == 0
+    racks.heal()
+    assert racks["a2"].ping("c2", count=1, timeout=2.0).received == 1
+
+
+def test_kill_and_restart_a_node_of_another_machine(racks):
+    racks.expect_crash("c3")
+    racks["c3"].kill()
+    assert not racks.supervisor["c3"].alive
+    racks["c3"].restart()
+    assert racks.supervisor["c3"].alive
+    assert racks["a3"].ping("c3", count=1, timeout=2.0).received == 1
+
+
+def test_exec_on_a_node_of_another_machine_is_popen_like(racks):
+    require_trap()
+    process = racks["b4"].exec([sys.executable, "-c", "import sys, socket; data = sys.stdin.read(); "
+                                "print(socket.gethostname(), len(data)); sys.exit(7)"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert isinstance(process, RemoteProcess)
+    assert process.pid > 0
+    out, err = process.communicate("x" * 100_000, timeout=60)
+    assert (out, process.returncode) == ("b4 100000\n", 7), err
+    ping = racks["c4"].run(["ping", "-c", "1", "-W", "2", "a4"], capture_output=True, text=True, timeout=60)
+    assert ping.returncode == 0 and "1 received" in ping.stdout, ping.stdout + ping.stderr
+
+
+def test_tcp_across_machines_is_byte_exact(racks, tmp_path):
+    require_trap()
+    payload = os.urandom(3 * 1024 * 1024)
+    digest = hashlib.sha256(payload).hexdigest()
+    server = racks["c6"].exec([sys.executable, "-c",
+                               "import hashlib, socket; s = socket.create_server(('', 5001)); print('up', flush=True); "
+                               "c, _ = s.accept(); h = hashlib.sha256(); n = 0\n"
+                               "while (b := c.recv(65536)):\n    h.update(b); n += len(b)\n"
+                               "print(n, h.hexdigest(), flush=True)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline() == "up\n"
+        client = racks["a6"].run([sys.executable, "-c", "import socket, sys; d = sys.stdin.buffer.read(); "
+                                  "s = socket.create_connection(('c6', 5001)); s.sendall(d); s.close()"],
+                                 input=payload, capture_output=True, timeout=120)
+        assert client.returncode == 0, client.stderr
+        assert server.stdout.readline() == f"{len(payload)} {digest}\n"
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+def test_iperf3_between_machines(racks):
+    require_trap()
+    iperf3 = require_tool("iperf3")
+    server = racks["b7"].exec([iperf3, "-s", "-1", "-J"], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: "5201" in racks["b7"].run(["ss", "-tln"], capture_output=True, text=True).stdout, 30)
+        client = racks["c7"].run([iperf3, "-c", "b7", "-n", "4M", "-J"], capture_output=True, text=True, timeout=120)
+        assert client.returncode == 0, client.stdout[-2000:] + client.stderr
+        import json
+
+        report = json.loads(client.stdout)
+        assert report["end"]["sum_received"]["bytes"] >= 4 * 1024 * 1024
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+def test_a_lost_agent_is_reported_within_two_seconds_and_the_rest_runs_on(cluster):
+    net = Emulation(topology("racks"), name="lost", cluster=cluster.address, encrypt=False)
+    with net:
+        victims = [n for n, m in net.plan.machine_of.items() if m == 2]
+        agent = net.cluster.session.agents[2]
+        processes = [psutil.Process(net.supervisor[n].pid) for n in victims]
+        processes.append(psutil.Process(agent.started["zygote_pid"]))
+        killed_at = time.monotonic()
+        os.kill(agent.started["pid"], signal.SIGKILL)
+        for name in victims:
+            net.expect_crash(name)
+        wait_for(lambda: not any(net.supervisor[n].alive for n in victims), timeout=5.0, interval=0.01)
+        reported = time.monotonic() - killed_at
+        assert reported <= 2.0, f"reported after {reported:.2f} s"
+        assert not wait_gone(processes, 10.0), "the lost machine's processes outlived its agent"
+        assert net["a1"].ping("b1", count=1, timeout=2.0).received == 1
+        assert "lost" in (net.status()["cluster"]["machines"]["2"]["lost"] or "")
+        everything = [psutil.Process(ref.started["pid"]) for i, ref in net.cluster.session.agents.items() if i != 2]
+        everything += [psutil.Process(h.pid) for h in net.supervisor.processes.values() if h.alive]
+    assert not wait_gone(everything, 10.0), "teardown left processes"
