@@ -49,6 +49,7 @@ MAX_CHUNK = 1 << 20         # bytes of one stream handed out by one io()
 STDIN_LIMIT = 1 << 20       # stdin bytes held for the program before io(read=False) waits
 MAX_WAIT = 1.0              # io's long poll never holds the caller's thread longer
 READ_SIZE = 1 << 16
+ENDED_KEPT = 4096           # returncodes of closed programs kept for a late io()
 STOP_GRACE = 1.0            # close(): SIGTERM, then SIGKILL after this (control/program_guard.py)
 
 _ERRORS: dict[str, type[BaseException]] = {
@@ -158,6 +159,7 @@ class ExecRelay:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._pump: threading.Thread | None = None
         self._closing: list[_Job] = []          # closed jobs whose fds the pump releases
+        self._ended: dict[int, int | None] = {}  # id -> returncode of closed jobs (the last ENDED_KEPT)
         self._stopping = False
 
     # -- the calls ------------------------------------------------------------------------------
@@ -248,6 +250,9 @@ class ExecRelay:
         """
         deadline = time.monotonic() + max(0.0, min(float(wait), MAX_WAIT))
         with self._cond:
+            if id not in self._jobs and id in self._ended:    # closed (by teardown): its end, once more
+                return {"stdout": b"", "stderr": b"", "returncode": self._ended[id], "stdout_eof": True,
+                        "stderr_eof": True, "stdin_closed": True, "stdin_pending": 0}
             job = self._job(id)
             if stdin_data and not job.stdin_closed and not job.stdin_eof:
                 job.pending += stdin_data
@@ -303,18 +308,16 @@ class ExecRelay:
     @_replying
     def close(self, id: int, grace: float = STOP_GRACE) -> int | None:  # noqa: A002
         """Forget the program: stop it and all its processes if it still runs (SIGTERM, SIGKILL after
-        `grace`), release our ends of its stdio. Its returncode (None if it could not be had)."""
+        `grace`), release our ends of its stdio. Its returncode (None if it could not be had);
+        a later `io` of it gives that returncode and EOFs."""
         with self._cond:
-            job = self._jobs.pop(id, None)
+            job = self._jobs.get(id)
             if job is None:
-                return None
-        if job.program.popen.poll() is None:
+                return self._ended.get(id)
+        if job.program.popen.poll() is None:      # (meanwhile `io` still serves it: its exit is seen)
             job.program.stop(grace)
         with self._cond:
-            job.closed = True
-            job.returncode = job.program.popen.poll()
-            self._closing.append(job)
-            self._cond.notify_all()
+            self._retire([job])
         self._wake()
         return job.returncode
 
@@ -324,12 +327,9 @@ class ExecRelay:
             if self._stopping:
                 return
             self._stopping = True
-            jobs, self._jobs = list(self._jobs.values()), {}
-            for job in jobs:
-                job.closed = True
-            self._closing += jobs
-            self._cond.notify_all()
-        self._table.stop_all(grace)
+        self._table.stop_all(grace)               # (meanwhile `io` still serves them: exits are seen)
+        with self._cond:
+            self._retire(list(self._jobs.values()))
         self._wake()
         pump = self._pump
         if pump is not None and pump is not threading.current_thread():
@@ -343,6 +343,7 @@ class ExecRelay:
             for fd in (self._wake_r, self._wake_w):
                 with contextlib.suppress(OSError):
                     os.close(fd)
+            self._wake_r = self._wake_w = -1      # (a late _wake() must not write to a reused number)
 
     def rehand(self, node: str, restart: Callable[[], None]) -> list[int]:
         """Run `restart` (the node's new kernel), then hand it the listeners of the node's programs."""
@@ -356,6 +357,18 @@ class ExecRelay:
                     for job in self._jobs.values()]
 
     # -- inside ---------------------------------------------------------------------------------
+
+    def _retire(self, jobs: list[_Job]) -> None:
+        """Closed: the pump releases their fds; their returncode is kept for a late `io` (under the lock)."""
+        for job in [job for job in jobs if not job.closed]:
+            job.closed = True
+            job.returncode = job.program.popen.poll()
+            self._jobs.pop(job.id, None)
+            self._ended[job.id] = job.returncode
+            self._closing.append(job)
+        while len(self._ended) > ENDED_KEPT:
+            self._ended.pop(next(iter(self._ended)))
+        self._cond.notify_all()
 
     def _job(self, id: int) -> _Job:  # noqa: A002
         job = self._jobs.get(id)

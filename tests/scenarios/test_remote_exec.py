@@ -86,7 +86,7 @@ def test_the_program_is_recorded_and_stopped_with_all_its_processes(net, relay):
     assert len(family) == 2
     relay.stop_all()
     assert wait_gone(family, 10) == []
-    assert process.wait(10) < 0                  # stopped by a signal
+    assert process.wait(10) == -signal.SIGTERM and process.lost is None   # as teardown stops a local one
     assert process.pid not in [record.pid for record in registered(net.plan.run_dir)]
 
 
@@ -128,3 +128,29 @@ def test_the_nodes_tools_come_first_on_path(relay):
     process = RemoteProcess(direct(relay), "h1", ["ip", "-4", "route"], stdout=subprocess.PIPE, text=True)
     out, _ = process.communicate(timeout=30)
     assert process.returncode == 0 and "10.0.1.0/24" in out and "via 10.0.1.1" in out
+
+
+def test_a_crashed_node_gives_enetdown_and_its_restart_serves_the_program_again(net, relay):
+    process = RemoteProcess(direct(relay), "h1", [sys.executable, "-u", "-c", (
+        "import errno, socket, sys\n"
+        "for line in sys.stdin:\n"
+        "    try:\n"
+        "        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close(); print('ok')\n"
+        "    except OSError as error:\n"
+        "        print(errno.errorcode[error.errno])\n")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def ask() -> str:
+        process.stdin.write("?\n")
+        return process.stdout.readline().strip()
+    assert ask() == "ok"
+    net["h1"].kill()
+    assert ask() == "ENETDOWN"                    # the relay answers for the dead node (node_alive)
+
+    def restart() -> None:
+        net.supervisor.restart("h1", ready_timeout=net.ready_timeout)
+        net._wait_attached([interface.attachment for interface in net.topology.nodes["h1"].interfaces.values()])
+    assert relay.rehand("h1", restart) == [process.pid]
+    assert ask() == "ok"
+    process.stdin.close()
+    assert process.wait(30) == 0

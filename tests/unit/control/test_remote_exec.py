@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from control.programs import ProgramError
 from control.remote_exec import ExecRelay, error_reply, raise_reply
 from control.remote_exec_process import RemoteProcess, attach_remote
 from tests.waiting import wait_for
@@ -304,8 +305,21 @@ def test_unknown_ids_and_closed_programs(relay):
     started = relay.start("h1", ["sleep", "60"], stdin=False)
     assert relay.jobs()[0]["pid"] == started["pid"]
     assert relay.close(id=started["id"]) == -signal.SIGTERM     # a running program is stopped
-    assert relay.io(id=started["id"])["error"] == "LookupError"
+    assert relay.jobs() == []
+    reply = relay.io(id=started["id"])                           # a late poll: its end, once more
+    assert (reply["returncode"], reply["stdout_eof"], reply["stderr_eof"]) == (-signal.SIGTERM, True, True)
+    assert relay.close(id=started["id"]) == -signal.SIGTERM
     assert relay.signal(id=started["id"], sig=9)["error"] == "LookupError"
+
+
+def test_teardown_ends_remote_processes_with_their_real_status(relay):
+    process = remote(relay, ["sh", "-c", "echo up; exec sleep 60"], stdout=subprocess.PIPE)
+    assert process.stdout.readline() == b"up\n"
+    relay.stop_all()
+    assert process.wait(10) == -signal.SIGTERM and process.lost is None
+    assert process.stdout.read() == b""
+    with pytest.raises(ProgramError, match="being stopped"):
+        remote(relay, ["true"])
 
 
 def test_the_long_poll_returns_at_once_with_news_and_is_capped(relay):
