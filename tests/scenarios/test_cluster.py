@@ -24,8 +24,9 @@ from control.remote_exec import RemoteProcess
 from tests.conftest import require_tool, require_trap
 from tests.waiting import wait_for
 
-from .helpers import private_run_base, topology, wait_gone
+from .helpers import iperf3_reports, private_run_base, topology, wait_gone
 from .ray_cluster import ray_cluster
+from .test_tcp_programs import tcp_listening
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.integration]
 
@@ -101,7 +102,7 @@ def test_link_set_on_a_port_of_another_machine(racks):
     racks.link("r2", "eth1").set(delay="40ms")
     try:
         slow = racks["r1"].ping("10.0.0.2", count=2, interval=0.2)
-        assert slow.received == 2 and min(slow.rtts) >= 0.040 > max(before.rtts)
+        assert slow.received == 2 and min(slow.rtts) >= 40.0 > max(before.rtts), (before, slow)  # ms
     finally:
         racks.link("r2", "eth1").set(delay="0ms")
 
@@ -159,19 +160,15 @@ def test_tcp_across_machines_is_byte_exact(racks, tmp_path):
 
 def test_iperf3_between_machines(racks):
     require_trap()
-    iperf3 = require_tool("iperf3")
-    server = racks["b7"].exec([iperf3, "-s", "-1", "-J"], stdout=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: "5201" in racks["b7"].run(["ss", "-tln"], capture_output=True, text=True).stdout, 30)
-        client = racks["c7"].run([iperf3, "-c", "b7", "-n", "4M", "-J"], capture_output=True, text=True, timeout=120)
-        assert client.returncode == 0, client.stdout[-2000:] + client.stderr
-        import json
-
-        report = json.loads(client.stdout)
-        assert report["end"]["sum_received"]["bytes"] >= 4 * 1024 * 1024
-    finally:
-        server.kill()
-        server.wait(10)
+    require_tool("iperf3")
+    server = racks["b7"].exec(["iperf3", "-s", "-1", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    report, server_report = iperf3_reports(
+        server, lambda: tcp_listening(racks, "b7", 5201),
+        lambda: racks["c7"].run(["iperf3", "-c", "b7", "-n", "4M", "--json"], capture_output=True, text=True,
+                                timeout=120))
+    assert report["end"]["sum_sent"]["bytes"] >= 4 * 1024 * 1024
+    assert 0 < server_report["end"]["sum_received"]["bytes"] <= report["end"]["sum_sent"]["bytes"]
 
 
 def test_a_lost_agent_is_reported_within_two_seconds_and_the_rest_runs_on(cluster):
@@ -190,7 +187,7 @@ def test_a_lost_agent_is_reported_within_two_seconds_and_the_rest_runs_on(cluste
         assert reported <= 2.0, f"reported after {reported:.2f} s"
         assert not wait_gone(processes, 10.0), "the lost machine's processes outlived its agent"
         assert net["a1"].ping("b1", count=1, timeout=2.0).received == 1
-        assert "lost" in (net.status()["cluster"]["machines"]["2"]["lost"] or "")
+        assert "agent died" in (net.status()["cluster"]["machines"]["2"]["lost"] or "")
         everything = [psutil.Process(ref.started["pid"]) for i, ref in net.cluster.session.agents.items() if i != 2]
         everything += [psutil.Process(h.pid) for h in net.supervisor.processes.values() if h.alive]
     assert not wait_gone(everything, 10.0), "teardown left processes"
