@@ -121,10 +121,13 @@ class _Job:
     stdin_eof: bool = False          # the controller's stdin ended: close the pipe once pending is written
     stdin_closed: bool = False       # the program's stdin is closed (EOF sent, or EPIPE)
     returncode: int | None = None
+    exited: bool = False             # its pidfd said so (the returncode may wait for another thread's reaping)
     reported: tuple = ()
     closed: bool = False             # close()d: the pump releases its fds
 
     def state(self) -> tuple:
+        if self.exited and self.returncode is None:
+            self.returncode = self.program.popen.poll()
         return (self.returncode, self.stdout.delivered(), self.stderr.delivered(), self.stdin_closed)
 
 
@@ -245,8 +248,8 @@ class ExecRelay:
         than STDIN_LIMIT bytes wait for the program. Reply: stdout, stderr (bytes, up
         to MAX_CHUNK each), returncode (None while it runs; negative: killed by that
         signal), stdout_eof/stderr_eof (all of that stream was handed out),
-        stdin_closed (further stdin is dropped: EOF sent, the program closed it, or it
-        has a terminal's master), stdin_pending (bytes not yet taken by the program).
+        stdin_closed (further stdin is dropped: EOF sent, or the program closed it; a
+        terminal's stdin ends with the ^D typed, not with stdin_eof), stdin_pending (bytes not yet taken by the program).
         """
         deadline = time.monotonic() + max(0.0, min(float(wait), MAX_WAIT))
         with self._cond:
@@ -263,7 +266,7 @@ class ExecRelay:
             while not job.closed:
                 if read and (job.stdout.buffer or job.stderr.buffer or job.state() != job.reported):
                     break
-                if not read and (len(job.pending) < STDIN_LIMIT or job.stdin_closed or job.returncode is not None):
+                if not read and (len(job.pending) < STDIN_LIMIT or job.stdin_closed or job.exited):
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -280,6 +283,7 @@ class ExecRelay:
                         if full:
                             self._wake()          # the pump reads that stream again
                 job.reported = job.state()
+            job.state()
             reply.update(returncode=job.returncode, stdout_eof=job.stdout.delivered(),
                          stderr_eof=job.stderr.delivered(), stdin_closed=job.stdin_closed,
                          stdin_pending=len(job.pending))
@@ -443,13 +447,14 @@ class ExecRelay:
                     wanted[job.stdin_fd] = (selectors.EVENT_READ | selectors.EVENT_WRITE, (job, "tty"))
                 else:
                     wanted[job.stdin_fd] = (selectors.EVENT_WRITE, (job, "stdin"))
-            if job.pidfd is not None and job.returncode is None:
+            if job.pidfd is not None and not job.exited:
                 wanted[job.pidfd] = (selectors.EVENT_READ, (job, "exit"))
         return wanted
 
     def _serve(self, job: _Job, what: str, events: int) -> None:
         """One ready fd of `job` (under the lock)."""
-        if what == "exit":
+        if what == "exit":                    # (Popen.poll is None while another thread reaps it: state() retries)
+            job.exited = True
             job.returncode = job.program.popen.poll()
             return                            # (its pidfd is closed at disposal, after unregistering)
         if what in ("stdout", "stderr", "tty") and events & selectors.EVENT_READ:
