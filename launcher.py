@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--seed", type=int, default=0, help="seed of every random impairment (reproducible runs)")
     up.add_argument("--script", help="run the CLI commands in this file instead of reading stdin")
     up.add_argument("--keep-logs", action="store_true", help="keep per-process logs after teardown")
+    _cluster_options(up)
+    up.add_argument("--no-encrypt", action="store_true",
+                    help="with --cluster: plaintext links between machines (trusted networks only)")
 
     down = verbs.add_parser("down", help=VERBS["down"])
     down.add_argument("name", nargs="?", help="emulation name (default: the only one running)")
@@ -67,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = verbs.add_parser("check", help=VERBS["check"])
     check.add_argument("topology")
+    _cluster_options(check)
 
     attach = verbs.add_parser("attach", help=VERBS["attach"])
     attach.add_argument("--name", help="emulation name (default: the only one running)")
@@ -92,6 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- helpers ------------------------------------------------------------------------
+
+
+def _cluster_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cluster", metavar="ADDRESS", help="run across the machines of a Ray cluster "
+                        "(its address host:port, or auto); see docs/cluster.md")
+    parser.add_argument("--insecure", action="store_true",
+                        help="with --cluster: accept a Ray cluster without token authentication")
+
+
+def _cluster_of(info: Any) -> Any:
+    """The cluster record of a running emulation (control/cli_cluster.py), None on one machine."""
+    if not (info.state or {}).get("cluster"):
+        return None
+    from control import cli_cluster
+
+    return cli_cluster
 
 
 def _error(message: str, code: int = 1) -> int:
@@ -157,6 +178,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     except OSError as error:
         return _error(f"{args.topology}: {error.strerror}")
     print(format_summary(topology))
+    if args.cluster:
+        from control.cli_cluster import check
+
+        return check(topology, args.cluster, args.insecure)
     for problem in tap_problems(topology):  # validation needs no root; `up` would refuse
         print(f"netemu: warning: {problem} (netemu up will refuse)", file=sys.stderr)
     return 0
@@ -190,7 +215,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         net = Emulation(topology, name=args.name, seed=args.seed, keep_logs=args.keep_logs,
-                        progress=_Progress(len(topology.nodes)))  # a crash prints its own line on stderr
+                        progress=_Progress(len(topology.nodes)),  # a crash prints its own line on stderr
+                        **_cluster_arguments(args))
         net.start()
     except Exception as error:  # noqa: BLE001 - report any start failure plainly
         return _error(f"cannot start {args.name or topology.name}: {error}")
@@ -202,6 +228,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         began = time.monotonic()
         net.stop()
         print(f"*** {net.name} stopped in {time.monotonic() - began:.2f} s", flush=True)
+
+
+def _cluster_arguments(args: argparse.Namespace, detached: bool = False) -> dict[str, Any]:
+    if not args.cluster:
+        return {}
+    return {"cluster": args.cluster, "insecure": args.insecure, "encrypt": False if args.no_encrypt else None,
+            "detached": detached}
 
 
 def _up_detached(args: argparse.Namespace, topology: Any) -> int:
@@ -216,7 +249,8 @@ def _up_detached(args: argparse.Namespace, topology: Any) -> int:
             os.dup2(devnull, fd)
         code = 0
         try:
-            net = Emulation(topology, name=args.name, seed=args.seed, keep_logs=args.keep_logs)
+            net = Emulation(topology, name=args.name, seed=args.seed, keep_logs=args.keep_logs,
+                            **_cluster_arguments(args, detached=True))
             net.start()
         except BaseException as error:  # noqa: BLE001 - reported through the pipe
             os.write(write_fd, json.dumps({"ok": False, "error": str(error)}).encode())
@@ -308,6 +342,9 @@ def _remove_stale(infos: list[Any], quiet: bool = False) -> None:
     from control.rundir import remove_run_dir
 
     for info in infos:
+        cluster = _cluster_of(info)
+        if cluster is not None and info.stale:  # its detached agents outlive the dead supervisor
+            cluster.remove_agents(info)
         if remove_run_dir(info) and not quiet:  # kills what the dead supervisor left running
             what = "the leftovers" if info.stale else "the kept logs"
             print(f"*** removed {what} of {info.name}" + (" (its supervisor had died)" if info.stale else ""))
@@ -343,28 +380,41 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     processes = (info.state or {}).get("processes", {})
     names = sorted(processes)
-    replies = call_concurrently([(processes[n]["control"], "status", {}) for n in names], 3.0)
+    cluster = _cluster_of(info)
+    with cluster.control_keys(info) if cluster else contextlib.nullcontext():
+        replies = call_concurrently([(processes[n]["control"], "status", {}) for n in names], 3.0)
+        devices = [n for n, r in zip(names, replies)
+                   if not isinstance(r, Exception) and r.get("kind") in ("switch", "hub", "p2p")]
+        stats = call_concurrently([(processes[n]["control"], "stats", {}) for n in devices], 3.0)
+    machines = cluster.status_rows(info, names) if cluster else {}
     rows = []
     for name, reply in zip(names, replies):
         record = processes[name]
         pid = record.get("pid")
-        alive = bool(pid) and record.get("state") != "exited" and psutil.pid_exists(pid)
         answering = not isinstance(reply, Exception)
+        if record.get("machine") is not None:  # on another machine: its agent's word, and whether it answers
+            alive = bool(pid) and record.get("state") != "exited" and answering
+        else:
+            alive = bool(pid) and record.get("state") != "exited" and psutil.pid_exists(pid)
         rows.append({"name": name, "pid": pid, "alive": alive, "answering": answering,
                      "kind": reply.get("kind") if answering else record.get("target"),
-                     "returncode": record.get("returncode"), "signal": record.get("signal")})
-    devices = [n for n, r in zip(names, replies) if not isinstance(r, Exception) and r.get("kind") in ("switch", "hub", "p2p")]
-    stats = call_concurrently([(processes[n]["control"], "stats", {}) for n in devices], 3.0)
+                     "returncode": record.get("returncode"), "signal": record.get("signal"),
+                     **({"machine": machines[name]} if machines else {})})
     links = {n: s["ports"] for n, s in zip(devices, stats) if not isinstance(s, Exception)}
     if args.json:
-        print(json.dumps({"name": info.name, "processes": rows, "links": links}, indent=1))
+        print(json.dumps({"name": info.name, "processes": rows, "links": links,
+                          **({"cluster": _public(info.state["cluster"])} if cluster else {})}, indent=1))
         return 0
     from bus.text import table
 
     print(f"emulation {info.name}: supervisor pid {info.supervisor_pid}, run directory {info.path}")
+    if cluster:
+        record = info.state["cluster"]
+        print(f"across {len(record['machines'])} machines of the Ray cluster at {record['address']}, links "
+              + ("CURVE-encrypted" if record.get("keys") else "NOT encrypted"))
     print("\n".join(table([[r["name"], str(r["kind"]), str(r["pid"]), "yes" if r["alive"] else _exit_status(r),
-                            "yes" if r["answering"] else "NO"] for r in rows],
-                          ["process", "kind", "pid", "alive", "answering"])))
+                            "yes" if r["answering"] else "NO"] + ([r["machine"]] if machines else []) for r in rows],
+                          ["process", "kind", "pid", "alive", "answering"] + (["machine"] if machines else []))))
     link_rows = [[device, port, str(c.get("rx_packets", 0)), str(c.get("tx_packets", 0)),
                   str(sum(v for k, v in c.items() if k.startswith("dropped_")))]
                  for device, ports in links.items() for port, c in ports.items()]
@@ -372,6 +422,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print()
         print("\n".join(table(link_rows, ["segment", "port", "rx_pkts", "tx_pkts", "drops"])))
     return 0
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    """A cluster record without its keys, for printing."""
+    return {key: value for key, value in record.items() if key != "keys"}
 
 
 def _exit_status(row: dict[str, Any]) -> str:
@@ -394,6 +449,9 @@ def cmd_capture(args: argparse.Namespace) -> int:
         info = _find_emulation(args.name)
     except LookupError as error:
         return _error(str(error))
+    cluster = _cluster_of(info)
+    if cluster is not None:
+        return cluster.capture(info, args.segment, args.file, args.stop)
     processes = (info.state or {}).get("processes", {})
     if args.segment not in processes:
         return _error(f"{info.name} has no segment {args.segment!r}")
@@ -461,6 +519,13 @@ def cmd_exec(args: argparse.Namespace) -> int:
     except ValueError as error:
         return _error(f"exec: {error}", 2)
     try:
+        info = _find_emulation(args.name)
+    except LookupError as error:
+        return _error(f"exec: {error}")
+    cluster = _cluster_of(info)
+    if cluster is not None:
+        return cluster.exec_or_attach(info, args.node, command, assignments)
+    try:
         site = exec_client.find_site(args.name, args.node)
     except LookupError as error:
         return _error(f"exec: {error}")
@@ -470,6 +535,13 @@ def cmd_exec(args: argparse.Namespace) -> int:
 def cmd_attach(args: argparse.Namespace) -> int:
     from control import exec_client
 
+    try:
+        info = _find_emulation(args.name)
+    except LookupError as error:
+        return _error(f"attach: {error}")
+    cluster = _cluster_of(info)
+    if cluster is not None:
+        return cluster.exec_or_attach(info, args.node, None, {})
     try:
         site = exec_client.find_site(args.name, args.node)
     except LookupError as error:

@@ -24,7 +24,7 @@ from control.remote_exec import RemoteProcess
 from tests.conftest import require_tool, require_trap
 from tests.waiting import wait_for
 
-from .helpers import iperf3_reports, private_run_base, topology, wait_gone
+from .helpers import LAUNCHER, iperf3_reports, private_run_base, topology, wait_gone
 from .ray_cluster import ray_cluster
 from .test_tcp_programs import tcp_listening
 
@@ -191,3 +191,33 @@ def test_a_lost_agent_is_reported_within_two_seconds_and_the_rest_runs_on(cluste
         everything = [psutil.Process(ref.started["pid"]) for i, ref in net.cluster.session.agents.items() if i != 2]
         everything += [psutil.Process(h.pid) for h in net.supervisor.processes.values() if h.alive]
     assert not wait_gone(everything, 10.0), "teardown left processes"
+
+
+def netemu(*words: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(LAUNCHER), *words], capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_cli_on_a_detached_cluster_emulation(cluster, tmp_path):
+    started = netemu("up", str(topology("racks")), "--name", "cli", "-d", "--cluster", cluster.address)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        status = netemu("status", "cli")
+        assert status.returncode == 0, status.stderr
+        assert "CURVE-encrypted" in status.stdout
+        rows = {line.split()[0]: line.split() for line in status.stdout.splitlines()[2:] if line.strip()}
+        # process kind pid alive answering machine: c1 runs on machine 2 (pinned with rack3)
+        assert rows["c1"][3:6] == ["yes", "yes", "2"] and rows["a1"][5] == "0", status.stdout
+        pcap = tmp_path / "core.pcap"
+        assert netemu("capture", "--name", "cli", "core", "-w", str(pcap)).returncode == 0
+        require_trap()
+        pinged = netemu("exec", "--name", "cli", "c1", "--", "ping", "-c", "2", "-i", "0.2", "a1")
+        assert pinged.returncode == 0 and "2 received" in pinged.stdout, pinged.stdout + pinged.stderr
+        failed = netemu("exec", "--name", "cli", "b1", "--", "sh", "-c", "echo out; echo err >&2; exit 5")
+        assert (failed.returncode, failed.stdout, failed.stderr) == (5, "out\n", "err\n")
+        stopped = netemu("capture", "--name", "cli", "core", "--stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert len(icmp_echoes(pcap)) == 4  # c1 -> a1 crosses core: 2 requests, 2 replies
+    finally:
+        down = netemu("down", "cli")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "cli" not in netemu("status").stdout
