@@ -21,7 +21,12 @@ A port is named by its attachment (the NIC's ZeroMQ routing id, ``h1:eth0``)
 and created on hello or first frame with the config's `defaults`, or
 pre-declared in `config["ports"]`. Uplinks (`config["uplinks"]`) are ports
 whose far end is another device: we connect a DEALER to it exactly as a NIC
-would.
+would. `config["data_tcp"]` binds a second ROUTER for peers on other
+machines (a port answers through the socket it last spoke on); ports named
+in `config["trunks"]` join the per-machine devices of one segment: split
+horizon (trunk to trunk never) and not captured. Every tcp:// socket is
+CURVE when the config has keys (bus/curve.py; docs/design.md, "Cross-machine
+links: CURVE and trunks").
 
 Who does what:
 

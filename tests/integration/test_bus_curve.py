@@ -1,6 +1,6 @@
-"""Device processes on tcp://127.0.0.1 with CURVE (config "curve"): the control channel between
-processes, refused peers in the device's log, and a p2p link whose far NIC attaches over its
-`data_tcp` endpoint (the cross-machine p2p link of a cluster emulation)."""
+"""Device and node kernel processes on tcp://127.0.0.1 with CURVE (config "curve"): the control
+channel between processes, refused peers in the device's log, and a p2p link whose far NIC attaches
+over its `data_tcp` endpoint (the cross-machine p2p link of a cluster emulation)."""
 from __future__ import annotations
 
 import socket
@@ -10,6 +10,7 @@ import pytest
 from bus import curve
 from bus.testing import DeviceProcess, FakeNic, make_frame
 from bus.transport import ControlClient, ControlTimeout
+from tests.integration.kernels import KernelProcess, interface
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -102,3 +103,30 @@ def test_a_nic_with_the_wrong_keys_never_attaches_over_tcp(run_dir, keys):
         finally:
             intruder.close()
             near.close()
+
+
+def test_a_node_kernel_on_tcp_with_curve_pings_across_a_p2p_link(run_dir, keys):
+    """nodes/kernel.py has no CURVE code: prepare_process, ControlServer, DataPort and EventLoop do it."""
+    keys, register = keys
+    data_tcp, control = free_tcp_endpoint(), free_tcp_endpoint()
+    register(data_tcp, control)
+    with DeviceProcess("p2p", run_dir, name="l1", data_tcp=data_tcp, curve=keys.as_dict()) as link:
+        near = KernelProcess(run_dir, "h1", [interface("eth0", "02:00:00:00:00:01", "10.0.0.1/24", link.data, "h1")])
+        far = KernelProcess(run_dir, "h2", [interface("eth0", "02:00:00:00:00:02", "10.0.0.2/24", data_tcp, "h2")],
+                            control=control, curve=keys.as_dict())
+        try:
+            near.start()
+            far.start()
+            link.wait_attached(2)
+            assert near.ping("10.0.0.2", count=2)["received"] == 2
+            assert far.ping("10.0.0.1", count=2)["received"] == 2
+            stranger = curve.CurveKeys.generate()
+            with ControlClient(control, timeout=0.5, keys=curve.CurveKeys(
+                    keys.server_public, keys.server_secret, stranger.client_public, stranger.client_secret)) as client, \
+                    pytest.raises(ControlTimeout):
+                client.call("status")
+            wait_for(lambda: f"refused unauthenticated peer 127.0.0.1 on {control}" in far.log_path.read_text(),
+                     timeout=5.0)
+        finally:
+            near.stop()
+            assert far.stop() == 0  # the ZAP handler closed with the control server: the context terminated
