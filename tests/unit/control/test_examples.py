@@ -22,6 +22,7 @@ EXPECTED_COUNTS = {  # file: (nodes, hosts, routers, switches, hubs, p2p links)
     "campus.yaml": (13, 10, 3, 2, 0, 2),
     "generated_100.yaml": (100, 99, 1, 3, 0, 0),
     "generated_500.yaml": (500, 499, 1, 22, 0, 0),
+    "racks.yaml": (30, 27, 3, 4, 0, 1),
 }
 
 
