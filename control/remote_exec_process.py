@@ -153,6 +153,13 @@ class RemoteProcess:
                                      rows=rows, cols=cols, shell=user_shell))
         except BaseException:
             self._close_local()
+            for stream in (self.stdin, self.stdout, self.stderr):
+                if stream is not None:
+                    with contextlib.suppress(OSError, ValueError):
+                        stream.close()
+            for fd in (self._stop_r, self._stop_w):
+                os.close(fd)
+            self._stop_w = None
             raise
         self.id: int = reply["id"]
         self.pid: int = reply["pid"]

@@ -396,3 +396,28 @@ def test_shell_env_and_cwd_as_popen(relay, tmp_path):
     assert process.args == "echo $X $NETEMU_NODE $(pwd)"
     process = remote(relay, ["sh", "-c", "echo $Y"], stdout=subprocess.PIPE, assignments={"Y": "from -e"})
     assert process.communicate(timeout=10)[0] == b"from -e\n"
+
+
+def test_a_failed_start_leaves_no_fd_open(relay):
+    before = set(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(FileNotFoundError):
+            remote(relay, ["no-such-program-here"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                   stderr=subprocess.PIPE, text=True)
+    assert set(os.listdir("/proc/self/fd")) <= before
+
+
+def test_finished_processes_leave_no_fd_open(relay):
+    import gc
+
+    remote(relay, ["true"], stdin=subprocess.PIPE, stdout=subprocess.PIPE).communicate(timeout=10)  # (the pump)
+    gc.collect()
+    before = set(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        process = remote(relay, ["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert process.communicate(b"data", timeout=10) == (b"data", b"")
+        process._output_thread.join(10)
+        process._input_thread.join(10)
+    del process
+    gc.collect()
+    assert wait_for(lambda: set(os.listdir("/proc/self/fd")) <= before)
