@@ -343,6 +343,24 @@ def bind(socket: zmq.Socket, endpoint: str, keys: CurveKeys | None = None) -> st
     return bound
 
 
+# A process of a cluster emulation answers control requests on tcp:// (CURVE), and also on an
+# ipc:// endpoint of its own machine for the node's tools (ip, ss, sysctl), which hold no keys:
+# config["control_local"], set up by bus.runtime.prepare_process.
+_local_twins: dict[str, str] = {}
+
+
+def add_local_twin(endpoint: str | None, local: str | None) -> None:
+    """Servers bound on tcp:// `endpoint` also listen, unencrypted, on ipc:// `local` (same machine)."""
+    if endpoint and local:
+        if not local.startswith("ipc://"):
+            raise ValueError(f"a local twin must be an ipc:// endpoint, not {local!r}")
+        _local_twins[endpoint] = local
+
+
+def local_twin(endpoint: str) -> str | None:
+    return _local_twins.get(endpoint)
+
+
 def release(socket: zmq.Socket) -> None:
     """Forget a server socket (call before closing it, after its loop stopped polling it). The context's
     ZAP handler closes with its last server, so `context.term()` does not wait for it."""

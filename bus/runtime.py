@@ -193,6 +193,7 @@ def prepare_process(config: dict[str, Any]) -> Lifecycle:
     """
     configure_logging(config)
     curve.use(config.get("curve"))  # the keys of every tcp:// socket this process makes (bus/curve.py)
+    curve.add_local_twin(config.get("control"), config.get("control_local"))  # for the node's tools
     lifecycle = Lifecycle(str(config.get("name", "?")), config.get("parent_pid"))
     lifecycle.install_signal_handlers()
     if lifecycle.parent_pid is not None:

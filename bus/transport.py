@@ -146,6 +146,11 @@ class ControlServer:
         self.handlers: dict[str, Callable[..., Any]] = dict(handlers or {})
         self.socket = context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        # Its keyless ipc:// twin first: libzmq copies a socket's options into each listener when it
+        # binds (zmq_setsockopt(3)), so the CURVE options set next apply to the tcp:// listener only.
+        self.local = curve.local_twin(endpoint)
+        if self.local is not None:
+            self.socket.bind(self.local)
         # tcp:// with keys (`keys`, else bus.curve.keys_for): a CURVE server; a port 0 resolved.
         self.endpoint = curve.bind(self.socket, endpoint, keys)
         self.requests = 0
@@ -212,6 +217,8 @@ class ControlServer:
         self.socket.close(linger=200)
         if unlink:
             cleanup_endpoint(self.endpoint)
+            if self.local is not None:
+                cleanup_endpoint(self.local)
 
 
 def _encode_request(op: str, args: Mapping[str, Any] | None) -> bytes:

@@ -83,7 +83,8 @@ def exec_or_attach(info: Any, node: str, command: list[str] | None, assignments:
             agent = _agent(session, record, machine)
 
             def call(method: str, **kwargs: Any) -> Any:
-                return session.ray.get(agent.exec_call.remote(method, kwargs), timeout=60)
+                return session.ray.get(agent.exec_call.options(concurrency_group="exec").remote(method, kwargs),
+                                       timeout=60)
             return attach_remote(call, node, command, assignments=assignments,
                                  verb="exec" if command else "attach")
     except (LookupError, ClusterError) as error:

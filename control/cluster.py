@@ -38,7 +38,10 @@ log = logging.getLogger(__name__)
 
 AGENT_SILENCE = 1.5      # s past a long poll's end with no answer: the machine is lost
 EVENTS_POLL = 0.5        # s each `events` long poll waits at the agent
-AGENT_CONCURRENCY = 16   # threads of an agent actor: spawns, polls and exec relays side by side
+AGENT_CONCURRENCY = 16   # threads of an agent actor for spawns, kills, files
+# Each running remote program holds an exec thread in its long poll: their own group, so that the
+# events poll (its own group too) never queues behind them (Ray concurrency groups).
+CONCURRENCY_GROUPS = {"events": 2, "exec": 64}
 
 
 class ClusterError(RuntimeError):
@@ -122,7 +125,8 @@ class ClusterSession:
             options: dict[str, Any] = {
                 "name": agent_name(emulation, index), "namespace": AGENT_NAMESPACE,
                 "scheduling_strategy": NodeAffinitySchedulingStrategy(info.node_id, soft=False),
-                "max_concurrency": AGENT_CONCURRENCY, "num_cpus": 0, "max_restarts": 0,
+                "max_concurrency": AGENT_CONCURRENCY, "concurrency_groups": CONCURRENCY_GROUPS,
+                "num_cpus": 0, "max_restarts": 0,
             }
             if detached:
                 options["lifetime"] = "detached"
@@ -142,7 +146,11 @@ class ClusterSession:
         ref = self.agents[index]
         if ref.lost is not None:
             raise ClusterError(f"machine {index} ({ref.info.ip}) is lost: {ref.lost}")
-        return self.ray.get(getattr(ref.actor, method).remote(*args, **kwargs), timeout=timeout)
+        group = "exec" if method == "exec_call" else None
+        call = getattr(ref.actor, method)
+        if group is not None:
+            call = call.options(concurrency_group=group)
+        return self.ray.get(call.remote(*args, **kwargs), timeout=timeout)
 
     def stop_agents(self, grace: float = 0.5, timeout: float = 10.0) -> list[int]:
         """Every agent stops its processes and ends; the pids it found left over."""
@@ -302,7 +310,8 @@ class ClusterZygote:
         ref = self.session.agents[machine]
         while not self._stopping:
             try:
-                events = ray.get(ref.actor.events.remote(EVENTS_POLL), timeout=EVENTS_POLL + AGENT_SILENCE)
+                events = ray.get(ref.actor.events.options(concurrency_group="events").remote(EVENTS_POLL),
+                                 timeout=EVENTS_POLL + AGENT_SILENCE)
             except ray.exceptions.GetTimeoutError:
                 self._lose(machine, f"its agent did not answer for {EVENTS_POLL + AGENT_SILENCE:g} s")
                 return

@@ -78,7 +78,8 @@ class HostAgent:
         self._lock = threading.Lock()
         self._last_poll = time.monotonic()
         self._stopped = False
-        self._relay: Any = None                   # control.remote_exec.ExecRelay, made on first exec
+        self._relay: Any = None                   # control.remote_exec.ExecRelay, made at start
+        self._rehands: dict[str, tuple[threading.Event, threading.Thread]] = {}
         self._watchdog = threading.Thread(target=self._watch_controller, name="controller-watch", daemon=True)
         self._watchdog.start()
 
@@ -110,6 +111,9 @@ class HostAgent:
             tail = read_log_tail(self.run_dir.log_path("zygote"))
             self.run_dir.release(keep_logs=False)
             raise RuntimeError(f"machine {self.index}: the zygote did not start: {failure[:1]} {tail[-3:]}")
+        from .remote_exec import ExecRelay
+
+        self._relay = ExecRelay(self.emulation, str(self.run_dir.path), node_alive=self._node_alive)
         return {"ip": self.ip(), "hostname": socket.gethostname(), "run_dir": str(self.run_dir.path),
                 "zygote_pid": self._zygote.pid, "pid": os.getpid(),
                 "preload_failures": dict(self._zygote.preload_failures)}
@@ -245,13 +249,35 @@ class HostAgent:
 
     def exec_call(self, method: str, kwargs: dict[str, Any]) -> Any:
         """One call of the exec relay: start, io, signal, resize, close."""
+        if method not in ("start", "io", "signal", "resize", "close", "jobs"):
+            raise ValueError(f"no exec method {method!r}")
         if self._relay is None:
-            from .remote_exec import ExecRelay
-
-            assert self.run_dir is not None
-            self._relay = ExecRelay(self.emulation, str(self.run_dir.path))
+            raise RuntimeError(f"machine {self.index} is not running")
         self._last_poll = time.monotonic()
         return getattr(self._relay, method)(**kwargs)
+
+    def _node_alive(self, node: str) -> bool:
+        with self._lock:
+            return node in self._names.values()
+
+    def rehand_begin(self, node: str, timeout: float = 60.0) -> None:
+        """A node of this machine is about to restart: its programs' calls wait (ENETDOWN while it is
+        down) until `rehand_end`, which hands them to the new kernel (ProgramTable.rehand)."""
+        restarted = threading.Event()
+        paused = threading.Event()
+
+        def restart() -> None:
+            paused.set()
+            restarted.wait(timeout)
+        thread = threading.Thread(target=self._relay.rehand, args=(node, restart), name=f"rehand-{node}", daemon=True)
+        self._rehands[node] = (restarted, thread)
+        thread.start()
+        paused.wait(timeout)
+
+    def rehand_end(self, node: str) -> None:
+        restarted, thread = self._rehands.pop(node)
+        restarted.set()
+        thread.join(30.0)
 
     # -- the controller's absence ---------------------------------------------------------------
 

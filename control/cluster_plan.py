@@ -166,7 +166,9 @@ def build_cluster_plan(topology: "Topology", placement: "Placement", machines: l
             owner = plan.port_owner[spec["attachment"]]
             endpoint = spec["endpoint"] if plan.machine_of[owner] == machine else data_tcp[owner]
             interfaces.append(dict(spec, endpoint=endpoint))
-        config = dict(base.config, control=tcp(machine), interfaces=interfaces, machine=machine, **extra)
+        # control_local: the node's tools (ip, ss...) in its programs reach it there, with no keys
+        config = dict(base.config, control=tcp(machine), control_local=base.config["control"],
+                      interfaces=interfaces, machine=machine, **extra)
         plan.nodes.append(ProcessPlan(node.name, base.kind, base.target, config))
         plan.machine_of[node.name] = machine
     return plan

@@ -158,6 +158,16 @@ class ClusterRun:
             return session.call(machine, "exec_call", method, kwargs)
         return call
 
+    def rehand(self, node: str, restart: Any) -> None:
+        """Restart a node of another machine; its agent hands the node's programs to the new kernel."""
+        assert self.session is not None
+        machine = self.machine_of(node)
+        self.session.call(machine, "rehand_begin", node)
+        try:
+            restart()
+        finally:
+            self.session.call(machine, "rehand_end", node)
+
     # -- captures --------------------------------------------------------------------------
 
     def capture_start(self, emulation: "Emulation", segment: str, path: str) -> str:

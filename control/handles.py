@@ -153,7 +153,9 @@ class NodeHandle:
             emulation.supervisor.restart(self.name, ready_timeout=emulation.ready_timeout)
             emulation._wait_attached([interface.attachment for interface in self.model.interfaces.values()])
         programs = emulation.__dict__.get("programs")
-        if programs is None:
+        if emulation.cluster is not None and not emulation.cluster.is_local(self.name):
+            emulation.cluster.rehand(self.name, restart)  # its programs are its agent's
+        elif programs is None:
             restart()
         else:                     # programs outlive their node: the new kernel serves them
             programs.rehand(self.name, restart)
