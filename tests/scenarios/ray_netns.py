@@ -12,7 +12,9 @@ logs) under a private directory, and the cluster uses token authentication (`RAY
 the token passed as `RAY_AUTH_TOKEN`, never written to ~/.ray/auth_token). Teardown is by namespace,
 not by name: `ray stop` finds Ray's processes by name host-wide (psutil), so it would also stop any
 other Ray on the host; instead every process whose network namespace is one of ours
-(`ip netns pids`) gets SIGTERM, then SIGKILL, then the namespaces and directories are removed.
+(`ip netns pids`) gets SIGTERM, then SIGKILL after `grace` (1 s: a head's gcs_server, raylet and
+autoscaler monitor outlive SIGTERM by more than 6 s when the whole cluster stops at once; `ray stop
+--force` is SIGKILL too), then the namespaces and directories are removed.
 A bridge capture: `ns_popen(machines.bridge_ns, ["tshark", "-i", "nbr0", ...])`.
 """
 from __future__ import annotations
@@ -69,7 +71,7 @@ class RayMachines:
         env = {k: v for k, v in os.environ.items()
                if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
         env.update(LIGHT_ENV)
-        env["RAY_AUTH_MODE"] = "token"
+        env["RAY_AUTH_MODE"] = "token" if self.token else "disabled"
         token = self.token if token is None else token
         if token:
             env["RAY_AUTH_TOKEN"] = token
@@ -161,10 +163,11 @@ def _wait_nodes(machines: RayMachines, count: int, deadline: float) -> None:
 
 
 @contextlib.contextmanager
-def ray_machines(count: int = 3, start_timeout: float = 90.0, grace: float = 5.0
-                 ) -> Iterator[RayMachines]:
+def ray_machines(count: int = 3, *, auth: bool = True, start_timeout: float = 90.0,
+                 grace: float = 1.0) -> Iterator[RayMachines]:
     """Build the namespaces, bridge and Ray cluster of this module's docstring; tear all down after
-    (also on exceptions and KeyboardInterrupt)."""
+    (also on exceptions and KeyboardInterrupt). `auth=False`: a cluster without token
+    authentication (`RAY_AUTH_MODE=disabled`, `machines.token == ""`), to test refusing it."""
     prefix = f"nerq-{os.getpid()}-{secrets.token_hex(2)}"
     namespaces = [f"{prefix}-{i}" for i in range(count)]
     addresses = [f"{SUBNET}.{i + 1}" for i in range(count)]
@@ -173,7 +176,7 @@ def ray_machines(count: int = 3, start_timeout: float = 90.0, grace: float = 5.0
     root_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir="/tmp"))
     temp_dirs = [root_dir / f"m{i}" for i in range(count)]
     machines = RayMachines(prefix=prefix, namespaces=namespaces, addresses=addresses,
-                           bridge_ns=bridge_ns, bridge=BRIDGE, token=secrets.token_hex(32),
+                           bridge_ns=bridge_ns, bridge=BRIDGE, token=secrets.token_hex(32) if auth else "",
                            head_address=f"{addresses[0]}:{GCS_PORT}", temp_dirs=temp_dirs,
                            root_dir=root_dir)
     try:
@@ -191,14 +194,20 @@ def ray_machines(count: int = 3, start_timeout: float = 90.0, grace: float = 5.0
             _ip("-n", ns, "addr", "add", f"{addresses[i]}/24", "dev", "eth0")
             _ip("-n", ns, "link", "set", "eth0", "up")
         deadline = time.monotonic() + start_timeout
+        starts = []
         for i, temp_dir in enumerate(temp_dirs):
             temp_dir.mkdir()
             argv = [RAY, "start", "--node-ip-address", addresses[i], "--temp-dir", str(temp_dir),
                     "--resources", json.dumps({f"m{i}": 1}), *NODE_FLAGS]
             argv += HEAD_FLAGS if i == 0 else ["--address", machines.head_address]
-            result = machines.run(i, argv, timeout=max(1.0, deadline - time.monotonic()))
-            if result.returncode != 0:
-                raise RuntimeError(f"ray start on machine {i} failed:\n{result.stdout}\n{result.stderr}")
+            # The head first (the others join its GCS), then the others side by side.
+            starts.append((i, machines.popen(i, argv)))
+            if i == 0 or i == count - 1:
+                for j, process in starts:
+                    out, err = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
+                    if process.returncode != 0:
+                        raise RuntimeError(f"ray start on machine {j} failed:\n{out}\n{err}")
+                starts = []
         _wait_nodes(machines, count, deadline)
         yield machines
     finally:
