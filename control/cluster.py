@@ -119,14 +119,13 @@ class ClusterSession:
         ray = self.ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        remote_agent = ray.remote(HostAgent)
+        remote_agent = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(HostAgent)
         run_base = os.environ.get("NETEMU_RUN_DIR")
         for index, info in sorted(machines.items()):
             options: dict[str, Any] = {
                 "name": agent_name(emulation, index), "namespace": AGENT_NAMESPACE,
                 "scheduling_strategy": NodeAffinitySchedulingStrategy(info.node_id, soft=False),
-                "max_concurrency": AGENT_CONCURRENCY, "concurrency_groups": CONCURRENCY_GROUPS,
-                "num_cpus": 0, "max_restarts": 0,
+                "max_concurrency": AGENT_CONCURRENCY, "num_cpus": 0, "max_restarts": 0,
             }
             if detached:
                 options["lifetime"] = "detached"

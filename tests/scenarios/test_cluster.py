@@ -134,6 +134,9 @@ def test_exec_on_a_node_of_another_machine_is_popen_like(racks):
     assert (out, process.returncode) == ("b4 100000\n", 7), err
     ping = racks["c4"].run(["ping", "-c", "1", "-W", "2", "a4"], capture_output=True, text=True, timeout=60)
     assert ping.returncode == 0 and "1 received" in ping.stdout, ping.stdout + ping.stderr
+    # the node's own tools reach its kernel on its machine (the keyless ipc twin of its control endpoint)
+    shown = racks["c4"].run(["ip", "-4", "addr", "show", "eth0"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "10.3.0.14/24" in shown.stdout, shown.stdout + shown.stderr
 
 
 def test_tcp_across_machines_is_byte_exact(racks, tmp_path):
