@@ -224,3 +224,36 @@ def test_the_cli_on_a_detached_cluster_emulation(cluster, tmp_path):
         down = netemu("down", "cli")
     assert down.returncode == 0, down.stdout + down.stderr
     assert "cli" not in netemu("status").stdout
+
+
+def test_agents_of_a_vanished_controller_tear_down_by_themselves(cluster):
+    import json
+
+    started = netemu("up", str(topology("single_lan")), "--name", "orphan", "-d", "--cluster", cluster.address)
+    assert started.returncode == 0, started.stdout + started.stderr
+    status = json.loads(netemu("status", "--json").stdout)
+    supervisor = next(e["supervisor_pid"] for e in status if e["name"] == "orphan")
+    state = json.loads((Path(os.environ["NETEMU_RUN_DIR"]) / "orphan" / "state.json").read_text())
+    pids = [record["pid"] for record in state["processes"].values()]
+    processes = [psutil.Process(pid) for pid in pids]
+    os.kill(supervisor, signal.SIGKILL)  # the controller vanishes; its detached agents live on
+    # within the agents' grace (10 s) and a poll of their watchdog, they stop everything
+    assert not wait_gone(processes, 20.0), "the processes outlived their vanished controller"
+    import ray
+
+    wait_for(lambda: not [a for a in ray.util.list_named_actors(all_namespaces=True)
+                          if a["name"].startswith("netemu.orphan.")], timeout=10.0)
+    down = netemu("down", "orphan")  # the stale run directory
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "orphan" not in netemu("status").stdout
+
+
+def test_check_validates_the_placement_against_the_cluster(cluster, tmp_path):
+    checked = netemu("check", str(topology("racks")), "--cluster", cluster.address)
+    assert checked.returncode == 0, checked.stderr
+    assert "placement on 3 Ray nodes" in checked.stdout and "spread over machines: core" in checked.stdout
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(topology("racks").read_text().replace("  rack3: m2", "  rack3: m7"))
+    refused = netemu("check", str(wrong), "--cluster", cluster.address)
+    line = next(i for i, text in enumerate(wrong.read_text().splitlines(), 1) if text == "  rack3: m7")
+    assert refused.returncode == 1 and f"{wrong}:{line}: placement.rack3:" in refused.stderr, refused.stderr
