@@ -22,10 +22,17 @@ measured in the same run:
   emulation's own same-machine figure.
 * `RTT cross-machine` (and `(no encryption)`): median `node.ping()` RTT h1 -> h3 beside
   h1 -> h2, in ms. No target: reported.
+
+`--rounds N` (default 3): every measurement N times, the median reported, each round in the note.
 * `300 nodes ready over 3 Ray nodes`: `Emulation.start()` until ready (agents started,
   every process answering, every interface attached) of bench/launch.py's 300-host switch
   tree over the 3 Ray nodes (placed by the partitioner, encrypted), beside the same topology
   started on one machine without Ray in the same run. Target <= 1.5x.
+
+Ray starts its workers at RAY_worker_niceness (15 unless set in the environment of the raylets,
+here this benchmark's): the agents' zygotes and every process they fork inherit it, while the
+single-machine emulation runs at this process's. The notes give both; on a machine that also
+runs other work, `RAY_worker_niceness=0 python -m bench distributed` compares like with like.
 
 Rows with a target say `met` or `missed`; the JSON (bench/out/distributed.json) adds `bound`,
 `limit` (the ratio the target asks) and `met`. Needs root (programs on nodes: the trap) and
@@ -239,6 +246,14 @@ def median_rtt(net: Emulation, destination: str) -> float:
     return statistics.median(result.rtts)
 
 
+def niceness(net: Emulation, node: str) -> int | None:
+    """The nice value of `node`'s process (Ray starts its workers, and so the agents' zygotes and
+    every process they fork, at RAY_worker_niceness: 15 unless set when the raylets start)."""
+    with contextlib.suppress(psutil.Error, KeyError, TypeError):
+        return psutil.Process(net.supervisor.processes[node].pid).nice()
+    return None
+
+
 def _address(net: Emulation, node: str) -> str:
     return net[node].addresses[0].split("/")[0]
 
@@ -264,6 +279,7 @@ def path_figures(address: str, encrypt: bool, seconds: float, rounds: int) -> di
         if net.cluster.encrypted != encrypt:
             raise RuntimeError(f"bench distributed: asked encrypt={encrypt}, the emulation says {net.cluster.encrypted}")
         figures["where"] = _check_placement(net)
+        figures["nice"] = niceness(net, SENDER)
         local, remote = _address(net, LOCAL_PEER), _address(net, REMOTE_PEER)
         median_rtt(net, local), median_rtt(net, remote)     # ARP resolved before anything is timed
         for _ in range(rounds):
@@ -284,7 +300,8 @@ def path_rows(figures: dict[str, Any], encrypt: bool, seconds: float, relay: flo
     same, cross = statistics.median(figures["same"]), statistics.median(figures["cross"])
     rtt_same, rtt_cross = statistics.median(figures["rtt_same"]), statistics.median(figures["rtt_cross"])
     how = (f"{figures['where']}; in-process sender on h1, a Python receiver by exec; {seconds:g} s x "
-           f"{len(figures['same'])}; {'CURVE-encrypted trunk' if encrypt else 'plain tcp:// trunk'}")
+           f"{len(figures['same'])}; {'CURVE-encrypted trunk' if encrypt else 'plain tcp:// trunk'}; "
+           f"nodes at nice {figures.get('nice')}")
     rows = []
     if relay is not None:
         rows.append(ratio_row(SAME, same, "Mbit/s", relay, "bare relay hop, 1514 B frames 1/msg",
@@ -324,6 +341,7 @@ def startup_seconds(cluster: str | None, nodes: int = STARTUP_NODES) -> dict[str
         if result.received != 1:
             raise RuntimeError(f"bench distributed: {hosts[0]} -> {hosts[-1]} unanswered after start-up")
         figures["processes"] = len(net.plan.nodes) + len(net.plan.devices)
+        figures["nice"] = niceness(net, hosts[0])
         if net.cluster is not None:
             load: dict[int, int] = {}
             for machine in net.plan.machine_of.values():
@@ -342,7 +360,8 @@ def startup_row(local: list[dict[str, Any]], spread: list[dict[str, Any]]) -> Ra
     prepare = statistics.median(f["prepare"] for f in spread)
     load = ", ".join(f"m{m}: {n}" for m, n in spread[-1]["load"].items())
     note = (f"{spread[-1]['processes']} processes (launch's switch tree), placed {load}; of it the agents, "
-            f"placement and plan {prepare:.1f} s; encrypted{_rounds([f['ready'] for f in spread])}")
+            f"placement and plan {prepare:.1f} s; encrypted; nodes at nice {spread[-1].get('nice')} (one machine: "
+            f"{local[-1].get('nice')}){_rounds([f['ready'] for f in spread])}")
     return ratio_row(STARTUP, three, "s", one, f"{STARTUP_NODES} nodes on one machine, no Ray", note,
                      "<=", STARTUP_MAX_RATIO)
 
@@ -363,7 +382,7 @@ class Options:
 def parse(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench distributed", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each goodput measurement (default 3)")
-    parser.add_argument("--rounds", type=int, default=1, help="rounds of every measurement, the median reported")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every measurement, the median reported")
     parser.add_argument("--only", default=",".join(CHOICES), help=f"comma-separated subset of {','.join(CHOICES)}")
     args = parser.parse_args(argv or [])
     only = tuple(name.strip() for name in args.only.split(",") if name.strip())

@@ -76,7 +76,7 @@ def test_receiver_answer_and_goodput():
 
 def test_options():
     options = distributed.parse([])
-    assert (options.seconds, options.rounds, options.only) == (3.0, 1, ("goodput", "startup"))
+    assert (options.seconds, options.rounds, options.only) == (3.0, 3, ("goodput", "startup"))
     assert distributed.parse(["--only", "startup", "--rounds", "2"]).only == ("startup",)
     for bad in (["--only", "wan"], ["--rounds", "0"], ["--seconds", "0"]):
         with pytest.raises(SystemExit):
