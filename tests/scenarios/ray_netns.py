@@ -92,16 +92,17 @@ class RayMachines:
         return process
 
     def run(self, index: int, argv: Sequence[str], env: Mapping[str, str] | None = None,
-            timeout: float = 60, **kw) -> subprocess.CompletedProcess:
-        """`ns_run` inside machine `index` with the cluster's environment, output captured."""
-        return ns_run(self.namespaces[index], argv, env=self.env(extra=env), capture_output=True,
+            timeout: float = 60, token: str | None = None, **kw) -> subprocess.CompletedProcess:
+        """`ns_run` inside machine `index` with `self.env(token, env)`, output captured."""
+        return ns_run(self.namespaces[index], argv, env=self.env(token, env), capture_output=True,
                       timeout=timeout, **kw)
 
-    def python(self, index: int, code: str, env: Mapping[str, str] | None = None,
-               timeout: float = 60) -> subprocess.CompletedProcess:
-        """`python -c code` inside machine `index` (the venv's interpreter, cwd = the repo)."""
-        return self.run(index, [sys.executable, "-c", code], env=env, timeout=timeout,
-                        cwd=str(Path(__file__).resolve().parents[2]))
+    def python(self, index: int, code: str, *args: str, env: Mapping[str, str] | None = None,
+               timeout: float = 60, token: str | None = None) -> subprocess.CompletedProcess:
+        """`python -c code args...` inside machine `index` (the venv's interpreter, cwd = the
+        repository), with `self.env(token, env)`."""
+        return self.run(index, [sys.executable, "-c", code, *args], env=env, timeout=timeout,
+                        token=token, cwd=str(Path(__file__).resolve().parents[2]))
 
 
 def _ip(*argv: str) -> None:
