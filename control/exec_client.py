@@ -223,6 +223,8 @@ def cli_run(net: Any, node: str, argv: Sequence[str], out: IO[str], script: bool
     except (AttributeError, OSError, ValueError):
         fileno = None
     out.flush()
+    if fileno is not None and _remote(net, node):
+        return _relay_remote(net, node, list(argv), fileno, script)
     try:
         if fileno is not None:
             process = net[node].exec(list(argv), stdin=stdin, stdout=fileno, stderr=fileno)
@@ -252,8 +254,31 @@ def _wait_cli(process: subprocess.Popen) -> int:
         reclaim_terminal(0)
 
 
+def _remote(net: Any, node: str) -> bool:
+    """A node of another machine of a cluster emulation (docs/cluster.md)."""
+    cluster = getattr(net, "cluster", None)
+    return cluster is not None and not cluster.is_local(node)
+
+
+def _relay_remote(net: Any, node: str, argv: list[str] | None, fileno: int, script: bool) -> int:
+    """The program on a node of another machine, through its agent: Ctrl-C and the terminal follow it
+    (control/remote_exec.py attach_remote), as they follow a local one."""
+    from .remote_exec import attach_remote
+
+    stdin_fd = os.open(os.devnull, os.O_RDONLY) if script else 0
+    try:
+        return attach_remote(net.cluster.exec_caller(node), node, argv, pty=None,
+                             stdin_fd=stdin_fd, stdout_fd=fileno, stderr_fd=fileno,
+                             verb="attach" if argv is None else "exec")
+    finally:
+        if script:
+            os.close(stdin_fd)
+
+
 def cli_attach(net: Any, node: str) -> int:
     """`netemu> attach h1`: the shell on the node; back to the prompt when it exits."""
+    if _remote(net, node):
+        return _relay_remote(net, node, None, 1, False)
     site = net[node].site()
     argv, extra = attach_argv(site, interactive=True)
     env = {**os.environ, **extra}

@@ -257,3 +257,15 @@ def test_check_validates_the_placement_against_the_cluster(cluster, tmp_path):
     refused = netemu("check", str(wrong), "--cluster", cluster.address)
     line = next(i for i, text in enumerate(wrong.read_text().splitlines(), 1) if text == "  rack3: m7")
     assert refused.returncode == 1 and f"{wrong}:{line}: placement.rack3:" in refused.stderr, refused.stderr
+
+
+def test_the_netemu_cli_runs_programs_on_nodes_of_other_machines(cluster, tmp_path):
+    require_trap()
+    script = tmp_path / "demo"
+    script.write_text("c1 ping -c 1 a1\nc1 ip -4 addr show eth0\nb2 sh -c 'exit 4'\nexit\n")
+    shown = netemu("up", str(topology("racks")), "--name", "fg", "--cluster", cluster.address,
+                   "--script", str(script), timeout=180)
+    # a script with a failing command ends with status 1, as on one machine
+    assert shown.returncode == 1, shown.stdout + shown.stderr
+    assert "1 received" in shown.stdout and "10.3.0.11/24" in shown.stdout, shown.stdout
+    assert "*** b2: sh exited with status 4" in shown.stdout, shown.stdout
