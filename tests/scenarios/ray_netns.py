@@ -137,17 +137,6 @@ def existing_namespaces(prefix: str) -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.startswith(prefix)]
 
 
-def cluster_nodes(machines: RayMachines) -> int:
-    """How many alive Ray nodes the head's GCS knows (asked from inside machine 0)."""
-    code = ("import ray._private.state as s, ray\n"
-            f"ray.init(address={machines.head_address!r}, logging_level='ERROR', log_to_driver=False)\n"
-            "print(sum(1 for n in ray.nodes() if n['Alive']))")
-    result = machines.python(0, code, timeout=60)
-    if result.returncode != 0:
-        raise RuntimeError(f"cannot count the cluster's nodes: {result.stderr[-2000:]}")
-    return int(result.stdout.split()[-1])
-
-
 def _wait_nodes(machines: RayMachines, count: int, deadline: float) -> None:
     """Poll the GCS (a tiny GcsClient probe, no driver) until `count` nodes are alive."""
     code = ("import sys\nfrom ray._raylet import GcsClient\n"
