@@ -8,17 +8,16 @@ and checks what is left.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_root
+from tests.conftest import cannot_run, require_root
 from tests.scenarios import ray_netns
 from tests.waiting import wait_for
-
-pytest.importorskip("ray")
 
 # A driver that runs one task on each machine (pinned by its custom resource m<i>) and prints the
 # node IP each task saw.
@@ -72,6 +71,8 @@ ONE_TRY = {"RAY_gcs_server_port_wait_time_s": "1"}
 def cluster():
     """(machines, stack): the module's cluster; `stack.close()` tears it down."""
     require_root()
+    if importlib.util.find_spec("ray") is None:     # the [cluster] extra; the drivers import it
+        cannot_run("the Ray tests cannot run", "ray is not installed (pip install -e '.[cluster]')")
     stack = contextlib.ExitStack()
     started = time.monotonic()
     machines = stack.enter_context(ray_netns.ray_machines())
