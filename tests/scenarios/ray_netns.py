@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 from tests.scenarios.tap_helpers import ns_popen, ns_run
+from tests.waiting import wait_for
 
 SUBNET = "10.213.0"          # an unlikely /24; it only exists inside our namespaces
 BRIDGE = "nbr0"
@@ -124,10 +125,8 @@ def kill_namespaces(namespaces: Sequence[str], grace: float) -> None:
         for pid in alive():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not alive():
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: not alive(), timeout=wait)
             return
 
 
@@ -142,14 +141,17 @@ def _wait_nodes(machines: RayMachines, count: int, deadline: float) -> None:
     code = ("import sys\nfrom ray._raylet import GcsClient\n"
             f"c = GcsClient(address={machines.head_address!r})\n"
             "print(sum(1 for n in c.get_all_node_info(timeout=5).values() if n.state == 0))")
-    seen = ""
-    while time.monotonic() < deadline:
+    seen = [""]
+
+    def enough() -> bool:
         result = machines.python(0, code, timeout=30)
-        seen = (result.stdout + result.stderr).strip()
-        if result.returncode == 0 and int(result.stdout.split()[-1]) >= count:
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"the cluster did not reach {count} nodes: {seen[-2000:]}")
+        seen[0] = (result.stdout + result.stderr).strip()
+        return result.returncode == 0 and int(result.stdout.split()[-1]) >= count
+
+    try:
+        wait_for(enough, timeout=max(1.0, deadline - time.monotonic()), interval=0.2)
+    except TimeoutError:
+        raise TimeoutError(f"the cluster did not reach {count} nodes: {seen[0][-2000:]}") from None
 
 
 @contextlib.contextmanager
