@@ -277,7 +277,8 @@ def path_figures(address: str, encrypt: bool, seconds: float, rounds: int) -> di
     name = f"bench-dist-{'enc' if encrypt else 'plain'}-{os.getpid()}"
     with Emulation(topology(), name=name, cluster=address, encrypt=encrypt, handle_signals=False) as net:
         if net.cluster.encrypted != encrypt:
-            raise RuntimeError(f"bench distributed: asked encrypt={encrypt}, the emulation says {net.cluster.encrypted}")
+            raise RuntimeError(f"bench distributed: asked encrypt={encrypt}, "
+                               f"the emulation says {net.cluster.encrypted}")
         figures["where"] = _check_placement(net)
         figures["nice"] = niceness(net, SENDER)
         local, remote = _address(net, LOCAL_PEER), _address(net, REMOTE_PEER)
@@ -310,7 +311,8 @@ def path_rows(figures: dict[str, Any], encrypt: bool, seconds: float, relay: flo
                           f"h1 -> lan1 -> trunk -> lan1 -> h3; {how}{_rounds(figures['cross'])}",
                           ">=", GOODPUT_MIN_RATIO))
     rows.append(ratio_row(RTT + suffix, rtt_cross, "ms", rtt_same, f"RTT same-machine{suffix}",
-                          f"median of {PINGS} echoes h1 -> h3 beside h1 -> h2; no target{_rounds(figures['rtt_cross'])}"))
+                          f"median of {PINGS} echoes h1 -> h3 beside h1 -> h2; no target"
+                          f"{_rounds(figures['rtt_cross'])}"))
     return rows
 
 
