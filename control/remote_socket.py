@@ -527,13 +527,15 @@ class RemoteSocket:
             self.close()
 
     def close(self) -> None:
-        """Close it (at the relay once no makefile() file holds it); a call of another thread ends with EBADF."""
+        """Close it (at the relay once no makefile() file holds it); a call of another thread ends with EBADF.
+        A machine that cannot be reached any more took the socket with it: nothing to do then."""
         with self._lock:
             self._closed = True
             if self._released or self._io_refs > 0:
                 return
             self._released = True
-        self._transport("close", id=self._id)
+        with contextlib.suppress(OSError):
+            self._transport("close", id=self._id)
 
     def detach(self) -> int:
         raise io.UnsupportedOperation(f"a socket of {self.node} (another machine) has no file descriptor to detach")

@@ -280,3 +280,5 @@ def test_node_socket_of_a_node_on_another_machine_goes_through_its_agent(tmp_pat
                     assert type(raised(lambda: refused.connect(("h1", 9)))) is ConnectionRefusedError
             left_open = net["h2"].socket(AF_INET, SOCK_DGRAM)      # the agent closes it at teardown
             left_open.bind(("", 5001))
+        assert raised(lambda: left_open.getsockname()).errno == errno.ENETDOWN
+        left_open.close()                                          # its machine took it: nothing to do

@@ -267,6 +267,12 @@ def test_an_unreachable_machine_is_enetdown():
         raise ConnectionError("the actor died")
     error = raised(lambda: RemoteSocket(lost, "n1", AF_INET, SOCK_DGRAM))
     assert error.errno == errno.ENETDOWN and "the machine of n1" in str(error) and "actor died" in str(error)
+    harness = Harness()
+    sock = harness.socket(AF_INET, SOCK_DGRAM)
+    sock._call = lost                                # the agent goes away under an open socket
+    assert raised(lambda: sock.getsockname()).errno == errno.ENETDOWN
+    sock.close()                                     # its machine took it: nothing to do, no error
+    assert "[closed]" in repr(sock)
 
 
 def test_node_names_are_checked():
