@@ -238,6 +238,8 @@ class _State:
         self.pinned_load = [0] * k
         self.machine: dict[str, int] = {}
         self.empty_home: dict[str, int] = {}
+        self.follows: dict[str, str] = {}          # member-less segment -> the segment whose home it takes
+        self.followers: dict[str, list[str]] = {}
         self.total = len(self.node_names) + len(self.segments)
         self.load = [0] * k
         self.hi = list(capacity)
@@ -255,9 +257,25 @@ class _State:
         self.lo = [max(1 if t >= 1 else 0, math.ceil(t * (1 - imbalance)) - 1) for t in self.share]
 
     # -- one segment's measures ----------------------------------------------------------------
+    def anchor_empty_segments(self) -> None:
+        """A segment no node attaches to sits with the nearest segment (over `links:`) that has members or a pin."""
+        anchored = [s for s in self.segments if self.members[s] or s in self.pinned_home]
+        queue = [(s, s) for s in anchored]
+        reached = set(anchored)
+        for segment, anchor in queue:                 # breadth first, in topology order
+            for index in self.seg_links[segment]:
+                for other in self.links[index]:
+                    if other not in reached:
+                        reached.add(other)
+                        self.follows[other] = anchor
+                        self.followers.setdefault(anchor, []).append(other)
+                        queue.append((other, anchor))
+
     def home(self, segment: str) -> int:
         if segment in self.pinned_home:
             return self.pinned_home[segment]
+        if segment in self.follows:
+            return self.home(self.follows[segment])
         counts = self.count[segment]
         if not any(counts):
             return self.empty_home.get(segment, 0)
@@ -321,7 +339,8 @@ class _State:
         empties = [e for e in empties if self.empty_home.get(e) != target]
         if not nodes and not empties:
             return False
-        segments = list(dict.fromkeys([d for n in nodes for d in self.node_devices[n]] + list(empties)))
+        touched = [d for n in nodes for d in self.node_devices[n]] + list(empties)
+        segments = list(dict.fromkeys(touched + [f for d in touched for f in self.followers.get(d, ())]))
         links = sorted({i for s in segments for i in self.seg_links[s]})
         before_objective = self.objective()
         before = self._measure(segments, links)
@@ -472,6 +491,7 @@ def _p2p_items(state: _State, node: str, seen: set[Item]) -> list[Item]:
 def _initial_cut(state: _State, imbalance: float) -> None:
     """Cut the sequence of unpinned processes into consecutive runs, one per machine, at cheap places."""
     order, state.atoms = _sequence(state)
+    state.anchor_empty_segments()
     k = state.k
     for node, machine in state.pinned.items():
         state.machine[node] = machine
@@ -527,7 +547,7 @@ def _initial_cut(state: _State, imbalance: float) -> None:
         for kind, name in items[start:end]:
             if kind == "n":
                 state.machine[name] = m
-            elif not state.members[name]:
+            elif not state.members[name] and name not in state.follows:
                 state.empty_home[name] = m
         start = end
     for segment, home in state.pinned_home.items():
