@@ -1,12 +1,13 @@
 """Placement: which Ray node runs each emulated node and segment device (pure; never imports ray).
 
 Before changing this file, read docs/cluster.md "Placement and the partitioner"
-and /tmp/cl/SPEC.md-era interfaces in docs/cluster.md: a segment spread over
-machines becomes one device per machine (trunked), a point-to-point link is one
-device on its home machine, `links:` join the segments' home devices.
+(what counts, the priorities, the algorithm) and docs/topology.md (the
+`placement:` section). A segment spread over machines becomes one device per
+machine joined by trunks, a point-to-point link is one device on its home
+machine, `links:` join the segments' home devices.
 
-The algorithm, in order of priority (pins > capacity > balance > whole
-segments > few cut links > few remote ports):
+Priorities: pins > capacity > balance > whole segments > few cut links > few
+remote ports. The algorithm:
 
 1. Capacity: each Ray node holds min(CPU * `processes_per_cpu`,
    memory / `node_memory`) emulated processes (a node kernel or a device),
@@ -14,22 +15,23 @@ segments > few cut links > few remote ports):
 2. Pins (`placement:`): an IP names the Ray nodes with that address, a
    resource name those offering it; among several, the one with the lowest
    pinned load per capacity. A pinned segment pins its members not pinned
-   themselves (first segment in `placement:` order wins).
+   themselves (node pins first, then segments in `placement:` order).
 3. Atoms: nodes and switch/hub segments joined by interfaces (a component
    of that bipartite graph; point-to-point links and `links:` join atoms
-   but do not merge them). Atoms are laid out in one sequence, depth-first
-   over the atom graph, depth-first inside each atom (a device, then its
-   single-homed members, then routers towards further segments).
+   but do not merge them). Every process is laid out in one sequence,
+   depth-first over the atom graph, depth-first inside each atom (a device,
+   its single-homed members, then routers towards further segments).
 4. Balanced cut: machine i gets a share of the unpinned processes
    proportional to its capacity. The k-1 cut points of the sequence are
    chosen near the ideal boundaries (within `imbalance` of the share), at the
    cheapest place: fewest segments spread, then fewest links cut, then fewest
-   members away from their segment.
+   members away from their segment's home.
 5. Refinement: moves of whole atoms, of a spread segment's members on one
    machine, then of single nodes, accepted only when they strictly improve
    (over capacity, out of balance, segments spread, links cut, remote
-   members), lexicographically; until no move helps.
+   members), compared in that order; until no move helps.
 
+A segment no node attaches to sits with its nearest linked segment.
 Deterministic: no randomness, everything iterated in topology order.
 """
 from __future__ import annotations
