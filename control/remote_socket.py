@@ -53,7 +53,8 @@ Opener = Callable[[str, int, int, int], _socket.socket]
 
 MAX_WAIT = 1.0              # seconds one op may hold the caller's (the agent's) thread
 MAX_CHUNK = 1 << 20         # bytes one recv returns / one send passes (a short read or write, which the API allows)
-POLL_SLICE = 0.25           # poll(2) at most this long before trying again (an error that does not wake poll)
+POLL_SLICE = 0.05           # poll(2) at most this long before trying again: an error the socket holds (ICMP
+                            # port unreachable) does not wake poll, nor does close() from another thread
 _BUSY_PAUSE = 0.005         # poll said ready but the call would still block: do not spin
 
 _IMMEDIATE = {"bind", "listen", "getsockname", "getpeername", "setsockopt", "getsockopt", "shutdown"}
