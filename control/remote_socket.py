@@ -150,10 +150,10 @@ class SocketRelay:
     def op(self, id: int, operation: str, args: Iterable[Any] = (),  # noqa: A002
            kwargs: dict[str, Any] | None = None, blocking: bool = True, wait: float | None = None,
            resume: bool = False) -> dict[str, Any]:
-        """One socket call (`operation`: the socket method's name): {"value": its result} (plain data), {"pending": True} when it would still
-        block after `wait` seconds (at most max_wait), or an error reply. `blocking` False: one
-        non-blocking try (BlockingIOError as the stdlib's). `resume`: a connect started earlier is
-        only waited for."""
+        """One socket call (`operation`: the socket method's name): {"value": its result} (plain
+        data), {"pending": True} when it would still block after `wait` seconds (at most
+        max_wait), or an error reply. `blocking` False: one non-blocking try (BlockingIOError as
+        the stdlib's). `resume`: a connect started earlier is only waited for."""
         try:
             node, sock = self._get(id)
             wait = self.max_wait if wait is None else max(0.0, min(float(wait), self.max_wait))
@@ -304,8 +304,9 @@ class RemoteSocket:
     TimeoutError('timed out').
     """
 
-    def __init__(self, call: Call, node: str, family: int = _socket.AF_INET, type: int = _socket.SOCK_STREAM,  # noqa: A002
-                 proto: int = 0, *, _created: dict[str, Any] | None = None) -> None:
+    def __init__(self, call: Call, node: str, family: int = _socket.AF_INET,
+                 type: int = _socket.SOCK_STREAM, proto: int = 0, *,  # noqa: A002
+                 _created: dict[str, Any] | None = None) -> None:
         self._call = call
         self.node = node
         self._closed = True               # close() was called (or no socket yet)
