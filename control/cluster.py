@@ -24,6 +24,9 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -41,7 +44,7 @@ EVENTS_POLL = 0.5        # s each `events` long poll waits at the agent
 AGENT_CONCURRENCY = 16   # threads of an agent actor for spawns, kills, files
 # Each running remote program holds an exec thread in its long poll: their own group, so that the
 # events poll (its own group too) never queues behind them (Ray concurrency groups).
-CONCURRENCY_GROUPS = {"events": 2, "exec": 64}
+CONCURRENCY_GROUPS = {"events": 2, "exec": 64, "sockets": 32}
 
 
 class ClusterError(RuntimeError):
@@ -63,6 +66,44 @@ def token_auth_enabled() -> bool:
 
         return bool(is_token_auth_enabled())
     return False
+
+
+# Whether a Ray cluster demands a token, asked of its GCS by a process that holds none (Ray reads
+# RAY_AUTH_MODE and the token once per process, so only a fresh interpreter can ask without them):
+# AuthenticationError means it does. Exit codes: 0 no auth, 3 token required, 4 unreachable.
+_GCS_PROBE = """
+import sys
+try:
+    from ray._raylet import GcsClient
+    GcsClient(address=sys.argv[1]).internal_kv_get(b"netemu-probe", None, timeout=10)
+except Exception as error:
+    sys.exit(3 if type(error).__name__ == "AuthenticationError" else 4)
+"""
+
+
+def gcs_requires_token(gcs_address: str) -> bool | None:
+    """True when the cluster's GCS refuses a client without a token, False when it lets one in,
+    None when it cannot be asked (a subprocess without token, HOME pointing at an empty dir)."""
+    with tempfile.TemporaryDirectory(prefix="netemu-probe-") as home:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_TOKEN")}
+        env.update(RAY_AUTH_MODE="disabled", HOME=home)  # no ~/.ray/auth_token either
+        try:
+            code = subprocess.run([sys.executable, "-c", _GCS_PROBE, gcs_address], env=env, timeout=60,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+        except subprocess.TimeoutExpired:
+            return None
+    return {0: False, 3: True}.get(code)
+
+
+def gcs_refuses_our_token(gcs_address: str) -> bool:
+    """A fresh process with our token asks the GCS: refused in a second, where ray.init retries for
+    twenty before a ConnectionError that does not say why."""
+    try:
+        code = subprocess.run([sys.executable, "-c", _GCS_PROBE, gcs_address], timeout=60,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    except subprocess.TimeoutExpired:
+        return False
+    return code == 3
 
 
 @dataclass
@@ -89,17 +130,23 @@ class ClusterSession:
     def connect(self) -> ClusterSession:
         ray = self.ray
         if not ray.is_initialized():
+            if self.address != "auto" and token_auth_enabled() and gcs_refuses_our_token(self.address):
+                raise ClusterError(f"the Ray cluster at {self.address} refused our token: RAY_AUTH_TOKEN (or "
+                                   "RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token) must be the cluster's")
             try:
                 ray.init(address=self.address, namespace=AGENT_NAMESPACE, log_to_driver=False,
                          logging_level=logging.WARNING, configure_logging=False)
             except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; all mean "not attached"
                 raise ClusterError(f"cannot attach to the Ray cluster at {self.address}: {exc}") from exc
             self._owns_connection = True
-        if not token_auth_enabled() and not self.insecure:
-            self.close()
-            raise ClusterError(f"the Ray cluster at {self.address} is not using token authentication "
-                               "(start it with RAY_AUTH_MODE=token, see docs/cluster.md); --insecure runs "
-                               "on it anyway")
+        if not self.insecure:
+            # A driver holding a token connects to a cluster without authentication too: ask the cluster.
+            gcs = ray.get_runtime_context().gcs_address
+            if not token_auth_enabled() or gcs_requires_token(gcs) is not True:
+                self.close()
+                raise ClusterError(f"the Ray cluster at {self.address} is not using token authentication "
+                                   "(start it with RAY_AUTH_MODE=token, see docs/cluster.md); --insecure "
+                                   "runs on it anyway")
         return self
 
     def nodes(self) -> list[RayNodeInfo]:
@@ -145,7 +192,7 @@ class ClusterSession:
         ref = self.agents[index]
         if ref.lost is not None:
             raise ClusterError(f"machine {index} ({ref.info.ip}) is lost: {ref.lost}")
-        group = "exec" if method == "exec_call" else None
+        group = {"exec_call": "exec", "socket_call": "sockets"}.get(method)
         call = getattr(ref.actor, method)
         if group is not None:
             call = call.options(concurrency_group=group)

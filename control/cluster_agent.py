@@ -79,6 +79,7 @@ class HostAgent:
         self._last_poll = time.monotonic()
         self._stopped = False
         self._relay: Any = None                   # control.remote_exec.ExecRelay, made at start
+        self._sockets: Any = None                 # control.remote_socket.SocketRelay, made at start
         self._rehands: dict[str, tuple[threading.Event, threading.Thread]] = {}
         self._watchdog = threading.Thread(target=self._watch_controller, name="controller-watch", daemon=True)
         self._watchdog.start()
@@ -95,6 +96,13 @@ class HostAgent:
         def own_the_zygote() -> None:
             # PR_SET_PDEATHSIG follows the thread that forked the zygote: this one lives until stop().
             try:
+                # Ray runs workers at RAY_worker_niceness (15): the emulation's processes, forked by the
+                # zygote started from this thread, run at 0 as on one machine (nice is per thread).
+                try:
+                    os.setpriority(os.PRIO_PROCESS, 0, 0)
+                except OSError as error:
+                    log.warning("machine %d: the emulation's processes stay at nice %d (%s)", self.index,
+                                os.getpriority(os.PRIO_PROCESS, 0), error)
                 self._zygote = ZygoteClient(self._on_exit, self._on_zygote_lost)
                 assert self.run_dir is not None
                 self._zygote.start(self.run_dir.log_path("zygote"), list(preload), grace, timeout)
@@ -114,6 +122,9 @@ class HostAgent:
         from .remote_exec import ExecRelay
 
         self._relay = ExecRelay(self.emulation, str(self.run_dir.path), node_alive=self._node_alive)
+        from .remote_socket import SocketRelay
+
+        self._sockets = SocketRelay(str(self.run_dir.path))
         return {"ip": self.ip(), "hostname": socket.gethostname(), "run_dir": str(self.run_dir.path),
                 "zygote_pid": self._zygote.pid, "pid": os.getpid(),
                 "preload_failures": dict(self._zygote.preload_failures)}
@@ -131,6 +142,8 @@ class HostAgent:
                 return []
             self._stopped = True
         leftovers: list[int] = []
+        if self._sockets is not None:
+            self._sockets.close_all()
         if self._relay is not None:
             with contextlib.suppress(Exception):
                 self._relay.stop_all()
@@ -255,6 +268,15 @@ class HostAgent:
             raise RuntimeError(f"machine {self.index} is not running")
         self._last_poll = time.monotonic()
         return getattr(self._relay, method)(**kwargs)
+
+    def socket_call(self, method: str, kwargs: dict[str, Any]) -> Any:
+        """One call of the socket relay (control/remote_socket.py): create, op, close."""
+        if method not in ("create", "op", "close"):
+            raise ValueError(f"no socket method {method!r}")
+        if self._sockets is None:
+            raise RuntimeError(f"machine {self.index} is not running")
+        self._last_poll = time.monotonic()
+        return getattr(self._sockets, method)(**kwargs)
 
     def _node_alive(self, node: str) -> bool:
         with self._lock:

@@ -158,6 +158,16 @@ class ClusterRun:
             return session.call(machine, "exec_call", method, kwargs)
         return call
 
+    def socket_caller(self, node: str) -> Any:
+        """The `call` a RemoteSocket of `node` uses: the socket relay of its machine's agent."""
+        assert self.session is not None
+        machine = self.machine_of(node)
+        session = self.session
+
+        def call(method: str, **kwargs: Any) -> Any:
+            return session.call(machine, "socket_call", method, kwargs)
+        return call
+
     def rehand(self, node: str, restart: Any) -> None:
         """Restart a node of another machine; its agent hands the node's programs to the new kernel."""
         assert self.session is not None

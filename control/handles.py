@@ -247,6 +247,11 @@ class NodeHandle:
         """A `socket.socket` on this node's stack (nodes/api.py), reaching its kernel over the syscall socket."""
         from nodes import api
 
+        cluster = self.emulation.cluster
+        if cluster is not None and not cluster.is_local(self.name):
+            from .remote_socket import RemoteSocket  # a node of another machine: through its agent
+
+            return RemoteSocket(cluster.socket_caller(self.name), self.name, family, type, proto)
         return api.socket(self.site().syscall, family, type, proto)
 
 
