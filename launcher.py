@@ -519,7 +519,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     except ValueError as error:
         return _error(f"exec: {error}", 2)
     try:
-        info = _find_emulation(args.name)
+        info = exec_client.find_running(args.name)
     except LookupError as error:
         return _error(f"exec: {error}")
     cluster = _cluster_of(info)
@@ -536,7 +536,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     from control import exec_client
 
     try:
-        info = _find_emulation(args.name)
+        info = exec_client.find_running(args.name)
     except LookupError as error:
         return _error(f"attach: {error}")
     cluster = _cluster_of(info)

@@ -45,7 +45,6 @@ import argparse
 import contextlib
 import math
 import os
-import secrets
 import socket
 import statistics
 import sys
@@ -64,11 +63,10 @@ from control.topology_model import Topology
 from . import launch
 from .harness import Row
 from .programs import Program, node_listening, on_node
-from .tcp import relay_mbits
+from .tcp import relay_mbits, send_for
 
 PY = sys.executable
 MACHINES = 3
-CHUNK = 1 << 16             # bytes per sendall() of the in-process sender
 PORT = 5001
 MARGIN = 30.0               # s beyond a measurement's length before it counts as hung
 PINGS = 20
@@ -82,10 +80,6 @@ RTT = "RTT cross-machine"
 STARTUP = f"{STARTUP_NODES} nodes ready over 3 Ray nodes"
 NO_ENCRYPTION = " (no encryption)"
 
-# Small raylets for a 2-core machine (as tests/scenarios/ray_cluster.py): no dashboard, a small
-# object store, no prestarted workers.
-NODE_ARGS = {"num_cpus": 1, "include_dashboard": False, "object_store_memory": 80 * 1024 * 1024}
-RAY_ENV = {"RAY_enable_worker_prestart": "0", "RAY_DEDUP_LOGS": "0"}
 
 TOPOLOGY = """\
 name: bench-distributed
@@ -156,60 +150,15 @@ def parse_count(answer: bytes) -> int:
 
 # ------------------------------------------------------------------ the Ray cluster
 
-def token_environment() -> None:
-    """Token authentication for the Ray cluster this benchmark makes: Ray reads RAY_AUTH_MODE and
-    the token once, when first imported (Ray >= 2.52 token authentication), so set them before."""
-    if "ray" in sys.modules and os.environ.get("RAY_AUTH_MODE") != "token":
-        raise RuntimeError("bench distributed: Ray was imported before RAY_AUTH_MODE=token could be set")
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
-
-
-def _descendants() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True)}
-
-
 @contextlib.contextmanager
 def ray_cluster(machines: int = MACHINES) -> Iterator[tuple[str, float]]:
-    """(address, seconds the cluster took to start) of `machines` raylets here, custom resources
-    m0, m1...; the driver attached. Everything it started is gone afterwards (killed if need be)."""
-    token_environment()
-    import ray
-    from ray.cluster_utils import Cluster
+    """(address, seconds the cluster took to start) of `machines` raylets here (control/cluster_local.py)."""
+    from control.cluster_local import local_cluster
 
-    from control.cluster_agent import AGENT_NAMESPACE
-
-    saved = {key: os.environ.get(key) for key in RAY_ENV}
-    os.environ.update(RAY_ENV)
-    before = _descendants()
-    cluster = None
-    try:
-        began = time.monotonic()
-        cluster = Cluster(initialize_head=True, head_node_args=dict(NODE_ARGS, resources={"m0": 1}))
-        for index in range(1, machines):
-            cluster.add_node(**NODE_ARGS, resources={f"m{index}": 1})
-        ray.init(address=cluster.address, namespace=AGENT_NAMESPACE, log_to_driver=False)
-        cluster.wait_for_nodes()
-        yield cluster.address, time.monotonic() - began
-    finally:
-        try:
-            if ray.is_initialized():
-                ray.shutdown()
-            if cluster is not None:
-                cluster.shutdown()
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-        left = [psutil.Process(pid) for pid in _descendants() - before if psutil.pid_exists(pid)]
-        _, alive = psutil.wait_procs(left, timeout=10.0)
-        for process in alive:
-            with contextlib.suppress(psutil.Error):
-                process.kill()
-        if alive:
-            print(f"bench distributed: the Ray cluster left {len(alive)} processes behind (killed)", flush=True)
+    with local_cluster(machines) as running:
+        yield running.address, running.started_in
+    if running.leftovers:
+        print(f"bench distributed: the Ray cluster left {len(running.leftovers)} processes behind (killed)", flush=True)
 
 
 # ------------------------------------------------------------------ goodput and RTT
@@ -220,18 +169,12 @@ def program_goodput(net: Emulation, receiver: str, address: str, seconds: float,
         program = Program(on_node(net, receiver), receiver, [PY, "-c", RECEIVER, str(port)], stack)
         program.wait_listening(node_listening(net, receiver, port))
         with net[SENDER].socket(socket.AF_INET, socket.SOCK_STREAM) as sender:
-            sender.settimeout(MARGIN)
-            sender.connect((address, port))
-            chunk, sendall, clock = bytes(CHUNK), sender.sendall, time.perf_counter
-            start = clock()
-            end = start + seconds
-            while clock() < end:
-                sendall(chunk)
+            start = send_for(sender, address, port, seconds)
             sender.shutdown(socket.SHUT_WR)
             answer = b""
             while data := sender.recv(64):
                 answer += data
-            elapsed = clock() - start
+            elapsed = time.perf_counter() - start
         program.wait(MARGIN, "receiver")
         if program.process.returncode:
             raise program.failure("failed")

@@ -178,6 +178,18 @@ def _join(thread: threading.Thread, errors: list[BaseException], timeout: float,
         raise RuntimeError(f"{what}: no end within {timeout:g} s")
 
 
+def send_for(sender: socket.socket, address: str, port: int, seconds: float) -> float:
+    """Connect `sender` and write CHUNKs for `seconds`; the perf_counter time the writing began."""
+    sender.settimeout(MARGIN)
+    sender.connect((address, port))
+    chunk, sendall, clock = bytes(CHUNK), sender.sendall, time.perf_counter
+    start = clock()
+    end = start + seconds
+    while clock() < end:
+        sendall(chunk)
+    return start
+
+
 def api_goodput(net: Emulation, address: str, seconds: float, port: int = GOODPUT_PORT) -> tuple[float, int]:
     """(bit/s, bytes received): h1 writes for `seconds` then closes; h2 reads until EOF, in a thread."""
     listener = _listener(net, "h2", port)
@@ -200,13 +212,7 @@ def api_goodput(net: Emulation, address: str, seconds: float, port: int = GOODPU
         listener.settimeout(MARGIN)
         receiver = _thread(receive, errors)
         with net["h1"].socket(socket.AF_INET, socket.SOCK_STREAM) as sender:
-            sender.settimeout(MARGIN)
-            sender.connect((address, port))
-            chunk, sendall, clock = bytes(CHUNK), sender.sendall, time.perf_counter
-            start = clock()
-            end = start + seconds
-            while clock() < end:
-                sendall(chunk)
+            start = send_for(sender, address, port, seconds)
         _join(receiver, errors, seconds + MARGIN, "in-process goodput receiver")
     finally:
         listener.close()

@@ -52,8 +52,8 @@ class _Stop(BaseException):
         self.signum = signum
 
 
-def find_site(name: str | None, node: str) -> NodeSite:
-    """The node `node` of the running emulation `name` (default: the only one running); LookupError says why not."""
+def find_running(name: str | None) -> Any:
+    """The running emulation `name` (default: the only one running); LookupError says why not."""
     running = [info for info in list_emulations() if info.alive]
     if name is not None:
         chosen = [info for info in running if info.name == name]
@@ -67,7 +67,12 @@ def find_site(name: str | None, node: str) -> NodeSite:
         chosen = running
     if not chosen:
         raise LookupError("no emulation is running (start one with `netemu up TOPO.yaml -d`)")
-    info = chosen[0]
+    return chosen[0]
+
+
+def find_site(name: str | None, node: str) -> NodeSite:
+    """The node `node` of the running emulation `name` (default: the only one running); LookupError says why not."""
+    info = find_running(name)
     processes = (info.state or {}).get("processes", {})
     nodes = sorted(n for n, record in processes.items() if record.get("target") == NODE_TARGET)
     if node not in nodes:
