@@ -155,7 +155,7 @@ def ray_cluster(machines: int = MACHINES) -> Iterator[tuple[str, float]]:
     """(address, seconds the cluster took to start) of `machines` raylets here (control/cluster_local.py)."""
     from control.cluster_local import local_cluster
 
-    with local_cluster(machines) as running:
+    with local_cluster(machines, light=False) as running:  # Ray's defaults, as a real `ray start` has
         yield running.address, running.started_in
     if running.leftovers:
         print(f"bench distributed: the Ray cluster left {len(running.leftovers)} processes behind (killed)", flush=True)

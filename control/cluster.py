@@ -81,18 +81,33 @@ except Exception as error:
 """
 
 
-def gcs_requires_token(gcs_address: str) -> bool | None:
-    """True when the cluster's GCS refuses a client without a token, False when it lets one in,
-    None when it cannot be asked (a subprocess without token, HOME pointing at an empty dir)."""
-    with tempfile.TemporaryDirectory(prefix="netemu-probe-") as home:
+class TokenProbe:
+    """Whether the cluster's GCS refuses a client without a token, asked by a subprocess holding none
+    (HOME an empty dir: no ~/.ray/auth_token either). It runs while the agents start (`result()`
+    waits): about 0.4 s of interpreter and Ray import that would otherwise delay every start-up."""
+
+    def __init__(self, gcs_address: str) -> None:
+        self._home = tempfile.TemporaryDirectory(prefix="netemu-probe-")
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_TOKEN")}
-        env.update(RAY_AUTH_MODE="disabled", HOME=home)  # no ~/.ray/auth_token either
+        env.update(RAY_AUTH_MODE="disabled", HOME=self._home.name)
+        self._process = subprocess.Popen([sys.executable, "-c", _GCS_PROBE, gcs_address], env=env,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def result(self, timeout: float = 60.0) -> bool | None:
+        """True: the cluster demands a token; False: it lets anyone in; None: it could not be asked."""
         try:
-            code = subprocess.run([sys.executable, "-c", _GCS_PROBE, gcs_address], env=env, timeout=60,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+            code = self._process.wait(timeout)
         except subprocess.TimeoutExpired:
-            return None
-    return {0: False, 3: True}.get(code)
+            self._process.kill()
+            self._process.wait()
+            code = None
+        self._home.cleanup()
+        return {0: False, 3: True}.get(code) if code is not None else None
+
+    def cancel(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+        self.result()
 
 
 def gcs_refuses_our_token(gcs_address: str) -> bool:
@@ -125,6 +140,7 @@ class ClusterSession:
         self.insecure = insecure
         self.ray = import_ray()
         self._owns_connection = False
+        self._probe: TokenProbe | None = None
         self.agents: dict[int, AgentRef] = {}
 
     def connect(self) -> ClusterSession:
@@ -140,14 +156,25 @@ class ClusterSession:
                 raise ClusterError(f"cannot attach to the Ray cluster at {self.address}: {exc}") from exc
             self._owns_connection = True
         if not self.insecure:
-            # A driver holding a token connects to a cluster without authentication too: ask the cluster.
-            gcs = ray.get_runtime_context().gcs_address
-            if not token_auth_enabled() or gcs_requires_token(gcs) is not True:
-                self.close()
-                raise ClusterError(f"the Ray cluster at {self.address} is not using token authentication "
-                                   "(start it with RAY_AUTH_MODE=token, see docs/cluster.md); --insecure "
-                                   "runs on it anyway")
+            if not token_auth_enabled():
+                self._refuse_unauthenticated()
+            # A driver holding a token connects to a cluster without authentication too: ask the
+            # cluster, while the agents start; `verify_authentication()` waits for the answer.
+            self._probe = TokenProbe(ray.get_runtime_context().gcs_address)
         return self
+
+    def verify_authentication(self) -> None:
+        """Before anything of the emulation runs: refuse a cluster without token authentication."""
+        probe, self._probe = self._probe, None
+        if probe is not None and probe.result() is not True:
+            self.stop_agents()
+            self._refuse_unauthenticated()
+
+    def _refuse_unauthenticated(self) -> None:
+        self.close()
+        raise ClusterError(f"the Ray cluster at {self.address} is not using token authentication "
+                           "(start it with RAY_AUTH_MODE=token, see docs/cluster.md); --insecure runs on it "
+                           "anyway")
 
     def nodes(self) -> list[RayNodeInfo]:
         """The live Ray nodes, in a stable order: by IP address, then custom resource names, then id."""
@@ -187,6 +214,15 @@ class ClusterSession:
                 raise ClusterError(f"the agent on {machines[index].ip} did not start: {exc}") from exc
         return self.agents
 
+    def wait_zygotes(self, timeout: float = 60.0) -> None:
+        """Each agent's zygote has started (`HostAgent.ready`): its pid joins `started`."""
+        pending = {index: ref.actor.ready.remote() for index, ref in self.agents.items()}
+        for index, ref in pending.items():
+            try:
+                self.agents[index].started.update(self.ray.get(ref, timeout=timeout))
+            except Exception as exc:  # noqa: BLE001
+                raise ZygoteError(f"machine {index} ({self.agents[index].info.ip}): {exc}") from exc
+
     def call(self, index: int, method: str, *args: Any, timeout: float = 30.0, **kwargs: Any) -> Any:
         """One method of machine `index`'s agent, waited for."""
         ref = self.agents[index]
@@ -214,6 +250,9 @@ class ClusterSession:
         return leftovers
 
     def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            self._probe = None
         if self._owns_connection and self.ray.is_initialized():
             self.ray.shutdown()
         self._owns_connection = False
@@ -272,6 +311,7 @@ class ClusterZygote:
         self._live: dict[int, set[int]] = {index: set() for index in session.agents}
         self._early: dict[str, dict] = {}   # exits seen before their spawn's reply was handled
         self._known: set[str] = set()
+        self._batches: dict[int, dict[str, Any]] = {}  # per machine: {"specs" not sent yet, "ref": None}
         self._stopping = False
         self._pumps: list[threading.Thread] = []
         self.lost_events: list[tuple[int, str, float]] = []  # (machine, why, when)
@@ -285,6 +325,8 @@ class ClusterZygote:
         return all(ref.lost is not None for ref in self.session.agents.values())
 
     def start(self, *_args: Any, **_kwargs: Any) -> None:
+        """The agents' zygotes are up (they started while the controller planned); the event pumps run."""
+        self.session.wait_zygotes()
         for index, ref in self.session.agents.items():
             self.preload_failures.update(ref.started.get("preload_failures") or {})
             pump = threading.Thread(target=self._pump, args=(index,), name=f"agent-{index}", daemon=True)
@@ -294,13 +336,19 @@ class ClusterZygote:
     def request(self, message: dict, on_reply: Callable[[dict], None] | None = None) -> _RayPending:
         op = message.get("op")
         if op == "spawn":
+            # Spawns wait in a batch per machine until the first reply is waited for: the supervisor
+            # asks for all of a group, then waits; one Ray call per machine, not one per process.
             machine = int(message["config"]["machine"])
             spec = {"name": message["config"]["name"], "target": message["target"], "config": message["config"]}
-            ref = self._agent_call(machine, "spawn_many", [spec])
+            with self._lock:
+                batch = self._batches.setdefault(machine, {"specs": [], "ref": None})
+                index = len(batch["specs"])
+                batch["specs"].append(spec)
 
             def finish_spawn(timeout: float) -> dict:
+                ref = self._flush(machine, batch)
                 reply = self._result(ref, timeout, machine)
-                reply = reply[0] if isinstance(reply, list) else reply
+                reply = reply[index] if isinstance(reply, list) else reply
                 if reply.get("ok"):
                     key = f"{machine}/{reply['pid']}"
                     reply = dict(reply, key=key)
@@ -323,6 +371,15 @@ class ClusterZygote:
 
     def call(self, message: dict, timeout: float = 5.0) -> dict:
         return self.request(message).wait(timeout)
+
+    def _flush(self, machine: int, batch: dict[str, Any]) -> Any:
+        """The one spawn_many of `batch`, sent when its first reply is waited for."""
+        with self._lock:
+            if self._batches.get(machine) is batch:
+                del self._batches[machine]
+            if batch["ref"] is None:
+                batch["ref"] = self._agent_call(machine, "spawn_many", batch["specs"])
+        return batch["ref"]
 
     def _agent_call(self, machine: int, method: str, *args: Any) -> Any:
         ref = self.session.agents.get(machine)

@@ -81,17 +81,21 @@ class HostAgent:
         self._relay: Any = None                   # control.remote_exec.ExecRelay, made at start
         self._sockets: Any = None                 # control.remote_socket.SocketRelay, made at start
         self._rehands: dict[str, tuple[threading.Event, threading.Thread]] = {}
+        self._zygote_started = threading.Event()
+        self._zygote_failure: list[BaseException] = []
+        self._zygote_timeout = 30.0
         self._watchdog = threading.Thread(target=self._watch_controller, name="controller-watch", daemon=True)
         self._watchdog.start()
 
     # -- life cycle --------------------------------------------------------------------------
 
     def start(self, preload: list[str], grace: float = 1.0, hosts: str = "", timeout: float = 30.0) -> dict[str, Any]:
-        """Lock this machine's run directory, write the hosts file, start the zygote."""
+        """Lock this machine's run directory, write the hosts file, start the zygote; returns at once
+        (the zygote imports while the controller plans), `ready()` waits for it."""
         self.run_dir = RunDir.acquire(machine_run_name(self.emulation, self.index), base=self.run_base)
         Path(self.run_dir.path, "hosts").write_text(hosts, encoding="utf-8")
-        started = threading.Event()
-        failure: list[BaseException] = []
+        started = self._zygote_started
+        failure = self._zygote_failure
 
         def own_the_zygote() -> None:
             # PR_SET_PDEATHSIG follows the thread that forked the zygote: this one lives until stop().
@@ -114,11 +118,7 @@ class HostAgent:
 
         self._zygote_thread = threading.Thread(target=own_the_zygote, name="zygote-owner", daemon=True)
         self._zygote_thread.start()
-        started.wait(timeout + 5.0)
-        if failure or self._zygote is None:
-            tail = read_log_tail(self.run_dir.log_path("zygote"))
-            self.run_dir.release(keep_logs=False)
-            raise RuntimeError(f"machine {self.index}: the zygote did not start: {failure[:1]} {tail[-3:]}")
+        self._zygote_timeout = timeout + 5.0
         from .remote_exec import ExecRelay
 
         self._relay = ExecRelay(self.emulation, str(self.run_dir.path), node_alive=self._node_alive)
@@ -126,8 +126,16 @@ class HostAgent:
 
         self._sockets = SocketRelay(str(self.run_dir.path))
         return {"ip": self.ip(), "hostname": socket.gethostname(), "run_dir": str(self.run_dir.path),
-                "zygote_pid": self._zygote.pid, "pid": os.getpid(),
-                "preload_failures": dict(self._zygote.preload_failures)}
+                "pid": os.getpid()}
+
+    def ready(self) -> dict[str, Any]:
+        """Wait for the zygote `start` began: its pid and the modules it could not preload."""
+        self._zygote_started.wait(self._zygote_timeout)
+        if self._zygote_failure or self._zygote is None or self.run_dir is None:
+            tail = read_log_tail(self.run_dir.log_path("zygote")) if self.run_dir is not None else []
+            raise RuntimeError(f"machine {self.index}: the zygote did not start: {self._zygote_failure[:1]} "
+                               f"{tail[-3:]}")
+        return {"zygote_pid": self._zygote.pid, "preload_failures": dict(self._zygote.preload_failures)}
 
     @staticmethod
     def ip() -> str:
@@ -185,6 +193,7 @@ class HostAgent:
 
     def spawn_many(self, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Fork each {"name", "target", "config"}: [{"ok", "pid"} | {"ok": False, "error"}] in order."""
+        self._zygote_started.wait(self._zygote_timeout)
         if self._zygote is None or self.run_dir is None or self._stopped:
             return [{"ok": False, "error": f"machine {self.index} is not running"} for _ in specs]
         pending = [self._zygote.request({"op": "spawn", "target": spec["target"], "config": spec["config"],

@@ -22,9 +22,12 @@ import psutil
 
 from .cluster_agent import AGENT_NAMESPACE
 
-# Small raylets for a laptop: no dashboard, a small object store, no prestarted workers.
+# Small raylets for a laptop: no dashboard, a small object store.
 NODE_ARGS = {"num_cpus": 1, "include_dashboard": False, "object_store_memory": 80 * 1024 * 1024}
-RAY_ENV = {"RAY_enable_worker_prestart": "0", "RAY_DEDUP_LOGS": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+RAY_ENV = {"RAY_DEDUP_LOGS": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+# Lighter still, for tests: no worker processes started ahead of need (Ray's default starts some,
+# which is what a real `ray start` does, and makes actors, netemu's agents among them, start faster).
+LIGHT_ENV = {"RAY_enable_worker_prestart": "0"}
 
 
 def token_environment() -> None:
@@ -48,16 +51,17 @@ def _descendants() -> set[int]:
 
 
 @contextlib.contextmanager
-def local_cluster(machines: int = 3) -> Iterator[LocalCluster]:
-    """`machines` Ray nodes here, this process attached as the driver. At the end every process
-    the cluster started is gone: the ones that outlive its shutdown by 10 s are killed and listed
-    in `leftovers`."""
+def local_cluster(machines: int = 3, *, light: bool = True) -> Iterator[LocalCluster]:
+    """`machines` Ray nodes here, this process attached as the driver; `light`: no prestarted
+    workers (tests), else Ray's defaults (benchmarks). At the end every process the cluster started
+    is gone: the ones that outlive its shutdown by 10 s are killed and listed in `leftovers`."""
     token_environment()
     import ray
     from ray.cluster_utils import Cluster
 
-    saved = {key: os.environ.get(key) for key in RAY_ENV}
-    os.environ.update(RAY_ENV)
+    environment = dict(RAY_ENV, **(LIGHT_ENV if light else {}))
+    saved = {key: os.environ.get(key) for key in environment}
+    os.environ.update(environment)
     before = _descendants()
     cluster = None
     running = LocalCluster("", 0.0, None)

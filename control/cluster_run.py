@@ -77,6 +77,7 @@ class ClusterRun:
                           | {m for where in placement.segment_machines.values() for m in where})
             agents = session.start_agents(emulation.name, {m: nodes[m] for m in used}, detached=self.detached,
                                           preload=list(DEFAULT_TARGET_MODULES), hosts=hosts_file_text(topology.hosts))
+            session.verify_authentication()  # the token probe ran while the agents started
             machines = [Machine(i, a.started["ip"], a.started["run_dir"], a.started.get("hostname", ""),
                                 a.info.node_id) for i, a in sorted(agents.items())]
             ports = reserve_ports(session, machines, ports_needed(topology, placement))
