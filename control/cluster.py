@@ -372,6 +372,21 @@ class ClusterZygote:
     def call(self, message: dict, timeout: float = 5.0) -> dict:
         return self.request(message).wait(timeout)
 
+    def wait_ready(self, handles: list[Any], timeout: float, ready: Callable[[int], None]) -> None:
+        """The supervisor's readiness wait, done by each machine's agent over ipc (HostAgent.wait_ready):
+        no CURVE handshake per process across the network. `ready(i)` for each handle that answers."""
+        by_machine: dict[int, dict[str, int]] = {}
+        for index, handle in enumerate(handles):
+            by_machine.setdefault(int(handle.config["machine"]), {})[handle.name] = index
+        pending = {}
+        for machine, names in by_machine.items():
+            endpoints = {name: handles[i].config["control_local"] for name, i in names.items()}
+            pending[machine] = self._agent_call(machine, "wait_ready", endpoints, timeout)
+        for machine, ref in pending.items():
+            outcome = self._result(ref, timeout + 10.0, machine)
+            for name in outcome.get("ready", []):  # none when the machine is lost (its exits are reported)
+                ready(by_machine[machine][name])
+
     def _flush(self, machine: int, batch: dict[str, Any]) -> Any:
         """The one spawn_many of `batch`, sent when its first reply is waited for."""
         with self._lock:

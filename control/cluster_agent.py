@@ -47,6 +47,13 @@ CONTROLLER_GRACE = 10.0   # seconds without a poll from the controller before th
 LOG_TAIL_LINES = 20
 
 
+def _answered(outcome: Exception) -> bool:
+    """An error reply still means the process listens (a timeout or an abort does not)."""
+    from bus.transport import ControlTimeout
+
+    return not isinstance(outcome, ControlTimeout)
+
+
 def agent_name(emulation: str, index: int) -> str:
     """The Ray actor name of machine `index`'s agent (namespace AGENT_NAMESPACE)."""
     return f"netemu.{emulation}.{index}"
@@ -208,6 +215,26 @@ class HostAgent:
             except ZygoteError as exc:
                 replies.append({"ok": False, "error": str(exc)})
         return replies
+
+    def wait_ready(self, endpoints: dict[str, str], timeout: float) -> dict[str, list[str]]:
+        """Which of these processes answer `status` on their machine-local ipc endpoint (no CURVE
+        handshake, no network round trip), within `timeout`; returns early when one of them exits."""
+        from bus.transport import ControlClient
+
+        names = list(endpoints)
+        with self._lock:
+            running = set(self._names.values())
+        gone = [name for name in names if name not in running]
+        if gone:
+            return {"ready": []}
+
+        def exited() -> bool:
+            with self._lock:
+                return any(name not in self._names.values() for name in names)
+        outcomes = ControlClient.fan_out([(endpoints[name], "status", None) for name in names], timeout,
+                                         abort=exited, retry_interval=1.0)
+        return {"ready": [name for name, outcome in zip(names, outcomes)
+                          if not isinstance(outcome, Exception) or _answered(outcome)]}
 
     def _registrar(self, name: str) -> Any:
         def register(reply: dict) -> None:  # in the zygote reader thread, before any exit of that pid

@@ -121,6 +121,7 @@ def build_cluster_plan(topology: "Topology", placement: "Placement", machines: l
     for (segment, machine), name in device_name.items():
         base = local[machine][segment]
         config = dict(base.config, name=name, control=tcp(machine), data_tcp=data_tcp[name], machine=machine,
+                      control_local=f"ipc://{by_index[machine].run_dir}/{name}.ctl",
                       ports={}, uplinks=[], trunks=[], **extra)
         if base.config.get("tap"):
             raise ValueError(f"segment {segment}: a TAP bridge cannot be part of a cluster emulation yet")

@@ -250,8 +250,12 @@ class Supervisor:
                 progress(done, total)
 
         if first_exited() is None:
-            ControlClient.fan_out([(waiting[n].control, "status", None) for n in order], timeout,
-                                  context=self._context, on_reply=on_reply, abort=abort, retry_interval=1.0)
+            local = getattr(self._zygote, "wait_ready", None)  # a cluster's: each machine asks its own
+            if local is not None:
+                local([waiting[n] for n in order], timeout, lambda index: on_reply(index, None))
+            else:
+                ControlClient.fan_out([(waiting[n].control, "status", None) for n in order], timeout,
+                                      context=self._context, on_reply=on_reply, abort=abort, retry_interval=1.0)
         exited = first_exited()
         if exited is not None:
             raise ProcessExited(self._exit_event(exited, exited.exit_expected))
