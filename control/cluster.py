@@ -203,7 +203,8 @@ class ClusterSession:
             }
             if detached:
                 options["lifetime"] = "detached"
-            actor = remote_agent.options(**options).remote(emulation, index, run_base)
+            # The agent starts its machine's share as it is created (run directory, zygote booting).
+            actor = remote_agent.options(**options).remote(emulation, index, run_base, preload=preload, hosts=hosts)
             self.agents[index] = AgentRef(index, info, actor)
         refs = {index: ref.actor.start.remote(preload, 1.0, hosts) for index, ref in self.agents.items()}
         for index, pending in refs.items():

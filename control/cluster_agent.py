@@ -71,7 +71,8 @@ class HostAgent:
     """One machine's share of a cluster emulation: its run directory, zygote and processes."""
 
     def __init__(self, emulation: str, index: int, run_base: str | None = None,
-                 controller_grace: float = CONTROLLER_GRACE) -> None:
+                 controller_grace: float = CONTROLLER_GRACE, *, preload: list[str] | None = None,
+                 grace: float = 1.0, hosts: str = "") -> None:
         self.emulation = emulation
         self.index = index
         self.run_base = run_base
@@ -91,14 +92,21 @@ class HostAgent:
         self._zygote_started = threading.Event()
         self._zygote_failure: list[BaseException] = []
         self._zygote_timeout = 30.0
+        self._info: dict[str, Any] | None = None
+        self._relay_lock = threading.Lock()       # makes the relays once (not _lock: node_alive takes it)
         self._watchdog = threading.Thread(target=self._watch_controller, name="controller-watch", daemon=True)
         self._watchdog.start()
+        if preload is not None:  # begin at once: the zygote boots while Ray still creates the other agents
+            self.start(preload, grace, hosts)
 
     # -- life cycle --------------------------------------------------------------------------
 
     def start(self, preload: list[str], grace: float = 1.0, hosts: str = "", timeout: float = 30.0) -> dict[str, Any]:
         """Lock this machine's run directory, write the hosts file, start the zygote; returns at once
-        (the zygote imports while the controller plans), `ready()` waits for it."""
+        (the zygote imports while the controller plans), `ready()` waits for it. Once only: again, the
+        same answer."""
+        if self._info is not None:
+            return self._info
         self.run_dir = RunDir.acquire(machine_run_name(self.emulation, self.index), base=self.run_base)
         Path(self.run_dir.path, "hosts").write_text(hosts, encoding="utf-8")
         started = self._zygote_started
@@ -126,14 +134,31 @@ class HostAgent:
         self._zygote_thread = threading.Thread(target=own_the_zygote, name="zygote-owner", daemon=True)
         self._zygote_thread.start()
         self._zygote_timeout = timeout + 5.0
-        from .remote_exec import ExecRelay
+        self._info = {"ip": self.ip(), "hostname": socket.gethostname(), "run_dir": str(self.run_dir.path),
+                      "pid": os.getpid()}
+        return self._info
 
-        self._relay = ExecRelay(self.emulation, str(self.run_dir.path), node_alive=self._node_alive)
-        from .remote_socket import SocketRelay
+    def _exec_relay(self) -> Any:
+        """control/remote_exec.py's relay, made on the first program (once, under the lock)."""
+        with self._relay_lock:
+            if self._relay is None:
+                if self.run_dir is None or self._stopped:
+                    raise RuntimeError(f"machine {self.index} is not running")
+                from .remote_exec import ExecRelay
 
-        self._sockets = SocketRelay(str(self.run_dir.path))
-        return {"ip": self.ip(), "hostname": socket.gethostname(), "run_dir": str(self.run_dir.path),
-                "pid": os.getpid()}
+                self._relay = ExecRelay(self.emulation, str(self.run_dir.path), node_alive=self._node_alive)
+            return self._relay
+
+    def _socket_relay(self) -> Any:
+        """control/remote_socket.py's relay, made on the first socket (once, under the lock)."""
+        with self._relay_lock:
+            if self._sockets is None:
+                if self.run_dir is None or self._stopped:
+                    raise RuntimeError(f"machine {self.index} is not running")
+                from .remote_socket import SocketRelay
+
+                self._sockets = SocketRelay(str(self.run_dir.path))
+            return self._sockets
 
     def ready(self) -> dict[str, Any]:
         """Wait for the zygote `start` began: its pid and the modules it could not preload."""
@@ -300,19 +325,15 @@ class HostAgent:
         """One call of the exec relay: start, io, signal, resize, close."""
         if method not in ("start", "io", "signal", "resize", "close", "jobs"):
             raise ValueError(f"no exec method {method!r}")
-        if self._relay is None:
-            raise RuntimeError(f"machine {self.index} is not running")
         self._last_poll = time.monotonic()
-        return getattr(self._relay, method)(**kwargs)
+        return getattr(self._exec_relay(), method)(**kwargs)
 
     def socket_call(self, method: str, kwargs: dict[str, Any]) -> Any:
         """One call of the socket relay (control/remote_socket.py): create, op, close."""
         if method not in ("create", "op", "close"):
             raise ValueError(f"no socket method {method!r}")
-        if self._sockets is None:
-            raise RuntimeError(f"machine {self.index} is not running")
         self._last_poll = time.monotonic()
-        return getattr(self._sockets, method)(**kwargs)
+        return getattr(self._socket_relay(), method)(**kwargs)
 
     def _node_alive(self, node: str) -> bool:
         with self._lock:
@@ -327,7 +348,8 @@ class HostAgent:
         def restart() -> None:
             paused.set()
             restarted.wait(timeout)
-        thread = threading.Thread(target=self._relay.rehand, args=(node, restart), name=f"rehand-{node}", daemon=True)
+        thread = threading.Thread(target=self._exec_relay().rehand, args=(node, restart), name=f"rehand-{node}",
+                                  daemon=True)
         self._rehands[node] = (restarted, thread)
         thread.start()
         paused.wait(timeout)
