@@ -56,6 +56,9 @@ PROBLEM_CLASSES = {
     "tap device name longer than IFNAMSIZ": ("34_tap", "Linux allows at most 15"),
     "tap unknown key": ("34_tap", "tap.vlan: unknown key"),
     "one TAP bridging two segments": ("34_tap", "already bridges segment lan1"),
+    "placement of a name that does not exist": ("35_placement", "placement.h4: no node or segment named"),
+    "placement on something not an address nor a resource": ("35_placement", "is not an IPv4 address"),
+    "cluster options": ("35_placement", "cluster.encrypt: encrypt must be true or false"),
 }
 
 
