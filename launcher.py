@@ -507,6 +507,18 @@ def _exec_words(args: argparse.Namespace) -> list[str] | None:
     return words or None
 
 
+def _node_of(args: argparse.Namespace) -> tuple[Any, Any]:
+    """Where `exec`/`attach` reach `args.node`: (control.cli_cluster, the emulation's info) across
+    machines, else (None, its NodeSite); LookupError says why not."""
+    from control import exec_client
+
+    info = exec_client.find_running(args.name)
+    cluster = _cluster_of(info)
+    if cluster is not None:
+        return cluster, info
+    return None, exec_client.find_site(args.name, args.node)
+
+
 def cmd_exec(args: argparse.Namespace) -> int:
     from control import exec_client
     from control.programs import parse_assignments
@@ -519,34 +531,24 @@ def cmd_exec(args: argparse.Namespace) -> int:
     except ValueError as error:
         return _error(f"exec: {error}", 2)
     try:
-        info = exec_client.find_running(args.name)
+        cluster, where = _node_of(args)
     except LookupError as error:
         return _error(f"exec: {error}")
-    cluster = _cluster_of(info)
     if cluster is not None:
-        return cluster.exec_or_attach(info, args.node, command, assignments)
-    try:
-        site = exec_client.find_site(args.name, args.node)
-    except LookupError as error:
-        return _error(f"exec: {error}")
-    return exec_client.run_foreground(site, command, assignments=assignments)
+        return cluster.exec_or_attach(where, args.node, command, assignments)
+    return exec_client.run_foreground(where, command, assignments=assignments)
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
     from control import exec_client
 
     try:
-        info = exec_client.find_running(args.name)
+        cluster, where = _node_of(args)
     except LookupError as error:
         return _error(f"attach: {error}")
-    cluster = _cluster_of(info)
     if cluster is not None:
-        return cluster.exec_or_attach(info, args.node, None, {})
-    try:
-        site = exec_client.find_site(args.name, args.node)
-    except LookupError as error:
-        return _error(f"attach: {error}")
-    return exec_client.attach(site)
+        return cluster.exec_or_attach(where, args.node, None, {})
+    return exec_client.attach(where)
 
 
 COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "check": cmd_check, "attach": cmd_attach,

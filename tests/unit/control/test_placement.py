@@ -9,7 +9,8 @@ from control.placement import (
     DEFAULT_NODE_MEMORY, Placement, PlacementError, RayNodeInfo, capacity_of, place, placement_problems,
 )
 from control.plan import build_plan
-from control.topology import ClusterOptions, PlacementPin, TopologyError, parse_topology
+from control.topology import ClusterOptions, PlacementPin
+from tests.unit.control.test_topology import parse, problems
 
 GiB = 1 << 30
 
@@ -45,14 +46,6 @@ THIRTY = textwrap.dedent("""
 """), "  ")
 
 
-def parse(text: str):
-    return parse_topology(textwrap.dedent(text), "t.yaml")
-
-
-def problems(text: str) -> list[str]:
-    with pytest.raises(TopologyError) as error:
-        parse(text)
-    return str(error.value).splitlines()
 
 
 def cluster(count: int = 3, cpus: float = 2, memory: float | None = 8 * GiB, ip=None, **extra) -> list[RayNodeInfo]:
