@@ -39,8 +39,8 @@ from .zygote_client import ZygoteError
 
 log = logging.getLogger(__name__)
 
-AGENT_SILENCE = 1.5      # s past a long poll's end with no answer: the machine is lost
-EVENTS_POLL = 0.5        # s each `events` long poll waits at the agent
+AGENT_SILENCE = 1.25     # s past a long poll's end with no answer: the machine is lost (at most 1.5 s after)
+EVENTS_POLL = 0.25       # s each `events` long poll waits at the agent
 AGENT_CONCURRENCY = 16   # threads of an agent actor for spawns, kills, files
 # Each running remote program holds an exec thread in its long poll: their own group, so that the
 # events poll (its own group too) never queues behind them (Ray concurrency groups).
@@ -463,8 +463,6 @@ class ClusterZygote:
         ref.lost = why
         self.lost_events.append((machine, why, time.monotonic()))
         log.warning("machine %d (%s) lost: %s; its processes are reported dead", machine, ref.info.ip, why)
-        with contextlib.suppress(Exception):  # a silent agent must not come back half alive
-            self.session.ray.kill(ref.actor, no_restart=True)
         with self._lock:
             pids, self._live[machine] = sorted(self._live[machine]), set()
             for pid in pids:
@@ -472,3 +470,5 @@ class ClusterZygote:
         line = f"machine {machine} ({ref.info.ip}) lost: {why}"
         for pid in pids:
             self.on_exit(f"{machine}/{pid}", None, int(signal.SIGKILL), [line])
+        with contextlib.suppress(Exception):  # then: a silent agent must not come back half alive
+            self.session.ray.kill(ref.actor, no_restart=True)
