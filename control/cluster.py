@@ -239,6 +239,8 @@ class ClusterSession:
         """Every agent stops its processes and ends; the pids it found left over."""
         ray = self.ray
         leftovers: list[int] = []
+        if not ray.is_initialized():
+            return leftovers  # detached already: the agents' job ended with the connection
         pending = {index: ref.actor.stop.remote(grace) for index, ref in self.agents.items() if ref.lost is None}
         for index, ref in pending.items():
             try:
@@ -248,6 +250,7 @@ class ClusterSession:
         for ref in self.agents.values():
             with contextlib.suppress(Exception):
                 ray.kill(ref.actor, no_restart=True)
+            ref.lost = ref.lost or "stopped"
         return leftovers
 
     def close(self) -> None:
