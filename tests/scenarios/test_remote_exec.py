@@ -114,7 +114,7 @@ def test_ctrl_c_on_the_far_terminal_interrupts_the_program_even_if_the_agent_ign
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)     # as a Ray worker may: not inherited by programs
     try:
         process = RemoteProcess(direct(relay), "h1", [sys.executable, "-c",
-                                "import time; print('ready', flush=True); time.sleep(60)"],
+                                "import signal; print('ready', flush=True); signal.pause()"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, pty=True)
     finally:
         signal.signal(signal.SIGINT, previous)
