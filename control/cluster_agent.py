@@ -139,26 +139,25 @@ class HostAgent:
         return self._info
 
     def _exec_relay(self) -> Any:
-        """control/remote_exec.py's relay, made on the first program (once, under the lock)."""
-        with self._relay_lock:
-            if self._relay is None:
-                if self.run_dir is None or self._stopped:
-                    raise RuntimeError(f"machine {self.index} is not running")
-                from .remote_exec import ExecRelay
+        """control/remote_exec.py's relay, made on the first program."""
+        from .remote_exec import ExecRelay
 
-                self._relay = ExecRelay(self.emulation, str(self.run_dir.path), node_alive=self._node_alive)
-            return self._relay
+        return self._relay_made("_relay", lambda run_dir: ExecRelay(self.emulation, run_dir,
+                                                                    node_alive=self._node_alive))
 
     def _socket_relay(self) -> Any:
-        """control/remote_socket.py's relay, made on the first socket (once, under the lock)."""
-        with self._relay_lock:
-            if self._sockets is None:
+        """control/remote_socket.py's relay, made on the first socket."""
+        from .remote_socket import SocketRelay
+
+        return self._relay_made("_sockets", SocketRelay)
+
+    def _relay_made(self, attribute: str, make: Any) -> Any:
+        with self._relay_lock:  # once, even when the first two calls come at once
+            if getattr(self, attribute) is None:
                 if self.run_dir is None or self._stopped:
                     raise RuntimeError(f"machine {self.index} is not running")
-                from .remote_socket import SocketRelay
-
-                self._sockets = SocketRelay(str(self.run_dir.path))
-            return self._sockets
+                setattr(self, attribute, make(str(self.run_dir.path)))
+            return getattr(self, attribute)
 
     def ready(self) -> dict[str, Any]:
         """Wait for the zygote `start` began: its pid and the modules it could not preload."""

@@ -149,24 +149,15 @@ class ClusterRun:
 
     # -- programs --------------------------------------------------------------------------
 
-    def exec_caller(self, node: str) -> Any:
-        """The `call` a RemoteProcess of `node` uses: the exec relay of its machine's agent."""
+    def relay_caller(self, node: str, relay: str) -> Any:
+        """The `call(method, **kwargs)` of a RemoteProcess (`relay` "exec_call") or a RemoteSocket
+        ("socket_call") of `node`: that relay of its machine's agent."""
         assert self.session is not None
         machine = self.machine_of(node)
         session = self.session
 
         def call(method: str, **kwargs: Any) -> Any:
-            return session.call(machine, "exec_call", method, kwargs)
-        return call
-
-    def socket_caller(self, node: str) -> Any:
-        """The `call` a RemoteSocket of `node` uses: the socket relay of its machine's agent."""
-        assert self.session is not None
-        machine = self.machine_of(node)
-        session = self.session
-
-        def call(method: str, **kwargs: Any) -> Any:
-            return session.call(machine, "socket_call", method, kwargs)
+            return session.call(machine, relay, method, kwargs)
         return call
 
     def rehand(self, node: str, restart: Any) -> None:
@@ -185,13 +176,17 @@ class ClusterRun:
         assert self.plan is not None
         if segment in self._captures:
             raise ClusterError(f"{segment}: already capturing")
-        parts = {}
-        for device in self.plan.segment_devices[segment]:
-            remote = f"{self.machine_run_dir(device)}/{device}.pcap"
+        parts = self._parts(segment)
+        for device, remote in parts.items():
             emulation.supervisor.call(device, "capture_start", path=remote)
-            parts[device] = remote
         self._captures[segment] = (path, parts)
         return path
+
+    def _parts(self, segment: str) -> dict[str, str]:
+        """Where each device of `segment` writes its part of a capture: its machine's run directory
+        (the same file a topology's `capture:` names in the device's config)."""
+        assert self.plan is not None
+        return {device: f"{self.machine_run_dir(device)}/{device}.pcap" for device in self.plan.segment_devices[segment]}
 
     def capture_stop(self, emulation: "Emulation", segment: str) -> dict[str, Any] | None:
         if segment not in self._captures:
@@ -207,18 +202,12 @@ class ClusterRun:
         """Teardown: the segments' `capture:` files, each merged from its devices' pcaps."""
         assert self.plan is not None
         for segment, path in self.plan.captures.items():
-            parts = {}
-            for device in self.plan.segment_devices[segment]:
-                with contextlib.suppress(Exception):
-                    emulation.supervisor.call(device, "capture_stop")
-                parts[device] = f"{self.machine_run_dir(device)}/{device}.pcap"
-            try:
-                self.merge_from_machines(parts, path)
-            except (OSError, ClusterError) as exc:
-                log.warning("%s: the capture of %s could not be gathered: %s", emulation.name, segment, exc)
+            self._captures.setdefault(segment, (path, self._parts(segment)))
         for segment in list(self._captures):
-            with contextlib.suppress(Exception):
+            try:
                 self.capture_stop(emulation, segment)
+            except Exception as exc:  # noqa: BLE001 - the teardown goes on; the reason is logged
+                log.warning("%s: the capture of %s could not be gathered: %s", emulation.name, segment, exc)
 
     def merge_from_machines(self, parts: dict[str, str], path: str) -> int:
         """Fetch each device's pcap from its machine; merge them into `path`; the frame count."""

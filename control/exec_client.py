@@ -272,7 +272,7 @@ def _relay_remote(net: Any, node: str, argv: list[str] | None, fileno: int, scri
 
     stdin_fd = os.open(os.devnull, os.O_RDONLY) if script else 0
     try:
-        return attach_remote(net.cluster.exec_caller(node), node, argv, pty=None,
+        return attach_remote(net.cluster.relay_caller(node, "exec_call"), node, argv, pty=None,
                              stdin_fd=stdin_fd, stdout_fd=fileno, stderr_fd=fileno,
                              verb="attach" if argv is None else "exec")
     finally:

@@ -209,7 +209,7 @@ class NodeHandle:
         if emulation.cluster is not None and not emulation.cluster.is_local(self.name):
             from .remote_exec import RemoteProcess  # a node of another machine: through its agent
 
-            return RemoteProcess(emulation.cluster.exec_caller(self.name), self.name, argv, env=env,
+            return RemoteProcess(emulation.cluster.relay_caller(self.name, "exec_call"), self.name, argv, env=env,
                                  **popen_kwargs)  # type: ignore[return-value]
         if "programs" not in emulation.__dict__:
             emulation.__dict__.setdefault("programs", ProgramTable(lambda node: emulation.supervisor[node].alive))
@@ -251,7 +251,7 @@ class NodeHandle:
         if cluster is not None and not cluster.is_local(self.name):
             from .remote_socket import RemoteSocket  # a node of another machine: through its agent
 
-            return RemoteSocket(cluster.socket_caller(self.name), self.name, family, type, proto)
+            return RemoteSocket(cluster.relay_caller(self.name, "socket_call"), self.name, family, type, proto)
         return api.socket(self.site().syscall, family, type, proto)
 
 

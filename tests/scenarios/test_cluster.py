@@ -269,3 +269,24 @@ def test_the_netemu_cli_runs_programs_on_nodes_of_other_machines(cluster, tmp_pa
     assert shown.returncode == 1, shown.stdout + shown.stderr
     assert "1 received" in shown.stdout and "10.3.0.11/24" in shown.stdout, shown.stdout
     assert "*** b2: sh exited with status 4" in shown.stdout, shown.stdout
+
+
+def test_a_topology_capture_of_a_spread_segment_is_merged_at_teardown(cluster, tmp_path):
+    from control.topology import parse_topology
+
+    pcap = tmp_path / "lan.pcap"
+    text = f"""
+name: capt
+segments:
+  lan: {{kind: switch, capture: {pcap}}}
+placement: {{h1: m0, h2: m1}}
+nodes:
+  h1: {{kind: host, interfaces: {{eth0: {{segment: lan, ip: 10.0.0.1/24}}}}}}
+  h2: {{kind: host, interfaces: {{eth0: {{segment: lan, ip: 10.0.0.2/24}}}}}}
+"""
+    with Emulation(parse_topology(text, "capt.yaml"), cluster=cluster.address) as net:
+        assert net.plan.segment_devices["lan"] == ["lan", "lan.1"]
+        assert net["h1"].ping("h2", count=2, interval=0.2).received == 2
+        assert not pcap.exists()  # each machine writes its part; merged when the capture ends
+    echoes = icmp_echoes(pcap)
+    assert len(echoes) == 4 and len(set(echoes)) == 4  # 2 requests, 2 replies, each once
